@@ -1,0 +1,65 @@
+//! Catalog schema migrations, applied in order and tracked with SQLite's `user_version`.
+//! Append new steps; never edit a step that has shipped.
+
+use rusqlite::Connection;
+
+use crate::Result;
+
+const STEPS: &[&str] = &[
+    // 1: schemas, objects, dependency edges, runs.
+    "CREATE TABLE schemas (
+        name TEXT PRIMARY KEY,
+        created_at TEXT NOT NULL
+     );
+     INSERT INTO schemas (name, created_at) VALUES ('public', strftime('%Y-%m-%dT%H:%M:%fZ'));
+     CREATE TABLE objects (
+        id INTEGER PRIMARY KEY,
+        schema_name TEXT NOT NULL REFERENCES schemas(name),
+        name TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        sql TEXT NOT NULL,
+        query TEXT,
+        options TEXT NOT NULL,
+        columns TEXT NOT NULL,
+        location TEXT,
+        comment TEXT,
+        published_version INTEGER,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        UNIQUE (schema_name, name)
+     );
+     CREATE TABLE dependencies (
+        object_id INTEGER NOT NULL REFERENCES objects(id),
+        upstream_id INTEGER NOT NULL REFERENCES objects(id),
+        PRIMARY KEY (object_id, upstream_id)
+     );
+     CREATE INDEX dependencies_upstream ON dependencies (upstream_id);
+     CREATE TABLE runs (
+        id INTEGER PRIMARY KEY,
+        object_id INTEGER NOT NULL,
+        object_name TEXT NOT NULL,
+        trigger TEXT NOT NULL,
+        strategy TEXT,
+        reason TEXT,
+        status TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        finished_at TEXT,
+        rows_read INTEGER,
+        rows_written INTEGER,
+        delta_version INTEGER,
+        input_versions TEXT,
+        error TEXT
+     );
+     CREATE INDEX runs_object ON runs (object_id, id);",
+];
+
+pub(super) fn apply(conn: &mut Connection) -> Result<()> {
+    let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    for (index, step) in STEPS.iter().enumerate().skip(current as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(step)?;
+        tx.pragma_update(None, "user_version", (index + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}

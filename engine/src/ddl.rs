@@ -1,0 +1,571 @@
+//! Definitions: schemas, tables, sources, models and views, and dropping them.
+//! Every definition is planned (names, types, cycles checked) before anything is stored, and
+//! is durable in the catalog before the statement returns.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{Field, Schema};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::sql::sqlparser::ast;
+use tributary_catalog::{CatalogObject, NewObject, ObjectKind, ObjectName};
+
+use crate::dialect::{CreateModel, CreateSource, DropObjects, ObjectKindSyntax};
+use crate::error::{Error, Result};
+use crate::names;
+use crate::planning::{self, is_system_schema};
+use crate::session::{Output, Session};
+use crate::sources::files::FileSourceSpec;
+use crate::system::RowsBuilder;
+use crate::types::{self, columns_of_schema};
+
+pub fn create_schema(
+    session: &Session,
+    name: &ast::SchemaName,
+    if_not_exists: bool,
+) -> Result<Output> {
+    let ast::SchemaName::Simple(name) = name else {
+        return Err(Error::NotSupported("CREATE SCHEMA ... AUTHORIZATION".into()));
+    };
+    let schema = names::object_name(name, "")?.name;
+    check_user_schema(&schema)?;
+    session
+        .engine
+        .catalog()
+        .create_schema(&schema, if_not_exists)
+        .map_err(|e| match e {
+            tributary_catalog::Error::Duplicate { name, .. } => Error::DuplicateObject {
+                kind: "schema",
+                name,
+            },
+            other => other.into(),
+        })?;
+    Ok(Output::Command("CREATE SCHEMA".into()))
+}
+
+fn check_user_schema(schema: &str) -> Result<()> {
+    if is_system_schema(schema) || schema.starts_with("pg_") {
+        return Err(Error::InsufficientPrivilege(format!(
+            "schema \"{schema}\" is reserved for the system"
+        )));
+    }
+    Ok(())
+}
+
+/// Resolves a name for a new object and checks its schema exists and it is free.
+fn new_object_name(session: &Session, name: &ast::ObjectName) -> Result<ObjectName> {
+    let name = names::object_name(name, &session.current_schema())?;
+    check_user_schema(&name.schema)?;
+    if !session.engine.catalog().schema_exists(&name.schema)? {
+        return Err(Error::UndefinedObject {
+            kind: "schema",
+            name: name.schema.clone(),
+        });
+    }
+    Ok(name)
+}
+
+fn duplicate(existing: &CatalogObject) -> Error {
+    Error::DuplicateObject {
+        kind: "relation",
+        name: existing.name.to_string(),
+    }
+}
+
+fn location_for(name: &ObjectName) -> String {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    format!("{}/{}-{}", name.schema, name.name, &id[..12])
+}
+
+pub async fn create_table(
+    session: &mut Session,
+    create: ast::CreateTable,
+    text: &str,
+) -> Result<Output> {
+    let name = new_object_name(session, &create.name)?;
+    if let Some(existing) = session.engine.catalog().object(&name)? {
+        if create.if_not_exists {
+            return Ok(Output::Command("CREATE TABLE".into()));
+        }
+        return Err(duplicate(&existing));
+    }
+    let (schema, query_plan) = if let Some(query) = &create.query {
+        let plan = planning::plan_statement(
+            &session.ctx.state(),
+            ast::Statement::Query(query.clone()),
+        )
+        .await?;
+        (plan.schema().inner().as_ref().clone(), Some(plan))
+    } else {
+        let mut fields = Vec::new();
+        let mut seen = BTreeSet::new();
+        for column in &create.columns {
+            let col_name = names::ident(&column.name);
+            if !seen.insert(col_name.clone()) {
+                return Err(Error::DuplicateObject {
+                    kind: "column",
+                    name: col_name,
+                });
+            }
+            let not_null = column.options.iter().any(|o| {
+                matches!(
+                    o.option,
+                    ast::ColumnOption::NotNull | ast::ColumnOption::PrimaryKey(_)
+                )
+            });
+            fields.push(Field::new(col_name, types::arrow_type(&column.data_type)?, !not_null));
+        }
+        if fields.is_empty() {
+            return Err(Error::bad_input(format!("table \"{name}\" needs at least one column")));
+        }
+        (Schema::new(fields), None)
+    };
+    let location = location_for(&name);
+    let engine = &session.engine.inner;
+    let table = engine.warehouse.create(&location, &name.name, &schema).await?;
+    let object = engine.catalog.create_object(
+        &NewObject {
+            name: name.clone(),
+            kind: ObjectKind::Table,
+            sql: text.to_string(),
+            query: None,
+            options: BTreeMap::new(),
+            columns: columns_of_schema(&schema),
+            location: Some(location.clone()),
+            comment: None,
+        },
+        &[],
+    );
+    let object = match object {
+        Ok(o) => o,
+        Err(e) => {
+            let _ = engine.warehouse.remove(&location);
+            return Err(e.into());
+        }
+    };
+    engine.publish(&object, table)?;
+    if let Some(plan) = query_plan {
+        let rows = crate::dml::append_plan(session, &object, plan).await?;
+        return Ok(Output::Command(format!("SELECT {rows}")));
+    }
+    Ok(Output::Command("CREATE TABLE".into()))
+}
+
+pub async fn create_view(session: &mut Session, view: ast::CreateView, text: &str) -> Result<Output> {
+    if view.materialized {
+        // sqlparser's form of CREATE MATERIALIZED VIEW reaches here only with unusual syntax.
+        return Err(Error::NotSupported("this form of CREATE MATERIALIZED VIEW".into()));
+    }
+    let name = new_object_name(session, &view.name)?;
+    let query_text = view.query.to_string();
+    let plan = planning::plan_statement(&session.ctx.state(), ast::Statement::Query(view.query.clone())).await?;
+    let upstream = upstream_ids(session, &plan)?;
+    let columns = columns_of_schema(plan.schema().inner());
+    let new = NewObject {
+        name: name.clone(),
+        kind: ObjectKind::View,
+        sql: text.to_string(),
+        query: Some(query_text),
+        options: BTreeMap::new(),
+        columns,
+        location: None,
+        comment: view.comment.clone(),
+    };
+    let catalog = session.engine.catalog();
+    match catalog.object(&name)? {
+        Some(existing) if view.or_replace && existing.kind == ObjectKind::View => {
+            check_no_cycle(session, existing.id, &upstream)?;
+            catalog.replace_object(existing.id, &new, &upstream)?;
+        }
+        Some(_) if view.if_not_exists => {}
+        Some(existing) => return Err(duplicate(&existing)),
+        None => {
+            catalog.create_object(&new, &upstream)?;
+        }
+    }
+    Ok(Output::Command("CREATE VIEW".into()))
+}
+
+pub async fn create_source(session: &mut Session, source: CreateSource, text: &str) -> Result<Output> {
+    let name = new_object_name(session, &source.name)?;
+    if let Some(existing) = session.engine.catalog().object(&name)? {
+        if source.if_not_exists {
+            return Ok(Output::Command("CREATE SOURCE".into()));
+        }
+        return Err(duplicate(&existing));
+    }
+    let mut options = source.options.clone();
+    options.insert("path".into(), source.path.clone());
+    options.insert("format".into(), source.format.as_str().into());
+    let spec = FileSourceSpec::from_options(&options)?;
+    let schema = if source.columns.is_empty() {
+        spec.infer_schema(&session.ctx.state()).await?
+    } else {
+        let fields = source
+            .columns
+            .iter()
+            .map(|c| {
+                let not_null = c
+                    .options
+                    .iter()
+                    .any(|o| matches!(o.option, ast::ColumnOption::NotNull));
+                Ok(Field::new(names::ident(&c.name), types::arrow_type(&c.data_type)?, !not_null))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Arc::new(Schema::new(fields))
+    };
+    let description = options.get("description").cloned();
+    session.engine.catalog().create_object(
+        &NewObject {
+            name,
+            kind: ObjectKind::Source,
+            sql: text.to_string(),
+            query: None,
+            options,
+            columns: columns_of_schema(&schema),
+            location: None,
+            comment: description,
+        },
+        &[],
+    )?;
+    Ok(Output::Command("CREATE SOURCE".into()))
+}
+
+/// The catalog ids of the user objects a plan reads; unknown names are errors.
+fn upstream_ids(session: &Session, plan: &datafusion::logical_expr::LogicalPlan) -> Result<Vec<i64>> {
+    let catalog = session.engine.catalog();
+    planning::plan_inputs(plan, &session.current_schema())
+        .into_iter()
+        .map(|name| {
+            catalog
+                .object(&name)?
+                .map(|o| o.id)
+                .ok_or_else(|| Error::UndefinedObject {
+                    kind: "relation",
+                    name: name.to_string(),
+                })
+        })
+        .collect()
+}
+
+/// Fails with 42P17 when `id` would (transitively) read itself through `upstream`.
+fn check_no_cycle(session: &Session, id: i64, upstream: &[i64]) -> Result<()> {
+    let edges = session.engine.catalog().dependencies()?;
+    let mut ups: HashMap<i64, Vec<i64>> = HashMap::new();
+    for (down, up) in edges {
+        ups.entry(down).or_default().push(up);
+    }
+    let mut stack: Vec<i64> = upstream.to_vec();
+    let mut seen = BTreeSet::new();
+    while let Some(next) = stack.pop() {
+        if next == id {
+            let name = session
+                .engine
+                .catalog()
+                .object_by_id(id)?
+                .map(|o| o.name.to_string())
+                .unwrap_or_default();
+            return Err(Error::Cycle(format!("\"{name}\" would depend on itself")));
+        }
+        if seen.insert(next) {
+            stack.extend(ups.get(&next).into_iter().flatten().copied());
+        }
+    }
+    Ok(())
+}
+
+pub async fn create_model(session: &mut Session, model: CreateModel, text: &str) -> Result<Output> {
+    let name = new_object_name(session, &model.name)?;
+    let catalog = session.engine.catalog();
+    let existing = catalog.object(&name)?;
+    if let Some(existing) = &existing {
+        if model.if_not_exists {
+            return Ok(Output::Command("CREATE MODEL".into()));
+        }
+        if !model.or_replace || existing.kind != ObjectKind::Model {
+            return Err(duplicate(existing));
+        }
+    }
+    for key in model.options.keys() {
+        if !crate::refresh::MODEL_OPTIONS.contains(&key.as_str()) {
+            return Err(Error::InvalidOption {
+                option: key.clone(),
+                message: format!(
+                    "unknown model option (expected one of: {})",
+                    crate::refresh::MODEL_OPTIONS.join(", ")
+                ),
+            });
+        }
+    }
+    let plan = planning::plan_statement(
+        &session.ctx.state(),
+        ast::Statement::Query(model.query.clone()),
+    )
+    .await?;
+    let upstream = upstream_ids(session, &plan)?;
+    if let Some(existing) = &existing {
+        check_no_cycle(session, existing.id, &upstream)?;
+    }
+    let schema = plan.schema().inner().clone();
+    let location = location_for(&name);
+    let engine = session.engine.inner.clone();
+    let table = engine.warehouse.create(&location, &name.name, &schema).await?;
+    let new = NewObject {
+        name: name.clone(),
+        kind: ObjectKind::Model,
+        sql: text.to_string(),
+        query: Some(model.query_text.clone()),
+        options: model.options.clone(),
+        columns: columns_of_schema(&types::storage_schema(&schema)),
+        location: Some(location.clone()),
+        comment: model.options.get("description").cloned(),
+    };
+    let object = match &existing {
+        Some(old) => {
+            catalog.replace_object(old.id, &new, &upstream).inspect_err(|_| {
+                let _ = engine.warehouse.remove(&location);
+            })?;
+            engine.forget(old.id);
+            if let Some(old_location) = &old.location {
+                let _ = engine.warehouse.remove(old_location);
+            }
+            catalog.object_by_id(old.id)?.ok_or_else(|| Error::Internal("model vanished".into()))?
+        }
+        None => catalog.create_object(&new, &upstream).inspect_err(|_| {
+            let _ = engine.warehouse.remove(&location);
+        })?,
+    };
+    let _ = table;
+    if !model.with_data {
+        return Ok(Output::Command("CREATE MODEL".into()));
+    }
+    let outcome = crate::refresh::refresh_one(&session.engine, &object, "create", true).await?;
+    if existing.is_some() {
+        crate::refresh::refresh_downstream_of(&session.engine, object.id, "replace").await?;
+    }
+    Ok(Output::Command(format!("SELECT {}", outcome.rows_written.unwrap_or(0))))
+}
+
+fn kind_of(syntax: ObjectKindSyntax) -> ObjectKind {
+    match syntax {
+        ObjectKindSyntax::Source => ObjectKind::Source,
+        ObjectKindSyntax::Table => ObjectKind::Table,
+        ObjectKindSyntax::Model => ObjectKind::Model,
+        ObjectKindSyntax::View => ObjectKind::View,
+    }
+}
+
+/// Everything that (transitively) reads from `ids`, dependents first.
+fn with_dependents(session: &Session, ids: &[i64]) -> Result<Vec<i64>> {
+    let edges = session.engine.catalog().dependencies()?;
+    let mut downs: HashMap<i64, Vec<i64>> = HashMap::new();
+    for (down, up) in edges {
+        downs.entry(up).or_default().push(down);
+    }
+    let mut order = Vec::new();
+    let mut seen = BTreeSet::new();
+    fn visit(id: i64, downs: &HashMap<i64, Vec<i64>>, seen: &mut BTreeSet<i64>, order: &mut Vec<i64>) {
+        if !seen.insert(id) {
+            return;
+        }
+        for d in downs.get(&id).into_iter().flatten() {
+            visit(*d, downs, seen, order);
+        }
+        order.push(id);
+    }
+    for id in ids {
+        visit(*id, &downs, &mut seen, &mut order);
+    }
+    Ok(order)
+}
+
+pub async fn drop_objects(session: &mut Session, drop: DropObjects) -> Result<Output> {
+    let kind = kind_of(drop.kind);
+    let catalog = session.engine.catalog();
+    let mut targets = Vec::new();
+    for name in &drop.names {
+        let name = names::object_name(name, &session.current_schema())?;
+        match catalog.object(&name)? {
+            Some(o) if o.kind == kind => targets.push(o),
+            Some(o) => {
+                return Err(Error::WrongObjectType(format!(
+                    "\"{}\" is a {}, not a {}",
+                    o.name, o.kind, kind
+                )));
+            }
+            None if drop.if_exists => {}
+            None => {
+                return Err(Error::UndefinedObject {
+                    kind: kind.as_str(),
+                    name: name.to_string(),
+                });
+            }
+        }
+    }
+    let ids: Vec<i64> = targets.iter().map(|o| o.id).collect();
+    let all = if drop.cascade { with_dependents(session, &ids)? } else { ids };
+    drop_ids(session, &all)?;
+    Ok(Output::Command(format!("DROP {}", drop_tag(kind))))
+}
+
+fn drop_tag(kind: ObjectKind) -> &'static str {
+    match kind {
+        ObjectKind::Source => "SOURCE",
+        ObjectKind::Table => "TABLE",
+        ObjectKind::Model => "MODEL",
+        ObjectKind::View => "VIEW",
+    }
+}
+
+fn drop_ids(session: &Session, ids: &[i64]) -> Result<()> {
+    let catalog = session.engine.catalog();
+    let objects: Vec<CatalogObject> = ids
+        .iter()
+        .filter_map(|id| catalog.object_by_id(*id).transpose())
+        .collect::<Result<_, _>>()?;
+    catalog.drop_objects(ids).map_err(|e| match e {
+        tributary_catalog::Error::HasDependents {
+            kind,
+            name,
+            dependents,
+        } => Error::DependentObjects {
+            kind,
+            name,
+            dependents,
+        },
+        other => other.into(),
+    })?;
+    for o in objects {
+        session.engine.inner.forget(o.id);
+        if let Some(location) = &o.location {
+            if let Err(e) = session.engine.inner.warehouse.remove(location) {
+                tracing::warn!(object = %o.name, error = %e, "could not remove dropped table files");
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn drop_schemas(
+    session: &mut Session,
+    schemas: &[ast::ObjectName],
+    if_exists: bool,
+    cascade: bool,
+) -> Result<Output> {
+    let catalog = session.engine.catalog();
+    for schema in schemas {
+        let name = names::object_name(schema, "")?.name;
+        if !catalog.schema_exists(&name)? {
+            if if_exists {
+                continue;
+            }
+            return Err(Error::UndefinedObject {
+                kind: "schema",
+                name,
+            });
+        }
+        if cascade {
+            let ids: Vec<i64> = catalog
+                .objects()?
+                .into_iter()
+                .filter(|o| o.name.schema == name)
+                .map(|o| o.id)
+                .collect();
+            let all = with_dependents(session, &ids)?;
+            drop_ids(session, &all)?;
+        }
+        catalog.drop_schema(&name).map_err(|e| match e {
+            tributary_catalog::Error::HasDependents {
+                kind,
+                name,
+                dependents,
+            } => Error::DependentObjects {
+                kind,
+                name,
+                dependents,
+            },
+            other => other.into(),
+        })?;
+    }
+    Ok(Output::Command("DROP SCHEMA".into()))
+}
+
+pub async fn show_objects(session: &mut Session, kind: ObjectKindSyntax) -> Result<Output> {
+    let kind = kind_of(kind);
+    let mut b = RowsBuilder::new(&[
+        ("schema_name", crate::system::Col::Text),
+        ("name", crate::system::Col::Text),
+        ("version", crate::system::Col::Int),
+        ("description", crate::system::Col::Text),
+    ]);
+    for o in session.engine.catalog().objects()? {
+        if o.kind == kind {
+            b.text(Some(&o.name.schema))
+                .text(Some(&o.name.name))
+                .int(o.published_version)
+                .text(o.comment.as_deref());
+        }
+    }
+    rows_output(b.finish()?)
+}
+
+pub fn comment_on(
+    session: &mut Session,
+    object_type: ast::CommentObject,
+    name: &ast::ObjectName,
+    comment: Option<&str>,
+) -> Result<Output> {
+    let catalog = session.engine.catalog();
+    match object_type {
+        ast::CommentObject::Column => {
+            let mut parts = name.0.clone();
+            let column = parts
+                .pop()
+                .and_then(|p| p.as_ident().map(names::ident))
+                .ok_or_else(|| Error::Syntax("expected table.column".into()))?;
+            let object_name = names::object_name(&ast::ObjectName(parts), &session.current_schema())?;
+            let object = catalog.object(&object_name)?.ok_or_else(|| Error::UndefinedObject {
+                kind: "relation",
+                name: object_name.to_string(),
+            })?;
+            let mut columns = object.columns.clone();
+            let col = columns
+                .iter_mut()
+                .find(|c| c.name == column)
+                .ok_or_else(|| Error::UndefinedColumn(format!(
+                    "column \"{column}\" of relation \"{object_name}\" does not exist"
+                )))?;
+            col.comment = comment.map(str::to_string);
+            catalog.set_columns(object.id, &columns)?;
+        }
+        _ => {
+            let object_name = names::object_name(name, &session.current_schema())?;
+            let object = catalog.object(&object_name)?.ok_or_else(|| Error::UndefinedObject {
+                kind: "relation",
+                name: object_name.to_string(),
+            })?;
+            catalog.set_comment(object.id, comment)?;
+        }
+    }
+    Ok(Output::Command("COMMENT".into()))
+}
+
+/// A one-row, one-column text result (SHOW).
+pub fn single_text_row(column: &str, value: &str) -> Result<Output> {
+    let mut b = RowsBuilder::new(&[(column, crate::system::Col::Text)]);
+    b.text(Some(value));
+    rows_output(b.finish()?)
+}
+
+pub fn rows_output(batch: RecordBatch) -> Result<Output> {
+    let schema = batch.schema();
+    let stream = datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
+        schema.clone(),
+        futures::stream::iter(vec![Ok(batch)]),
+    );
+    Ok(Output::Rows {
+        schema,
+        stream: Box::pin(stream),
+        tag: "SELECT".into(),
+    })
+}

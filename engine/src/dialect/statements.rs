@@ -1,0 +1,441 @@
+//! Parsing of the statements Tributary adds to SQL. Anything else is handed to sqlparser.
+
+use std::collections::BTreeMap;
+
+use datafusion::sql::sqlparser::ast::{
+    self, ColumnDef, Expr, Ident, ObjectName, Query, SqlOption, Value, ValueWithSpan,
+};
+use datafusion::sql::sqlparser::keywords::Keyword;
+use datafusion::sql::sqlparser::parser::{Parser, ParserError};
+use datafusion::sql::sqlparser::tokenizer::Token;
+
+use super::TributaryDialect;
+
+/// A parsed statement: one of Tributary's own, or standard SQL for the engine to dispatch.
+#[derive(Debug, Clone)]
+pub enum Statement {
+    Sql(Box<ast::Statement>),
+    CreateSource(CreateSource),
+    CreateModel(CreateModel),
+    Refresh(Refresh),
+    RefreshAll,
+    Drop(DropObjects),
+    Show(ObjectKindSyntax),
+}
+
+/// The object kinds as they are spelled in statements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObjectKindSyntax {
+    Source,
+    Table,
+    Model,
+    View,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceFormat {
+    Csv,
+    Json,
+    NdJson,
+    Parquet,
+}
+
+impl SourceFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceFormat::Csv => "csv",
+            SourceFormat::Json => "json",
+            SourceFormat::NdJson => "ndjson",
+            SourceFormat::Parquet => "parquet",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s.to_ascii_lowercase().as_str() {
+            "csv" => SourceFormat::Csv,
+            "json" => SourceFormat::Json,
+            "ndjson" => SourceFormat::NdJson,
+            "parquet" => SourceFormat::Parquet,
+            _ => return None,
+        })
+    }
+}
+
+/// `CREATE SOURCE [IF NOT EXISTS] name [(columns)] FROM FILES 'path' FORMAT f [WITH (...)]`
+#[derive(Debug, Clone)]
+pub struct CreateSource {
+    pub name: ObjectName,
+    pub if_not_exists: bool,
+    pub columns: Vec<ColumnDef>,
+    pub path: String,
+    pub format: SourceFormat,
+    pub options: BTreeMap<String, String>,
+}
+
+/// `CREATE [OR REPLACE] MODEL | MATERIALIZED VIEW [IF NOT EXISTS] name [WITH (...)] AS query`
+#[derive(Debug, Clone)]
+pub struct CreateModel {
+    pub name: ObjectName,
+    pub or_replace: bool,
+    pub if_not_exists: bool,
+    pub options: BTreeMap<String, String>,
+    pub query: Box<Query>,
+    /// The defining query's text exactly as written.
+    pub query_text: String,
+    /// `WITH NO DATA`: record the model without running its first refresh.
+    pub with_data: bool,
+}
+
+/// `REFRESH MODEL | MATERIALIZED VIEW name [FULL] [WITH UPSTREAM] [WITH DOWNSTREAM]`
+#[derive(Debug, Clone)]
+pub struct Refresh {
+    pub name: ObjectName,
+    pub full: bool,
+    pub upstream: bool,
+    pub downstream: bool,
+}
+
+/// `DROP kind [IF EXISTS] name, ... [CASCADE | RESTRICT]`
+#[derive(Debug, Clone)]
+pub struct DropObjects {
+    pub kind: ObjectKindSyntax,
+    pub names: Vec<ObjectName>,
+    pub if_exists: bool,
+    pub cascade: bool,
+}
+
+/// Parses one statement (no trailing semicolon needed).
+pub fn parse_statement(sql: &str) -> Result<Statement, ParserError> {
+    let dialect = TributaryDialect::default();
+    let mut p = Parser::new(&dialect).try_with_sql(sql)?;
+    let stmt = if let Some(stmt) = parse_tributary(&mut p, sql)? {
+        stmt
+    } else {
+        let stmt = p.parse_statement()?;
+        Statement::Sql(Box::new(stmt))
+    };
+    while p.consume_token(&Token::SemiColon) {}
+    if p.peek_token().token != Token::EOF {
+        return p.expected("end of statement", p.peek_token());
+    }
+    Ok(stmt)
+}
+
+fn word_is(p: &Parser, n: usize, word: &str) -> bool {
+    match &p.peek_nth_token(n).token {
+        Token::Word(w) => w.quote_style.is_none() && w.value.eq_ignore_ascii_case(word),
+        _ => false,
+    }
+}
+
+fn parse_tributary(p: &mut Parser, sql: &str) -> Result<Option<Statement>, ParserError> {
+    if word_is(p, 0, "create") {
+        let or_replace = word_is(p, 1, "or") && word_is(p, 2, "replace");
+        let at = if or_replace { 3 } else { 1 };
+        if word_is(p, at, "model") {
+            advance(p, at + 1);
+            return parse_create_model(p, sql, or_replace).map(|m| Some(Statement::CreateModel(m)));
+        }
+        if word_is(p, at, "materialized") && word_is(p, at + 1, "view") {
+            advance(p, at + 2);
+            return parse_create_model(p, sql, or_replace).map(|m| Some(Statement::CreateModel(m)));
+        }
+        if !or_replace && word_is(p, 1, "source") {
+            advance(p, 2);
+            return parse_create_source(p).map(|s| Some(Statement::CreateSource(s)));
+        }
+    }
+    if word_is(p, 0, "refresh") {
+        p.next_token();
+        if p.parse_keyword(Keyword::ALL) {
+            return Ok(Some(Statement::RefreshAll));
+        }
+        if word_is(p, 0, "model") {
+            p.next_token();
+        } else if word_is(p, 0, "materialized") && word_is(p, 1, "view") {
+            advance(p, 2);
+        } else {
+            return p.expected("MODEL, MATERIALIZED VIEW or ALL after REFRESH", p.peek_token());
+        }
+        let name = p.parse_object_name(false)?;
+        let full = p.parse_keyword(Keyword::FULL);
+        let mut refresh = Refresh {
+            name,
+            full,
+            upstream: false,
+            downstream: false,
+        };
+        while p.parse_keyword(Keyword::WITH) {
+            if word_is(p, 0, "upstream") {
+                refresh.upstream = true;
+            } else if word_is(p, 0, "downstream") {
+                refresh.downstream = true;
+            } else {
+                return p.expected("UPSTREAM or DOWNSTREAM", p.peek_token());
+            }
+            p.next_token();
+        }
+        return Ok(Some(Statement::Refresh(refresh)));
+    }
+    if word_is(p, 0, "drop") {
+        let kind = if word_is(p, 1, "source") {
+            Some((ObjectKindSyntax::Source, 2))
+        } else if word_is(p, 1, "model") {
+            Some((ObjectKindSyntax::Model, 2))
+        } else if word_is(p, 1, "materialized") && word_is(p, 2, "view") {
+            Some((ObjectKindSyntax::Model, 3))
+        } else if word_is(p, 1, "table") {
+            Some((ObjectKindSyntax::Table, 2))
+        } else if word_is(p, 1, "view") {
+            Some((ObjectKindSyntax::View, 2))
+        } else {
+            None
+        };
+        if let Some((kind, n)) = kind {
+            advance(p, n);
+            let if_exists = p.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
+            let names = p.parse_comma_separated(|p| p.parse_object_name(false))?;
+            let cascade = match p.parse_one_of_keywords(&[Keyword::CASCADE, Keyword::RESTRICT]) {
+                Some(Keyword::CASCADE) => true,
+                _ => false,
+            };
+            return Ok(Some(Statement::Drop(DropObjects {
+                kind,
+                names,
+                if_exists,
+                cascade,
+            })));
+        }
+    }
+    if word_is(p, 0, "show") {
+        let kind = if word_is(p, 1, "sources") {
+            Some(ObjectKindSyntax::Source)
+        } else if word_is(p, 1, "tables") {
+            Some(ObjectKindSyntax::Table)
+        } else if word_is(p, 1, "models") {
+            Some(ObjectKindSyntax::Model)
+        } else if word_is(p, 1, "views") {
+            Some(ObjectKindSyntax::View)
+        } else {
+            None
+        };
+        if let Some(kind) = kind {
+            if p.peek_nth_token(2).token == Token::EOF
+                || p.peek_nth_token(2).token == Token::SemiColon
+            {
+                advance(p, 2);
+                return Ok(Some(Statement::Show(kind)));
+            }
+        }
+    }
+    Ok(None)
+}
+
+fn advance(p: &mut Parser, n: usize) {
+    for _ in 0..n {
+        p.next_token();
+    }
+}
+
+fn parse_create_model(
+    p: &mut Parser,
+    sql: &str,
+    or_replace: bool,
+) -> Result<CreateModel, ParserError> {
+    let if_not_exists = p.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
+    let name = p.parse_object_name(false)?;
+    let options = if p.peek_keyword(Keyword::WITH) {
+        options_map(p.parse_options(Keyword::WITH)?)?
+    } else {
+        BTreeMap::new()
+    };
+    p.expect_keyword(Keyword::AS)?;
+    let start = p.peek_token().span.start;
+    let query = p.parse_query()?;
+    let end = p.peek_token().span.start;
+    let query_text = text_between(sql, start, end).trim().to_string();
+    let mut with_data = true;
+    if p.parse_keyword(Keyword::WITH) {
+        with_data = !p.parse_keyword(Keyword::NO);
+        if !(word_is(p, 0, "data")) {
+            return p.expected("DATA", p.peek_token());
+        }
+        p.next_token();
+    }
+    Ok(CreateModel {
+        name,
+        or_replace,
+        if_not_exists,
+        options,
+        query,
+        query_text,
+        with_data,
+    })
+}
+
+fn parse_create_source(p: &mut Parser) -> Result<CreateSource, ParserError> {
+    let if_not_exists = p.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
+    let name = p.parse_object_name(false)?;
+    let columns = if p.peek_token().token == Token::LParen {
+        let (columns, constraints) = p.parse_columns()?;
+        if !constraints.is_empty() {
+            return Err(ParserError::ParserError(
+                "constraints are not supported on sources".into(),
+            ));
+        }
+        columns
+    } else {
+        Vec::new()
+    };
+    p.expect_keyword(Keyword::FROM)?;
+    if !word_is(p, 0, "files") {
+        return p.expected("FILES after FROM", p.peek_token());
+    }
+    p.next_token();
+    let path = p.parse_literal_string()?;
+    p.expect_keyword(Keyword::FORMAT)?;
+    let format_token = p.next_token();
+    let format = match &format_token.token {
+        Token::Word(w) => SourceFormat::parse(&w.value),
+        _ => None,
+    };
+    let Some(format) = format else {
+        return p.expected("CSV, JSON, NDJSON or PARQUET", format_token);
+    };
+    let options = if p.peek_keyword(Keyword::WITH) {
+        options_map(p.parse_options(Keyword::WITH)?)?
+    } else {
+        BTreeMap::new()
+    };
+    Ok(CreateSource {
+        name,
+        if_not_exists,
+        columns,
+        path,
+        format,
+        options,
+    })
+}
+
+/// `WITH (key = value, ...)` as lower-cased keys and plain string values.
+fn options_map(options: Vec<SqlOption>) -> Result<BTreeMap<String, String>, ParserError> {
+    let mut out = BTreeMap::new();
+    for option in options {
+        let SqlOption::KeyValue { key, value } = option else {
+            return Err(ParserError::ParserError(format!(
+                "expected key = value option, found {option}"
+            )));
+        };
+        out.insert(key.value.to_lowercase(), option_value(&value)?);
+    }
+    Ok(out)
+}
+
+fn option_value(value: &Expr) -> Result<String, ParserError> {
+    Ok(match value {
+        Expr::Value(ValueWithSpan { value, .. }) => match value {
+            Value::SingleQuotedString(s) | Value::DoubleQuotedString(s) => s.clone(),
+            Value::Number(n, _) => n.to_string(),
+            Value::Boolean(b) => b.to_string(),
+            other => other.to_string(),
+        },
+        Expr::Identifier(Ident { value, .. }) => value.clone(),
+        other => {
+            return Err(ParserError::ParserError(format!(
+                "option values must be literals or names, found {other}"
+            )));
+        }
+    })
+}
+
+fn text_between(
+    sql: &str,
+    start: datafusion::sql::sqlparser::tokenizer::Location,
+    end: datafusion::sql::sqlparser::tokenizer::Location,
+) -> &str {
+    let to_offset = |loc: datafusion::sql::sqlparser::tokenizer::Location| -> usize {
+        if loc.line == 0 {
+            return sql.len();
+        }
+        let line_start = sql
+            .split_inclusive('\n')
+            .take(loc.line as usize - 1)
+            .map(str::len)
+            .sum::<usize>();
+        sql[line_start..]
+            .char_indices()
+            .nth(loc.column as usize - 1)
+            .map_or(sql.len(), |(i, _)| line_start + i)
+    };
+    let (a, b) = (to_offset(start), to_offset(end));
+    &sql[a.min(b)..b]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_model_keeps_query_text_and_options() {
+        let sql = "CREATE OR REPLACE MODEL marts.x WITH (refresh = 'full', retries = 2) AS\n  SELECT a, b FROM t WHERE a > 1";
+        let Statement::CreateModel(m) = parse_statement(sql).unwrap() else {
+            panic!("not a model")
+        };
+        assert!(m.or_replace);
+        assert_eq!(m.name.to_string(), "marts.x");
+        assert_eq!(m.query_text, "SELECT a, b FROM t WHERE a > 1");
+        assert_eq!(m.options["refresh"], "full");
+        assert_eq!(m.options["retries"], "2");
+        assert!(m.with_data);
+    }
+
+    #[test]
+    fn materialized_view_with_no_data() {
+        let Statement::CreateModel(m) =
+            parse_statement("create materialized view v as select 1 with no data").unwrap()
+        else {
+            panic!("not a model")
+        };
+        assert!(!m.with_data);
+        assert_eq!(m.query_text, "select 1");
+    }
+
+    #[test]
+    fn create_source_files() {
+        let sql = "CREATE SOURCE raw.p (day DATE NOT NULL, close DOUBLE PRECISION) FROM FILES 'seeds/*.csv' FORMAT CSV WITH (header = true)";
+        let Statement::CreateSource(s) = parse_statement(sql).unwrap() else {
+            panic!("not a source")
+        };
+        assert_eq!(s.columns.len(), 2);
+        assert_eq!(s.path, "seeds/*.csv");
+        assert_eq!(s.format, SourceFormat::Csv);
+        assert_eq!(s.options["header"], "true");
+    }
+
+    #[test]
+    fn refresh_variants() {
+        let Statement::Refresh(r) =
+            parse_statement("REFRESH MODEL m FULL WITH UPSTREAM WITH DOWNSTREAM").unwrap()
+        else {
+            panic!()
+        };
+        assert!(r.full && r.upstream && r.downstream);
+        assert!(matches!(
+            parse_statement("refresh all;").unwrap(),
+            Statement::RefreshAll
+        ));
+    }
+
+    #[test]
+    fn time_travel_parses() {
+        let Statement::Sql(s) = parse_statement("select * from t version as of 3").unwrap() else {
+            panic!()
+        };
+        assert!(s.to_string().contains("VERSION AS OF 3"));
+    }
+
+    #[test]
+    fn trailing_garbage_is_an_error() {
+        assert!(parse_statement("refresh all now").is_err());
+    }
+}

@@ -1,0 +1,237 @@
+//! The engine shared by every session: catalog, warehouse, the DataFusion base state that
+//! sessions are cloned from, and the cache of published Delta table versions.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use datafusion::catalog::TableProvider;
+use datafusion::datasource::view::ViewTable;
+use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::context::SessionState;
+use datafusion::execution::memory_pool::FairSpillPool;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use deltalake::DeltaTable;
+use tributary_catalog::{Catalog, CatalogObject, ObjectKind};
+
+use crate::error::{Error, Result};
+use crate::provider::DatabaseProvider;
+use crate::session::Session;
+use crate::sources::files::FileSourceSpec;
+use crate::storage::delta::{self, Warehouse};
+
+/// How to open an engine.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// The warehouse: a local folder or a URL.
+    pub warehouse: String,
+    /// The SQLite catalog file; defaults to `catalog.db` inside a local warehouse.
+    pub catalog: Option<PathBuf>,
+    /// The database name clients connect to.
+    pub database: String,
+    /// Memory DataFusion may use for query execution before spilling (bytes).
+    pub memory_limit: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            warehouse: "./warehouse".into(),
+            catalog: None,
+            database: "tributary".into(),
+            memory_limit: 4 << 30,
+        }
+    }
+}
+
+/// The shared engine. Cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    pub(crate) inner: Arc<EngineInner>,
+}
+
+pub(crate) struct EngineInner {
+    pub catalog: Arc<Catalog>,
+    pub warehouse: Warehouse,
+    pub database: String,
+    base_state: OnceLock<SessionState>,
+    /// Published Delta table states by object id, so reads need no log I/O.
+    published: Mutex<HashMap<i64, DeltaTable>>,
+    /// Serialises writers (DML, refreshes) per stored object.
+    write_locks: Mutex<HashMap<i64, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl std::fmt::Debug for EngineInner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineInner")
+            .field("database", &self.database)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// Opens the catalog and warehouse, then reconciles the catalog with the Delta logs
+    /// (runs interrupted by a crash are marked failed; commits that landed are published).
+    pub async fn open(config: EngineConfig) -> Result<Self> {
+        let warehouse = Warehouse::open(&config.warehouse)?;
+        let catalog_path = match (&config.catalog, warehouse.local_root()) {
+            (Some(path), _) => path.clone(),
+            (None, Some(root)) => root.join("catalog.db"),
+            (None, None) => {
+                return Err(Error::bad_input(
+                    "a remote warehouse needs an explicit catalog location (--catalog)",
+                ));
+            }
+        };
+        let catalog = Arc::new(Catalog::open(&catalog_path)?);
+        let inner = Arc::new(EngineInner {
+            catalog,
+            warehouse,
+            database: config.database.clone(),
+            base_state: OnceLock::new(),
+            published: Mutex::new(HashMap::new()),
+            write_locks: Mutex::new(HashMap::new()),
+        });
+        let state = base_state(&inner, config.memory_limit)?;
+        let _ = inner.base_state.set(state);
+        let engine = Engine { inner };
+        crate::refresh::recover(&engine).await?;
+        Ok(engine)
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.inner.catalog
+    }
+
+    pub fn database(&self) -> &str {
+        &self.inner.database
+    }
+
+    /// A new session for a connected user.
+    pub fn session(&self, user: &str) -> Session {
+        Session::new(self.clone(), user)
+    }
+
+    pub(crate) fn new_context(&self) -> SessionContext {
+        let state = SessionStateBuilder::new_from_existing(self.inner.base_state().clone()).build();
+        SessionContext::new_with_state(state)
+    }
+}
+
+fn base_state(inner: &Arc<EngineInner>, memory_limit: usize) -> Result<SessionState> {
+    let config = SessionConfig::new()
+        .with_default_catalog_and_schema(&inner.database, "public")
+        .with_create_default_catalog_and_schema(false)
+        .with_information_schema(true)
+        .set_bool("datafusion.sql_parser.enable_ident_normalization", true)
+        .set_bool("datafusion.execution.parquet.schema_force_view_types", false)
+        .set_bool("datafusion.sql_parser.map_string_types_to_utf8view", false);
+    let runtime = RuntimeEnvBuilder::new()
+        .with_memory_pool(Arc::new(FairSpillPool::new(memory_limit)))
+        .build_arc()?;
+    let state = SessionStateBuilder::new()
+        .with_config(config)
+        .with_runtime_env(runtime)
+        .with_default_features()
+        .build();
+    let ctx = SessionContext::new_with_state(state);
+    ctx.register_catalog(
+        &inner.database,
+        Arc::new(DatabaseProvider::new(Arc::downgrade(inner))),
+    );
+    datafusion_pg_catalog::setup_pg_catalog(
+        &ctx,
+        &inner.database,
+        datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider,
+    )
+    .map_err(|e| Error::DataFusion(*e))?;
+    Ok(ctx.state())
+}
+
+impl EngineInner {
+    pub fn base_state(&self) -> &SessionState {
+        self.base_state.get().expect("engine base state is set at open")
+    }
+
+    pub fn write_lock(&self, id: i64) -> Arc<tokio::sync::Mutex<()>> {
+        self.write_locks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(id)
+            .or_default()
+            .clone()
+    }
+
+    /// Records a newly published Delta state for readers.
+    pub fn publish(&self, object: &CatalogObject, table: DeltaTable) -> Result<i64> {
+        let version = delta::version(&table);
+        self.catalog.set_published_version(object.id, version)?;
+        self.published
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(object.id, table);
+        Ok(version)
+    }
+
+    pub fn forget(&self, id: i64) {
+        self.published
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+    }
+
+    /// The Delta table of a stored object at its published version.
+    pub async fn published_table(&self, object: &CatalogObject) -> Result<DeltaTable> {
+        let location = object
+            .location
+            .as_deref()
+            .ok_or_else(|| Error::Internal(format!("{} has no location", object.name)))?;
+        let Some(version) = object.published_version else {
+            return Err(Error::BadInput {
+                message: format!("model \"{}\" has not been refreshed yet", object.name),
+                detail: None,
+            });
+        };
+        let cached = self
+            .published
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&object.id)
+            .filter(|t| delta::version(t) == version)
+            .cloned();
+        if let Some(table) = cached {
+            return Ok(table);
+        }
+        let table = self.warehouse.load(location, Some(version)).await?;
+        self.published
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(object.id, table.clone());
+        Ok(table)
+    }
+
+    /// The DataFusion provider for any object, as readers see it now.
+    pub async fn provider_for(&self, object: &CatalogObject) -> Result<Arc<dyn TableProvider>> {
+        match object.kind {
+            ObjectKind::Table | ObjectKind::Model => {
+                let table = self.published_table(object).await?;
+                delta::provider(&table).await
+            }
+            ObjectKind::Source => {
+                let spec = FileSourceSpec::from_options(&object.options)?;
+                let schema = crate::types::schema_of_columns(&object.columns)?;
+                Ok(spec.provider(schema)?)
+            }
+            ObjectKind::View => {
+                let query = object
+                    .query
+                    .as_deref()
+                    .ok_or_else(|| Error::Internal(format!("view {} has no query", object.name)))?;
+                let state = self.base_state().clone();
+                let plan = crate::planning::plan_query_text(&state, query).await?;
+                Ok(Arc::new(ViewTable::new(plan, Some(query.to_string()))))
+            }
+        }
+    }
+}

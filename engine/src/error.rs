@@ -1,0 +1,129 @@
+//! The engine's one error type. Variants say *what* went wrong in terms a user can act on;
+//! the server maps each to a SQLSTATE in one place (`server/src/pg/sqlstate.rs`).
+
+use datafusion::error::DataFusionError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("syntax error: {0}")]
+    Syntax(String),
+    #[error("{kind} \"{name}\" does not exist")]
+    UndefinedObject { kind: &'static str, name: String },
+    #[error("{0}")]
+    UndefinedColumn(String),
+    #[error("{kind} \"{name}\" already exists")]
+    DuplicateObject { kind: &'static str, name: String },
+    #[error("cannot drop {kind} \"{name}\" because other objects depend on it")]
+    DependentObjects {
+        kind: &'static str,
+        name: String,
+        dependents: Vec<String>,
+    },
+    #[error("{0}")]
+    WrongObjectType(String),
+    #[error("dependency cycle: {0}")]
+    Cycle(String),
+    #[error("{message}")]
+    BadInput {
+        message: String,
+        detail: Option<String>,
+    },
+    #[error("invalid value for option \"{option}\": {message}")]
+    InvalidOption { option: String, message: String },
+    #[error("{0} is not supported")]
+    NotSupported(String),
+    #[error("permission denied: {0}")]
+    InsufficientPrivilege(String),
+    #[error("canceling statement due to user request")]
+    Cancelled,
+    #[error("refresh of model \"{model}\" failed: {source}")]
+    RefreshFailed {
+        model: String,
+        #[source]
+        source: Box<Error>,
+    },
+    #[error(transparent)]
+    Catalog(#[from] tributary_catalog::Error),
+    #[error("{}", clean_datafusion_message(.0))]
+    DataFusion(#[from] DataFusionError),
+    #[error("storage error: {0}")]
+    Delta(#[from] deltalake::DeltaTableError),
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<datafusion::sql::sqlparser::parser::ParserError> for Error {
+    fn from(e: datafusion::sql::sqlparser::parser::ParserError) -> Self {
+        use datafusion::sql::sqlparser::parser::ParserError as P;
+        Error::Syntax(match e {
+            P::ParserError(m) | P::TokenizerError(m) => m,
+            P::RecursionLimitExceeded => "statement nests too deeply".into(),
+        })
+    }
+}
+
+impl From<datafusion::arrow::error::ArrowError> for Error {
+    fn from(e: datafusion::arrow::error::ArrowError) -> Self {
+        Error::DataFusion(DataFusionError::ArrowError(Box::new(e), None))
+    }
+}
+
+impl Error {
+    pub fn bad_input(message: impl Into<String>) -> Self {
+        Error::BadInput {
+            message: message.into(),
+            detail: None,
+        }
+    }
+
+    /// The error a user should see first: refresh failures wrap the underlying cause.
+    pub fn root(&self) -> &Error {
+        match self {
+            Error::RefreshFailed { source, .. } => source.root(),
+            other => other,
+        }
+    }
+}
+
+/// DataFusion prefixes messages with its own category ("Error during planning: ..."), and
+/// nests context; users want the sentence that says what is wrong.
+fn clean_datafusion_message(e: &DataFusionError) -> String {
+    let inner = e.find_root();
+    let text = inner.to_string();
+    const PREFIXES: &[&str] = &[
+        "Error during planning: ",
+        "Schema error: ",
+        "Execution error: ",
+        "Arrow error: ",
+        "External error: ",
+        "Invalid argument error: ",
+        "Parser error: ",
+        "Cast error: ",
+        "SQL error: ",
+        "This feature is not implemented: ",
+        "Optimizer rule '",
+    ];
+    let mut out = text.as_str();
+    loop {
+        let before = out;
+        for prefix in PREFIXES {
+            if let Some(rest) = out.strip_prefix(prefix) {
+                out = rest;
+            }
+        }
+        if before == out {
+            break;
+        }
+    }
+    let mut msg = out.trim().to_string();
+    if let Some(first) = msg.get(..1) {
+        if msg.get(1..2).is_some_and(|c| c.chars().all(|c| c.is_lowercase() || !c.is_alphabetic())) {
+            msg = first.to_lowercase() + &msg[1..];
+        }
+    }
+    msg
+}

@@ -1,0 +1,31 @@
+//! Tributary's engine: everything between a SQL statement and its result.
+//!
+//! A [`Session`] parses statements in Tributary's dialect ([`dialect`]), sends definitions to
+//! the catalog after planning them with DataFusion ([`ddl`]), writes tables as Delta commits
+//! ([`dml`], [`copy`]), refreshes models in dependency order ([`refresh`]) and runs queries
+//! on DataFusion with every table, model, source and view resolved through the catalog
+//! ([`provider`]). System tables live in [`system`].
+
+pub mod copy;
+pub mod ddl;
+pub mod dialect;
+pub mod dml;
+mod engine;
+pub mod error;
+pub mod names;
+pub mod planning;
+pub mod provider;
+pub mod refresh;
+pub mod session;
+pub mod sources;
+pub mod storage;
+pub mod system;
+pub mod time_travel;
+pub mod types;
+
+pub use engine::{Engine, EngineConfig};
+pub use error::{Error, Result};
+pub use session::{Output, Prepared, Session};
+
+/// The PostgreSQL version Tributary reports to clients (what its SQL surface resembles).
+pub const SERVER_VERSION: &str = "15.0 (Tributary 0.1.0)";

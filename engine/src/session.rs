@@ -1,0 +1,320 @@
+//! A connected user's session: its DataFusion context, settings and the dispatch of each
+//! statement to queries, DDL, DML or refreshes.
+
+use std::collections::BTreeMap;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::ParamValues;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::prelude::SessionContext;
+use datafusion::sql::sqlparser::ast;
+
+use crate::dialect::{self, Statement};
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::planning;
+
+/// What a statement produced.
+pub enum Output {
+    /// Rows to stream to the client; `tag` is the command tag verb (`SELECT`).
+    Rows {
+        schema: SchemaRef,
+        stream: SendableRecordBatchStream,
+        tag: String,
+    },
+    /// A command that completed with this tag (`CREATE MODEL`, `INSERT 0 3`).
+    Command(String),
+    /// `COPY ... FROM STDIN`: the client sends data next, then calls [`Session::copy_in`].
+    CopyIn(crate::copy::CopyIn),
+    /// `COPY ... TO STDOUT`: rows to send in COPY format.
+    CopyOut {
+        schema: SchemaRef,
+        stream: SendableRecordBatchStream,
+        format: crate::copy::CopyFormat,
+    },
+}
+
+impl std::fmt::Debug for Output {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Output::Rows { tag, .. } => write!(f, "Rows({tag})"),
+            Output::Command(tag) => write!(f, "Command({tag})"),
+            Output::CopyIn(c) => write!(f, "CopyIn({})", c.table),
+            Output::CopyOut { .. } => write!(f, "CopyOut"),
+        }
+    }
+}
+
+/// A statement parsed once (extended protocol) and executed later, maybe many times.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub text: String,
+    pub statement: Option<Statement>,
+}
+
+pub struct Session {
+    pub(crate) engine: Engine,
+    pub(crate) ctx: SessionContext,
+    pub user: String,
+    /// Settings changed with SET, reported by SHOW.
+    settings: BTreeMap<String, String>,
+}
+
+impl Session {
+    pub(crate) fn new(engine: Engine, user: &str) -> Self {
+        let ctx = engine.new_context();
+        Self {
+            engine,
+            ctx,
+            user: user.to_string(),
+            settings: BTreeMap::new(),
+        }
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The schema unqualified names resolve to (first of `search_path`).
+    pub fn current_schema(&self) -> String {
+        self.ctx.state().config().options().catalog.default_schema.clone()
+    }
+
+    /// Splits and parses a (possibly multi-statement) query string.
+    pub fn parse(&self, sql: &str) -> Result<Vec<Prepared>> {
+        dialect::split_statements(sql)?
+            .into_iter()
+            .map(|text| self.prepare(&text))
+            .collect()
+    }
+
+    /// Parses one statement.
+    pub fn prepare(&self, text: &str) -> Result<Prepared> {
+        if text.trim().is_empty() {
+            return Ok(Prepared {
+                text: String::new(),
+                statement: None,
+            });
+        }
+        let statement = match dialect::parse_statement(text) {
+            Ok(Statement::Sql(stmt)) => Statement::Sql(Box::new(planning::rewrite_for_clients(*stmt))),
+            Ok(other) => other,
+            Err(e) => return Err(e.into()),
+        };
+        Ok(Prepared {
+            text: text.to_string(),
+            statement: Some(statement),
+        })
+    }
+
+    /// Plans a prepared query to learn its parameter and result types (Describe).
+    pub async fn describe(&self, prepared: &Prepared) -> Result<Option<LogicalPlan>> {
+        match &prepared.statement {
+            Some(Statement::Sql(stmt)) if is_query(stmt) => {
+                Ok(Some(planning::plan_statement(&self.ctx.state(), (**stmt).clone()).await?))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Runs every statement of a simple query, stopping at the first error.
+    pub async fn execute_all(&mut self, sql: &str) -> Result<Vec<Output>> {
+        let mut outputs = Vec::new();
+        for prepared in self.parse(sql)? {
+            outputs.push(self.execute(&prepared, None).await?);
+        }
+        Ok(outputs)
+    }
+
+    /// Executes one prepared statement with optional bound parameters.
+    pub async fn execute(
+        &mut self,
+        prepared: &Prepared,
+        params: Option<ParamValues>,
+    ) -> Result<Output> {
+        let Some(statement) = prepared.statement.clone() else {
+            return Ok(Output::Command(String::new()));
+        };
+        match statement {
+            Statement::Sql(stmt) => self.execute_sql(*stmt, &prepared.text, params).await,
+            Statement::CreateSource(s) => crate::ddl::create_source(self, s, &prepared.text).await,
+            Statement::CreateModel(m) => crate::ddl::create_model(self, m, &prepared.text).await,
+            Statement::Refresh(r) => crate::refresh::refresh_statement(self, r).await,
+            Statement::RefreshAll => crate::refresh::refresh_all(self).await,
+            Statement::Drop(d) => crate::ddl::drop_objects(self, d).await,
+            Statement::Show(kind) => crate::ddl::show_objects(self, kind).await,
+        }
+    }
+
+    async fn execute_sql(
+        &mut self,
+        stmt: ast::Statement,
+        text: &str,
+        params: Option<ParamValues>,
+    ) -> Result<Output> {
+        use ast::Statement as S;
+        match stmt {
+            S::Query(_) | S::Explain { .. } => self.query(stmt, params).await,
+            S::CreateSchema {
+                schema_name,
+                if_not_exists,
+                ..
+            } => crate::ddl::create_schema(self, &schema_name, if_not_exists),
+            S::CreateTable(create) => crate::ddl::create_table(self, create, text).await,
+            S::CreateView(view) => crate::ddl::create_view(self, view, text).await,
+            S::Drop {
+                object_type: ast::ObjectType::Schema,
+                if_exists,
+                names,
+                cascade,
+                ..
+            } => crate::ddl::drop_schemas(self, &names, if_exists, cascade).await,
+            S::Insert(insert) => crate::dml::insert(self, insert, params).await,
+            S::Update(update) => crate::dml::update(self, update).await,
+            S::Delete(delete) => crate::dml::delete(self, delete).await,
+            S::Copy {
+                source,
+                to,
+                target,
+                options,
+                legacy_options,
+                values: _,
+            } => crate::copy::copy_statement(self, source, to, target, options, legacy_options).await,
+            S::Set(set) => self.set(set),
+            S::ShowVariable { variable } => self.show_variable(&variable),
+            S::StartTransaction { .. } => Ok(Output::Command("BEGIN".into())),
+            S::Commit { .. } => Ok(Output::Command("COMMIT".into())),
+            S::Rollback { .. } => Ok(Output::Command("ROLLBACK".into())),
+            S::Discard { .. } => Ok(Output::Command("DISCARD ALL".into())),
+            S::Deallocate { .. } => Ok(Output::Command("DEALLOCATE".into())),
+            S::Comment {
+                object_type,
+                object_name,
+                comment,
+                ..
+            } => crate::ddl::comment_on(self, object_type, &object_name, comment.as_deref()),
+            other => Err(Error::NotSupported(format!(
+                "statement \"{}\"",
+                first_words(&other.to_string())
+            ))),
+        }
+    }
+
+    /// Plans and starts a query.
+    pub(crate) async fn query(
+        &self,
+        stmt: ast::Statement,
+        params: Option<ParamValues>,
+    ) -> Result<Output> {
+        let state = self.ctx.state();
+        let mut plan = planning::plan_statement(&state, stmt).await?;
+        if let Some(params) = params {
+            plan = plan.replace_params_with_values(&params)?;
+        }
+        let tag = match &plan {
+            LogicalPlan::Explain(_) | LogicalPlan::Analyze(_) => "EXPLAIN",
+            _ => "SELECT",
+        }
+        .to_string();
+        let df = self.ctx.execute_logical_plan(plan).await?;
+        let schema = df.schema().inner().clone();
+        let stream = df.execute_stream().await?;
+        Ok(Output::Rows {
+            schema,
+            stream,
+            tag,
+        })
+    }
+
+    fn set(&mut self, set: ast::Set) -> Result<Output> {
+        match set {
+            ast::Set::SingleAssignment {
+                variable, values, ..
+            } => {
+                let name = variable.to_string().to_lowercase();
+                let value = values
+                    .iter()
+                    .map(|v| match v {
+                        ast::Expr::Value(v) => match &v.value {
+                            ast::Value::SingleQuotedString(s) => s.clone(),
+                            other => other.to_string(),
+                        },
+                        ast::Expr::Identifier(i) => i.value.clone(),
+                        other => other.to_string(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                if name == "search_path" {
+                    let first = value
+                        .split(',')
+                        .map(|s| s.trim().trim_matches('"'))
+                        .find(|s| !s.is_empty() && *s != "$user" && *s != "pg_catalog")
+                        .unwrap_or("public")
+                        .to_string();
+                    self.ctx
+                        .state_ref()
+                        .write()
+                        .config_mut()
+                        .options_mut()
+                        .catalog
+                        .default_schema = first;
+                }
+                self.settings.insert(name, value);
+                Ok(Output::Command("SET".into()))
+            }
+            ast::Set::SetTimeZone { value, .. } => {
+                self.settings.insert("timezone".into(), value.to_string());
+                Ok(Output::Command("SET".into()))
+            }
+            _ => Ok(Output::Command("SET".into())),
+        }
+    }
+
+    fn show_variable(&self, variable: &[ast::Ident]) -> Result<Output> {
+        let name = variable
+            .iter()
+            .map(|i| i.value.to_lowercase())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let value = self.setting(&name).ok_or_else(|| Error::UndefinedObject {
+            kind: "configuration parameter",
+            name: name.clone(),
+        })?;
+        crate::ddl::single_text_row(&name.replace(' ', "_"), &value)
+    }
+
+    /// A setting's current value (SET by the session, or the server default).
+    pub fn setting(&self, name: &str) -> Option<String> {
+        if let Some(v) = self.settings.get(name) {
+            return Some(v.clone());
+        }
+        Some(
+            match name {
+                "server_version" => crate::SERVER_VERSION,
+                "server_encoding" | "client_encoding" => "UTF8",
+                "datestyle" => "ISO, MDY",
+                "timezone" | "time zone" => "UTC",
+                "standard_conforming_strings" => "on",
+                "integer_datetimes" => "on",
+                "transaction isolation level" | "transaction_isolation" => "read committed",
+                "search_path" => "\"$user\", public",
+                "max_identifier_length" => "63",
+                "lc_collate" | "lc_ctype" => "C.UTF-8",
+                "statement_timeout" => "0",
+                "is_superuser" => "on",
+                "application_name" => "",
+                _ => return None,
+            }
+            .to_string(),
+        )
+    }
+}
+
+fn is_query(stmt: &ast::Statement) -> bool {
+    matches!(stmt, ast::Statement::Query(_) | ast::Statement::Explain { .. })
+}
+
+fn first_words(sql: &str) -> String {
+    sql.split_whitespace().take(2).collect::<Vec<_>>().join(" ")
+}

@@ -1,0 +1,3 @@
+//! Sources: data that lives outside Tributary and is read in place on every use.
+
+pub mod files;

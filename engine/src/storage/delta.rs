@@ -1,0 +1,142 @@
+//! The warehouse: where Delta tables live, and the few Delta operations Tributary uses.
+//! Every table is created with the change data feed on (so later incremental refreshes see
+//! updates and deletes) and a long log retention (so time travel keeps working).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::Schema;
+use datafusion::catalog::TableProvider;
+use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
+use deltalake::kernel::transaction::CommitProperties;
+use deltalake::kernel::StructType;
+use deltalake::protocol::SaveMode;
+use deltalake::{DeltaTable, DeltaTableBuilder};
+use url::Url;
+
+use crate::error::{Error, Result};
+use crate::types::storage_schema;
+
+/// Commit metadata key holding the refresh run id.
+pub const RUN_ID_KEY: &str = "tributary.run_id";
+/// Commit metadata key holding the input bookmarks of a model commit (JSON object).
+pub const INPUTS_KEY: &str = "tributary.inputs";
+
+#[derive(Debug, Clone)]
+pub struct Warehouse {
+    root: Url,
+}
+
+impl Warehouse {
+    /// Opens the warehouse at a local folder (created if missing) or a URL.
+    pub fn open(dir_or_url: &str) -> Result<Self> {
+        let root = if dir_or_url.contains("://") {
+            let mut url = Url::parse(dir_or_url)
+                .map_err(|e| Error::bad_input(format!("invalid warehouse url \"{dir_or_url}\": {e}")))?;
+            if !url.path().ends_with('/') {
+                url.set_path(&format!("{}/", url.path()));
+            }
+            url
+        } else {
+            let path = PathBuf::from(dir_or_url);
+            std::fs::create_dir_all(&path)?;
+            let abs = std::fs::canonicalize(&path)?;
+            Url::from_directory_path(&abs)
+                .map_err(|_| Error::bad_input(format!("invalid warehouse path \"{dir_or_url}\"")))?
+        };
+        Ok(Self { root })
+    }
+
+    /// The local folder of the warehouse, when it is one.
+    pub fn local_root(&self) -> Option<PathBuf> {
+        self.root.to_file_path().ok()
+    }
+
+    pub fn table_url(&self, location: &str) -> Result<Url> {
+        self.root
+            .join(&format!("{}/", location.trim_end_matches('/')))
+            .map_err(|e| Error::Internal(format!("bad table location {location}: {e}")))
+    }
+
+    /// Creates an empty Delta table (version 0) with the given schema.
+    pub async fn create(&self, location: &str, name: &str, schema: &Schema) -> Result<DeltaTable> {
+        let url = self.table_url(location)?;
+        if let Ok(path) = url.to_file_path() {
+            std::fs::create_dir_all(path)?;
+        }
+        let stored = storage_schema(schema);
+        let delta_schema: StructType = stored.as_ref().try_into_kernel()?;
+        let table = DeltaTableBuilder::from_url(url)?.build()?;
+        let table = table
+            .create()
+            .with_table_name(name)
+            .with_columns(delta_schema.fields().cloned())
+            .with_configuration([
+                ("delta.enableChangeDataFeed", Some("true")),
+                ("delta.logRetentionDuration", Some("interval 36500 days")),
+            ])
+            .with_save_mode(SaveMode::ErrorIfExists)
+            .await?;
+        Ok(table)
+    }
+
+    /// Loads a table at a version (the latest when `None`).
+    pub async fn load(&self, location: &str, version: Option<i64>) -> Result<DeltaTable> {
+        let url = self.table_url(location)?;
+        let mut builder = DeltaTableBuilder::from_url(url)?;
+        if let Some(v) = version {
+            builder = builder.with_version(u64::try_from(v).map_err(|_| {
+                Error::bad_input(format!("invalid table version {v}"))
+            })?);
+        }
+        Ok(builder.load().await?)
+    }
+
+    /// Loads the table as it was at a point in time.
+    pub async fn load_at(
+        &self,
+        location: &str,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<DeltaTable> {
+        let url = self.table_url(location)?;
+        Ok(DeltaTableBuilder::from_url(url)?.with_timestamp(at).load().await?)
+    }
+
+    /// Removes a dropped table's files (local warehouses; remote ones keep them for vacuum).
+    pub fn remove(&self, location: &str) -> Result<()> {
+        if let Ok(path) = self.table_url(location)?.to_file_path() {
+            match std::fs::remove_dir_all(path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Commit properties carrying Tributary's metadata (run id, input bookmarks).
+pub fn commit_properties(metadata: serde_json::Map<String, serde_json::Value>) -> CommitProperties {
+    CommitProperties::default().with_metadata(metadata)
+}
+
+/// A DataFusion provider for the table's loaded version.
+pub async fn provider(table: &DeltaTable) -> Result<Arc<dyn TableProvider>> {
+    Ok(table.table_provider().await?)
+}
+
+/// The loaded version as Tributary counts versions.
+pub fn version(table: &DeltaTable) -> i64 {
+    table.version().map_or(-1, |v| v as i64)
+}
+
+/// Rows added by the table's latest commit, from the commit's operation metrics.
+pub async fn last_commit_rows(table: &DeltaTable) -> Option<i64> {
+    use futures::TryStreamExt;
+    let infos: Vec<_> = table.history(Some(1)).try_collect().await.ok()?;
+    let metrics = infos.first()?.info.get("operationMetrics")?;
+    ["num_added_rows", "numOutputRows", "num_output_rows"]
+        .iter()
+        .find_map(|k| metrics.get(k))
+        .and_then(|v| v.as_i64().or_else(|| v.as_str().and_then(|s| s.parse().ok())))
+}

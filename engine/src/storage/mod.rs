@@ -1,0 +1,3 @@
+//! Storage: every table and model is a Delta table under the warehouse root.
+
+pub mod delta;

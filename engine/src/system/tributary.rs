@@ -1,0 +1,259 @@
+//! The `tributary` schema: the catalog's contents as read-only tables, rebuilt on each query
+//! from the catalog (which is small), so they are never stale.
+
+use std::collections::HashMap;
+
+use datafusion::arrow::record_batch::RecordBatch;
+use tributary_catalog::{Catalog, CatalogObject, ObjectKind};
+
+use super::rows::{Col, RowsBuilder};
+use crate::error::Result;
+
+pub const SCHEMA: &str = "tributary";
+
+pub const TABLES: &[&str] = &[
+    "sources", "tables", "models", "views", "columns", "lineage", "runs",
+];
+
+/// Builds one system table, or `None` if there is no such table.
+pub fn build(catalog: &Catalog, table: &str) -> Result<Option<RecordBatch>> {
+    Ok(Some(match table {
+        "sources" => objects(catalog, ObjectKind::Source)?,
+        "tables" => objects(catalog, ObjectKind::Table)?,
+        "models" => objects(catalog, ObjectKind::Model)?,
+        "views" => objects(catalog, ObjectKind::View)?,
+        "columns" => columns(catalog)?,
+        "lineage" => lineage(catalog)?,
+        "runs" => runs(catalog)?,
+        _ => return Ok(None),
+    }))
+}
+
+fn opt<'a>(o: &'a CatalogObject, key: &str) -> Option<&'a str> {
+    o.options.get(key).map(String::as_str)
+}
+
+fn objects(catalog: &Catalog, kind: ObjectKind) -> Result<RecordBatch> {
+    let objects: Vec<CatalogObject> = catalog
+        .objects()?
+        .into_iter()
+        .filter(|o| o.kind == kind)
+        .collect();
+    let description = |o: &CatalogObject| o.comment.clone().or_else(|| o.options.get("description").cloned());
+    let options_json = |o: &CatalogObject| serde_json::to_string(&o.options).unwrap_or_default();
+    Ok(match kind {
+        ObjectKind::Source => {
+            let mut b = RowsBuilder::new(&[
+                ("schema_name", Col::Text),
+                ("name", Col::Text),
+                ("kind", Col::Text),
+                ("format", Col::Text),
+                ("location", Col::Text),
+                ("options", Col::Text),
+                ("description", Col::Text),
+                ("definition", Col::Text),
+                ("created_at", Col::Timestamp),
+            ]);
+            for o in &objects {
+                b.text(Some(&o.name.schema))
+                    .text(Some(&o.name.name))
+                    .text(Some("files"))
+                    .text(opt(o, "format"))
+                    .text(opt(o, "path"))
+                    .text(Some(&options_json(o)))
+                    .text(description(o).as_deref())
+                    .text(Some(&o.sql))
+                    .timestamp(Some(&o.created_at));
+            }
+            b.finish()?
+        }
+        ObjectKind::Table => {
+            let mut b = RowsBuilder::new(&[
+                ("schema_name", Col::Text),
+                ("name", Col::Text),
+                ("location", Col::Text),
+                ("version", Col::Int),
+                ("description", Col::Text),
+                ("definition", Col::Text),
+                ("created_at", Col::Timestamp),
+                ("updated_at", Col::Timestamp),
+            ]);
+            for o in &objects {
+                b.text(Some(&o.name.schema))
+                    .text(Some(&o.name.name))
+                    .text(o.location.as_deref())
+                    .int(o.published_version)
+                    .text(description(o).as_deref())
+                    .text(Some(&o.sql))
+                    .timestamp(Some(&o.created_at))
+                    .timestamp(Some(&o.updated_at));
+            }
+            b.finish()?
+        }
+        ObjectKind::Model => {
+            let last_runs = last_runs(catalog)?;
+            let mut b = RowsBuilder::new(&[
+                ("schema_name", Col::Text),
+                ("name", Col::Text),
+                ("query", Col::Text),
+                ("refresh", Col::Text),
+                ("schedule", Col::Text),
+                ("options", Col::Text),
+                ("location", Col::Text),
+                ("version", Col::Int),
+                ("last_run_status", Col::Text),
+                ("last_refreshed_at", Col::Timestamp),
+                ("description", Col::Text),
+                ("definition", Col::Text),
+                ("created_at", Col::Timestamp),
+                ("updated_at", Col::Timestamp),
+            ]);
+            for o in &objects {
+                let last = last_runs.get(&o.id);
+                b.text(Some(&o.name.schema))
+                    .text(Some(&o.name.name))
+                    .text(o.query.as_deref())
+                    .text(Some(opt(o, "refresh").unwrap_or("auto")))
+                    .text(Some(opt(o, "schedule").unwrap_or("manual")))
+                    .text(Some(&options_json(o)))
+                    .text(o.location.as_deref())
+                    .int(o.published_version)
+                    .text(last.map(|r| r.status.as_str()))
+                    .timestamp(last.and_then(|r| r.finished_at.as_deref()))
+                    .text(description(o).as_deref())
+                    .text(Some(&o.sql))
+                    .timestamp(Some(&o.created_at))
+                    .timestamp(Some(&o.updated_at));
+            }
+            b.finish()?
+        }
+        ObjectKind::View => {
+            let mut b = RowsBuilder::new(&[
+                ("schema_name", Col::Text),
+                ("name", Col::Text),
+                ("query", Col::Text),
+                ("description", Col::Text),
+                ("definition", Col::Text),
+                ("created_at", Col::Timestamp),
+            ]);
+            for o in &objects {
+                b.text(Some(&o.name.schema))
+                    .text(Some(&o.name.name))
+                    .text(o.query.as_deref())
+                    .text(description(o).as_deref())
+                    .text(Some(&o.sql))
+                    .timestamp(Some(&o.created_at));
+            }
+            b.finish()?
+        }
+    })
+}
+
+fn last_runs(catalog: &Catalog) -> Result<HashMap<i64, tributary_catalog::Run>> {
+    let mut last = HashMap::new();
+    for run in catalog.runs()? {
+        last.insert(run.object_id, run);
+    }
+    Ok(last)
+}
+
+fn columns(catalog: &Catalog) -> Result<RecordBatch> {
+    let mut b = RowsBuilder::new(&[
+        ("schema_name", Col::Text),
+        ("object_name", Col::Text),
+        ("object_kind", Col::Text),
+        ("column_name", Col::Text),
+        ("ordinal_position", Col::Int),
+        ("data_type", Col::Text),
+        ("is_nullable", Col::Bool),
+        ("description", Col::Text),
+    ]);
+    for o in catalog.objects()? {
+        for (i, c) in o.columns.iter().enumerate() {
+            b.text(Some(&o.name.schema))
+                .text(Some(&o.name.name))
+                .text(Some(o.kind.as_str()))
+                .text(Some(&c.name))
+                .int(Some(i as i64 + 1))
+                .text(Some(&c.data_type))
+                .bool(Some(c.nullable))
+                .text(c.comment.as_deref());
+        }
+    }
+    b.finish()
+}
+
+fn lineage(catalog: &Catalog) -> Result<RecordBatch> {
+    let names: HashMap<i64, (String, &'static str)> = catalog
+        .objects()?
+        .into_iter()
+        .map(|o| (o.id, (o.name.to_string(), o.kind.as_str())))
+        .collect();
+    let mut b = RowsBuilder::new(&[
+        ("upstream", Col::Text),
+        ("upstream_kind", Col::Text),
+        ("upstream_column", Col::Text),
+        ("downstream", Col::Text),
+        ("downstream_kind", Col::Text),
+        ("downstream_column", Col::Text),
+        ("edge", Col::Text),
+    ]);
+    for (down, up) in catalog.dependencies()? {
+        let (Some(up), Some(down)) = (names.get(&up), names.get(&down)) else {
+            continue;
+        };
+        b.text(Some(&up.0))
+            .text(Some(up.1))
+            .text(None)
+            .text(Some(&down.0))
+            .text(Some(down.1))
+            .text(None)
+            .text(Some("table"));
+    }
+    b.finish()
+}
+
+fn runs(catalog: &Catalog) -> Result<RecordBatch> {
+    let mut b = RowsBuilder::new(&[
+        ("run_id", Col::Int),
+        ("model", Col::Text),
+        ("trigger", Col::Text),
+        ("strategy", Col::Text),
+        ("reason", Col::Text),
+        ("status", Col::Text),
+        ("started_at", Col::Timestamp),
+        ("finished_at", Col::Timestamp),
+        ("duration_ms", Col::Int),
+        ("rows_read", Col::Int),
+        ("rows_written", Col::Int),
+        ("delta_version", Col::Int),
+        ("input_versions", Col::Text),
+        ("error", Col::Text),
+    ]);
+    for r in catalog.runs()? {
+        let duration = match (
+            chrono::DateTime::parse_from_rfc3339(&r.started_at).ok(),
+            r.finished_at
+                .as_deref()
+                .and_then(|f| chrono::DateTime::parse_from_rfc3339(f).ok()),
+        ) {
+            (Some(s), Some(f)) => Some((f - s).num_milliseconds()),
+            _ => None,
+        };
+        b.int(Some(r.id))
+            .text(Some(&r.object_name))
+            .text(Some(&r.trigger))
+            .text(r.strategy.as_deref())
+            .text(r.reason.as_deref())
+            .text(Some(r.status.as_str()))
+            .timestamp(Some(&r.started_at))
+            .timestamp(r.finished_at.as_deref())
+            .int(duration)
+            .int(r.rows_read)
+            .int(r.rows_written)
+            .int(r.delta_version)
+            .text(r.input_versions.as_deref())
+            .text(r.error.as_deref());
+    }
+    b.finish()
+}
