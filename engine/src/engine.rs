@@ -134,6 +134,8 @@ fn base_state(inner: &Arc<EngineInner>, memory_limit: usize) -> Result<SessionSt
         .with_config(config)
         .with_runtime_env(runtime)
         .with_default_features()
+        // Delta writes plan metric nodes that only Delta's planner can execute.
+        .with_query_planner(deltalake::delta_datafusion::planner::DeltaPlanner::new())
         .build();
     let ctx = SessionContext::new_with_state(state);
     ctx.register_catalog(

@@ -14,6 +14,7 @@ mod engine;
 pub mod error;
 pub mod names;
 pub mod planning;
+pub mod project;
 pub mod provider;
 pub mod refresh;
 pub mod session;

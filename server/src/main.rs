@@ -1,1 +1,113 @@
-fn main() {}
+//! `tributary`: one binary that serves SQL over the PostgreSQL wire protocol, stores tables
+//! and models as Delta tables, and refreshes models in dependency order.
+
+mod config;
+mod http;
+mod pg;
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use tokio::net::TcpListener;
+use tributary_engine::{Engine, EngineConfig};
+
+use config::{Cli, Command, Settings};
+
+/// Tributary's own progress at info; the storage libraries only when something is wrong.
+const DEFAULT_LOG_FILTER: &str =
+    "info,buoyant_kernel=warn,deltalake=warn,deltalake_core=warn,datafusion=warn";
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TRIBUTARY_LOG")
+                .unwrap_or_else(|_| DEFAULT_LOG_FILTER.into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => {
+                let settings = Settings::resolve(cli.config.as_ref(), args)?;
+                serve(settings).await
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn bind(addr: &str, what: &str) -> Result<TcpListener, String> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen for {what} on {addr}: {e}"))
+}
+
+async fn serve(settings: Settings) -> Result<(), String> {
+    let pg_listener = bind(&settings.listen, "pgwire").await?;
+    let pg_addr: SocketAddr = pg_listener.local_addr().map_err(|e| e.to_string())?;
+    let trust = settings.password.is_none();
+    if trust && !pg::is_loopback(&pg_addr) {
+        return Err(format!(
+            "refusing to listen on {pg_addr} without a password: trust authentication is only \
+             allowed on loopback (set --password or TRIBUTARY_PASSWORD)"
+        ));
+    }
+    let http_listener = bind(&settings.http, "http").await?;
+    let http_addr = http_listener.local_addr().map_err(|e| e.to_string())?;
+
+    let engine = Engine::open(EngineConfig {
+        warehouse: settings.warehouse.clone(),
+        catalog: settings.catalog.clone(),
+        database: settings.database.clone(),
+        memory_limit: settings.memory_mb << 20,
+    })
+    .await
+    .map_err(|e| format!("cannot open the warehouse \"{}\": {e}", settings.warehouse))?;
+
+    if let Some(project) = &settings.project {
+        let mut session = engine.session(&settings.superuser);
+        let report = tributary_engine::project::apply(&mut session, project)
+            .await
+            .map_err(|e| format!("applying project {}: {e}", project.display()))?;
+        tracing::info!(project = %project.display(), %report, "project applied");
+    }
+
+    let auth = Arc::new(pg::AuthConfig::new(
+        trust,
+        &settings.database,
+        &settings.superuser,
+        settings.password.as_deref(),
+    ));
+    tokio::spawn(async move {
+        if let Err(e) = http::serve(http_listener).await {
+            tracing::error!(error = %e, "http listener failed");
+        }
+    });
+    // One machine-readable line so scripts and tests learn the ports (also with port 0).
+    println!("tributary ready pgwire={pg_addr} http={http_addr}");
+    let _ = std::io::stdout().flush();
+    tracing::info!(
+        "connect with: psql -h {} -p {} -U {} {}",
+        pg_addr.ip(),
+        pg_addr.port(),
+        settings.superuser,
+        settings.database
+    );
+    pg::serve(pg_listener, engine, auth, settings.max_connections)
+        .await
+        .map_err(|e| format!("pgwire listener failed: {e}"))
+}

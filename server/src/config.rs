@@ -1,0 +1,126 @@
+//! Command line and configuration: defaults < `tributary.toml` < `TRIBUTARY_*` environment <
+//! flags.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use serde::Deserialize;
+
+#[derive(Parser, Debug)]
+#[command(name = "tributary", version, about = "SQL data platform over the PostgreSQL wire protocol")]
+pub struct Cli {
+    /// Configuration file (TOML); `./tributary.toml` is read when it exists.
+    #[arg(long, global = true, env = "TRIBUTARY_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the server.
+    Serve(ServeArgs),
+}
+
+#[derive(Args, Debug, Default)]
+pub struct ServeArgs {
+    /// PostgreSQL wire protocol address [default: 127.0.0.1:6543]
+    #[arg(long, env = "TRIBUTARY_LISTEN")]
+    pub listen: Option<String>,
+    /// HTTP address for /health [default: 127.0.0.1:6544]
+    #[arg(long, env = "TRIBUTARY_HTTP")]
+    pub http: Option<String>,
+    /// Warehouse: a local folder or a URL where Delta tables live [default: ./warehouse]
+    #[arg(long, env = "TRIBUTARY_WAREHOUSE")]
+    pub warehouse: Option<String>,
+    /// Catalog: a SQLite file path or sqlite:// URL [default: catalog.db inside the warehouse]
+    #[arg(long, env = "TRIBUTARY_CATALOG")]
+    pub catalog: Option<String>,
+    /// A project (folder of .sql files) to apply at start.
+    #[arg(long, env = "TRIBUTARY_PROJECT")]
+    pub project: Option<PathBuf>,
+    /// Name of the bootstrap superuser [default: tributary]
+    #[arg(long, env = "TRIBUTARY_SUPERUSER")]
+    pub superuser: Option<String>,
+    /// Password of the bootstrap superuser; without one, the server only listens on loopback
+    /// and trusts local clients.
+    #[arg(long, env = "TRIBUTARY_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+    /// Database name clients connect to [default: tributary]
+    #[arg(long, env = "TRIBUTARY_DATABASE")]
+    pub database: Option<String>,
+    /// Most concurrent connections [default: 100]
+    #[arg(long, env = "TRIBUTARY_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Query memory before spilling, in MiB [default: 4096]
+    #[arg(long, env = "TRIBUTARY_MEMORY_MB")]
+    pub memory_mb: Option<usize>,
+}
+
+/// `tributary.toml`: the same settings as the flags.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<String>,
+    pub http: Option<String>,
+    pub warehouse: Option<String>,
+    pub catalog: Option<String>,
+    pub project: Option<PathBuf>,
+    pub superuser: Option<String>,
+    pub password: Option<String>,
+    pub database: Option<String>,
+    pub max_connections: Option<usize>,
+    pub memory_mb: Option<usize>,
+}
+
+/// Settings after merging every layer.
+#[derive(Debug)]
+pub struct Settings {
+    pub listen: String,
+    pub http: String,
+    pub warehouse: String,
+    pub catalog: Option<PathBuf>,
+    pub project: Option<PathBuf>,
+    pub superuser: String,
+    pub password: Option<String>,
+    pub database: String,
+    pub max_connections: usize,
+    pub memory_mb: usize,
+}
+
+impl Settings {
+    pub fn resolve(config: Option<&PathBuf>, args: ServeArgs) -> anyhow_lite::Result<Self> {
+        let file = match config {
+            Some(path) => Some(path.clone()),
+            None => Some(PathBuf::from("tributary.toml")).filter(|p| p.exists()),
+        };
+        let file: FileConfig = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                toml::from_str(&text).map_err(|e| format!("invalid {}: {e}", path.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        let catalog = args.catalog.or(file.catalog).map(|c| {
+            PathBuf::from(c.strip_prefix("sqlite://").unwrap_or(&c))
+        });
+        Ok(Self {
+            listen: args.listen.or(file.listen).unwrap_or_else(|| "127.0.0.1:6543".into()),
+            http: args.http.or(file.http).unwrap_or_else(|| "127.0.0.1:6544".into()),
+            warehouse: args.warehouse.or(file.warehouse).unwrap_or_else(|| "./warehouse".into()),
+            catalog,
+            project: args.project.or(file.project),
+            superuser: args.superuser.or(file.superuser).unwrap_or_else(|| "tributary".into()),
+            password: args.password.or(file.password),
+            database: args.database.or(file.database).unwrap_or_else(|| "tributary".into()),
+            max_connections: args.max_connections.or(file.max_connections).unwrap_or(100),
+            memory_mb: args.memory_mb.or(file.memory_mb).unwrap_or(4096),
+        })
+    }
+}
+
+/// Errors of the command line layer are plain messages.
+pub mod anyhow_lite {
+    pub type Result<T> = std::result::Result<T, String>;
+}

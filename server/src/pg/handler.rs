@@ -1,0 +1,438 @@
+//! One connection's handlers: simple and extended query protocol and COPY FROM STDIN, all
+//! driving the connection's engine session. Errors become ErrorResponses with SQLSTATEs and
+//! leave the session usable.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use futures::Sink;
+use pgwire::api::copy::CopyHandler;
+use pgwire::api::portal::{Format, Portal};
+use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::results::{DescribePortalResponse, DescribeStatementResponse, FieldInfo, Response, Tag};
+use pgwire::api::stmt::{QueryParser, StoredStatement};
+use pgwire::api::store::PortalStore;
+use pgwire::api::{ClientInfo, ClientPortalStore, ErrorHandler, PgWireServerHandlers, Type};
+use pgwire::error::{PgWireError, PgWireResult};
+use pgwire::messages::PgWireBackendMessage;
+use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
+use pgwire::types::format::FormatOptions;
+use tokio::sync::Mutex;
+use tributary_engine::copy::CopyIn;
+use tributary_engine::{Engine, Output, Prepared, Session};
+
+use super::auth::{AuthConfig, Startup};
+use super::encode::{self, pg_error};
+
+/// The handlers of one connection (pgwire asks for each once per connection).
+pub struct ConnectionHandlers {
+    conn: Arc<Connection>,
+    startup: Arc<Startup>,
+}
+
+impl ConnectionHandlers {
+    pub fn new(engine: Engine, auth: Arc<AuthConfig>, connections_full: bool) -> Self {
+        Self {
+            conn: Arc::new(Connection {
+                shared: Arc::new(Shared {
+                    engine,
+                    session: Mutex::new(None),
+                    copy: Mutex::new(None),
+                }),
+            }),
+            startup: Arc::new(Startup::new(auth, connections_full)),
+        }
+    }
+}
+
+impl PgWireServerHandlers for ConnectionHandlers {
+    fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
+        self.conn.clone()
+    }
+
+    fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
+        self.conn.clone()
+    }
+
+    fn startup_handler(&self) -> Arc<impl pgwire::api::auth::StartupHandler> {
+        self.startup.clone()
+    }
+
+    fn copy_handler(&self) -> Arc<impl CopyHandler> {
+        self.conn.clone()
+    }
+
+    fn error_handler(&self) -> Arc<impl ErrorHandler> {
+        Arc::new(LogErrors)
+    }
+}
+
+struct LogErrors;
+
+impl ErrorHandler for LogErrors {
+    fn on_error<C: ClientInfo>(&self, _client: &C, error: &mut PgWireError) {
+        if let PgWireError::UserError(info) = error {
+            tracing::debug!(code = %info.code, message = %info.message, "statement failed");
+        } else {
+            tracing::debug!(error = %error, "protocol error");
+        }
+    }
+}
+
+/// Rows received so far for a pending COPY FROM STDIN.
+struct PendingCopy {
+    copy: CopyIn,
+    data: Vec<u8>,
+}
+
+/// The most COPY data buffered for one statement before it is refused.
+const MAX_COPY_BYTES: usize = 1 << 30;
+
+/// State shared by a connection's handlers and its statement parser.
+pub struct Shared {
+    engine: Engine,
+    session: Mutex<Option<Session>>,
+    copy: Mutex<Option<PendingCopy>>,
+}
+
+pub struct Connection {
+    shared: Arc<Shared>,
+}
+
+impl std::ops::Deref for Connection {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.shared
+    }
+}
+
+impl Shared {
+    async fn session<C: ClientInfo>(&self, client: &C) -> tokio::sync::MutexGuard<'_, Option<Session>> {
+        let mut guard = self.session.lock().await;
+        if guard.is_none() {
+            let user = client.metadata().get("user").cloned().unwrap_or_default();
+            *guard = Some(self.engine.session(&user));
+        }
+        guard
+    }
+
+    async fn respond(
+        &self,
+        output: Output,
+        format: &Format,
+        options: Arc<FormatOptions>,
+    ) -> PgWireResult<Response> {
+        if let Output::CopyIn(copy) = &output {
+            *self.copy.lock().await = Some(PendingCopy {
+                copy: copy.clone(),
+                data: Vec::new(),
+            });
+        }
+        encode::response(output, format, Some(options))
+    }
+}
+
+#[async_trait]
+impl SimpleQueryHandler for Connection {
+    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
+        let mut guard = self.session(client).await;
+        let session = guard.as_mut().expect("session created");
+        let statements = match session.parse(query) {
+            Ok(s) => s,
+            Err(e) => return Ok(vec![Response::Error(Box::new(super::sqlstate::error_info(&e)))]),
+        };
+        let mut responses = Vec::new();
+        for prepared in statements {
+            match session.execute(&prepared, None).await {
+                Ok(output) => {
+                    let is_copy_in = matches!(output, Output::CopyIn(_));
+                    responses.push(self.respond(output, &Format::UnifiedText, options.clone()).await?);
+                    if is_copy_in {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    responses.push(Response::Error(Box::new(super::sqlstate::error_info(&e))));
+                    break;
+                }
+            }
+        }
+        Ok(responses)
+    }
+}
+
+/// A statement prepared with Parse: parsed once, planned for its types when it is a query.
+#[derive(Clone, Debug)]
+pub struct PreparedStatement {
+    prepared: Prepared,
+    parameter_types: Vec<Option<DataType>>,
+    schema: Option<SchemaRef>,
+}
+
+pub struct Parser {
+    conn: Arc<Shared>,
+}
+
+#[async_trait]
+impl QueryParser for Parser {
+    type Statement = PreparedStatement;
+
+    async fn parse_sql<C>(
+        &self,
+        client: &C,
+        sql: &str,
+        _types: &[Option<Type>],
+    ) -> PgWireResult<Option<Self::Statement>>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        let guard = self.conn.session(client).await;
+        let session = guard.as_ref().expect("session created");
+        let prepared = session.prepare(sql).map_err(|e| pg_error(&e))?;
+        if prepared.statement.is_none() {
+            return Ok(None);
+        }
+        let plan = session.describe(&prepared).await.map_err(|e| pg_error(&e))?;
+        let (parameter_types, schema) = match plan {
+            Some(plan) => {
+                let types = plan
+                    .get_parameter_types()
+                    .map_err(|e| pg_error(&e.into()))?;
+                let mut ordered: Vec<(usize, Option<DataType>)> = types
+                    .into_iter()
+                    .filter_map(|(name, t)| {
+                        name.trim_start_matches('$').parse::<usize>().ok().map(|i| (i, t))
+                    })
+                    .collect();
+                ordered.sort_by_key(|(i, _)| *i);
+                let count = ordered.last().map_or(0, |(i, _)| *i);
+                let mut list = vec![None; count];
+                for (i, t) in ordered {
+                    list[i - 1] = t;
+                }
+                (list, Some(plan.schema().inner().clone()))
+            }
+            None => (Vec::new(), None),
+        };
+        Ok(Some(PreparedStatement {
+            prepared,
+            parameter_types,
+            schema,
+        }))
+    }
+
+    fn get_parameter_types(&self, stmt: &Self::Statement) -> PgWireResult<Vec<Type>> {
+        stmt.parameter_types
+            .iter()
+            .map(|t| match t {
+                Some(t) => arrow_pg::datatypes::into_pg_type(t),
+                None => Ok(Type::UNKNOWN),
+            })
+            .collect()
+    }
+
+    fn get_result_schema(
+        &self,
+        stmt: &Self::Statement,
+        column_format: Option<&Format>,
+    ) -> PgWireResult<Vec<FieldInfo>> {
+        match &stmt.schema {
+            Some(schema) => arrow_pg::datatypes::arrow_schema_to_pg_fields(
+                schema,
+                column_format.unwrap_or(&Format::UnifiedText),
+                None,
+            ),
+            None => Ok(Vec::new()),
+        }
+    }
+}
+
+#[async_trait]
+impl ExtendedQueryHandler for Connection {
+    type Statement = PreparedStatement;
+    type QueryParser = Parser;
+
+    fn query_parser(&self) -> Arc<Self::QueryParser> {
+        Arc::new(Parser {
+            conn: self.shared.clone(),
+        })
+    }
+
+    async fn do_describe_statement<C>(
+        &self,
+        _client: &mut C,
+        target: &StoredStatement<Self::Statement>,
+    ) -> PgWireResult<DescribeStatementResponse>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let stmt = &target.statement;
+        let declared = &target.parameter_types;
+        let count = declared.len().max(stmt.parameter_types.len());
+        let params = (0..count)
+            .map(|i| {
+                if let Some(Some(t)) = declared.get(i) {
+                    return Ok(t.clone());
+                }
+                match stmt.parameter_types.get(i) {
+                    Some(Some(t)) => arrow_pg::datatypes::into_pg_type(t),
+                    _ => Ok(Type::UNKNOWN),
+                }
+            })
+            .collect::<PgWireResult<Vec<_>>>()?;
+        let fields = match &stmt.schema {
+            Some(schema) => arrow_pg::datatypes::arrow_schema_to_pg_fields(schema, &Format::UnifiedText, None)?,
+            None => Vec::new(),
+        };
+        Ok(DescribeStatementResponse::new(params, fields))
+    }
+
+    async fn do_describe_portal<C>(
+        &self,
+        _client: &mut C,
+        target: &Portal<Self::Statement>,
+    ) -> PgWireResult<DescribePortalResponse>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        match &target.statement.statement.schema {
+            Some(schema) => Ok(DescribePortalResponse::new(
+                arrow_pg::datatypes::arrow_schema_to_pg_fields(
+                    schema,
+                    &target.result_column_format,
+                    None,
+                )?,
+            )),
+            None => Ok(DescribePortalResponse::new(Vec::new())),
+        }
+    }
+
+    async fn do_query<C>(
+        &self,
+        client: &mut C,
+        portal: &Portal<Self::Statement>,
+        _max_rows: usize,
+    ) -> PgWireResult<Response>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let stmt = &portal.statement.statement;
+        if portal.parameter_len() != stmt.parameter_types.len() {
+            return Err(PgWireError::UserError(Box::new(pgwire::error::ErrorInfo::new(
+                "ERROR".into(),
+                "08P01".into(),
+                format!(
+                    "bind message supplies {} parameters, but prepared statement requires {}",
+                    portal.parameter_len(),
+                    stmt.parameter_types.len()
+                ),
+            ))));
+        }
+        let params = if stmt.parameter_types.is_empty() {
+            None
+        } else {
+            let inferred: Vec<Option<&DataType>> =
+                stmt.parameter_types.iter().map(|t| t.as_ref()).collect();
+            Some(arrow_pg::datatypes::df::deserialize_parameters(portal, &inferred)?)
+        };
+        let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
+        let mut guard = self.session(client).await;
+        let session = guard.as_mut().expect("session created");
+        let output = session
+            .execute(&stmt.prepared, params)
+            .await
+            .map_err(|e| pg_error(&e))?;
+        drop(guard);
+        self.respond(output, &portal.result_column_format, options).await
+    }
+}
+
+#[async_trait]
+impl CopyHandler for Connection {
+    async fn on_copy_data<C>(&self, _client: &mut C, copy_data: CopyData) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let mut pending = self.copy.lock().await;
+        let Some(p) = pending.as_mut() else {
+            return Err(protocol_error("copy data received outside of COPY"));
+        };
+        if p.data.len() + copy_data.data.len() > MAX_COPY_BYTES {
+            *pending = None;
+            return Err(PgWireError::UserError(Box::new(pgwire::error::ErrorInfo::new(
+                "ERROR".into(),
+                "54000".into(),
+                "COPY data exceeds the 1 GiB limit of one statement; split the load".into(),
+            ))));
+        }
+        p.data.extend_from_slice(&copy_data.data);
+        Ok(())
+    }
+
+    async fn on_copy_done<C>(&self, client: &mut C, _done: CopyDone) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        use futures::SinkExt;
+        let Some(pending) = self.copy.lock().await.take() else {
+            return Err(protocol_error("COPY done received outside of COPY"));
+        };
+        let mut guard = self.session.lock().await;
+        let session = guard.as_mut().expect("session created");
+        let rows = session
+            .copy_in(&pending.copy, &pending.data)
+            .await
+            .map_err(|e| pg_error(&e))?;
+        drop(guard);
+        client
+            .send(PgWireBackendMessage::CommandComplete(
+                Tag::new("COPY").with_rows(rows as usize).into(),
+            ))
+            .await?;
+        Ok(())
+    }
+
+    async fn on_copy_fail<C>(&self, _client: &mut C, fail: CopyFail) -> PgWireError
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        *self.copy.lock().await = None;
+        PgWireError::UserError(Box::new(pgwire::error::ErrorInfo::new(
+            "ERROR".into(),
+            "57014".into(),
+            format!("COPY from stdin failed: {}", fail.message),
+        )))
+    }
+}
+
+fn protocol_error(message: &str) -> PgWireError {
+    PgWireError::UserError(Box::new(pgwire::error::ErrorInfo::new(
+        "ERROR".into(),
+        "08P01".into(),
+        message.into(),
+    )))
+}
