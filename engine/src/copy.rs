@@ -48,7 +48,9 @@ impl CopyFormat {
                 "text" => Ok(CopyKind::Text),
                 "csv" => Ok(CopyKind::Csv),
                 "binary" => Ok(CopyKind::Binary),
-                other => Err(Error::bad_input(format!("COPY format \"{other}\" not recognized"))),
+                other => Err(Error::bad_input(format!(
+                    "COPY format \"{other}\" not recognized"
+                ))),
             }
         };
         for option in options {
@@ -72,7 +74,9 @@ impl CopyFormat {
                         match o {
                             ast::CopyLegacyCsvOption::Header => header = true,
                             ast::CopyLegacyCsvOption::Quote(q) => quote = *q as u8,
-                            other => return Err(Error::NotSupported(format!("COPY option {other}"))),
+                            other => {
+                                return Err(Error::NotSupported(format!("COPY option {other}")));
+                            }
                         }
                     }
                 }
@@ -83,7 +87,13 @@ impl CopyFormat {
             kind,
             delimiter: delimiter.unwrap_or(if kind == CopyKind::Csv { b',' } else { b'\t' }),
             header,
-            null: null.unwrap_or_else(|| if kind == CopyKind::Csv { String::new() } else { "\\N".into() }),
+            null: null.unwrap_or_else(|| {
+                if kind == CopyKind::Csv {
+                    String::new()
+                } else {
+                    "\\N".into()
+                }
+            }),
             quote,
         })
     }
@@ -143,7 +153,9 @@ pub async fn copy_statement(
             CopyTarget::Stdin => Ok(Output::CopyIn(copy)),
             CopyTarget::File { filename } => {
                 let data = std::fs::read(&filename).map_err(|e| {
-                    Error::bad_input(format!("could not open file \"{filename}\" for reading: {e}"))
+                    Error::bad_input(format!(
+                        "could not open file \"{filename}\" for reading: {e}"
+                    ))
                 })?;
                 let rows = session.copy_in(&copy, &data).await?;
                 Ok(Output::Command(format!("COPY {rows}")))
@@ -160,7 +172,11 @@ pub async fn copy_statement(
             let cols = if columns.is_empty() {
                 "*".to_string()
             } else {
-                columns.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(", ")
+                columns
+                    .iter()
+                    .map(|c| c.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             };
             let sql = format!("SELECT {cols} FROM {table_name}");
             match crate::dialect::parse_statement(&sql)? {
@@ -215,8 +231,11 @@ async fn write_file(
         std::fs::create_dir_all(parent)?;
     }
     let tmp = path.with_extension("tmp-copy");
-    let file = std::fs::File::create(&tmp)
-        .map_err(|e| Error::bad_input(format!("could not open file \"{filename}\" for writing: {e}")))?;
+    let file = std::fs::File::create(&tmp).map_err(|e| {
+        Error::bad_input(format!(
+            "could not open file \"{filename}\" for writing: {e}"
+        ))
+    })?;
     let mut writer = csv::WriterBuilder::new()
         .with_header(format.header)
         .with_delimiter(format.delimiter)

@@ -25,7 +25,9 @@ pub fn create_schema(
     if_not_exists: bool,
 ) -> Result<Output> {
     let ast::SchemaName::Simple(name) = name else {
-        return Err(Error::NotSupported("CREATE SCHEMA ... AUTHORIZATION".into()));
+        return Err(Error::NotSupported(
+            "CREATE SCHEMA ... AUTHORIZATION".into(),
+        ));
     };
     let schema = names::object_name(name, "")?.name;
     check_user_schema(&schema)?;
@@ -90,11 +92,9 @@ pub async fn create_table(
         return Err(duplicate(&existing));
     }
     let (schema, query_plan) = if let Some(query) = &create.query {
-        let plan = planning::plan_statement(
-            &session.ctx.state(),
-            ast::Statement::Query(query.clone()),
-        )
-        .await?;
+        let plan =
+            planning::plan_statement(&session.ctx.state(), ast::Statement::Query(query.clone()))
+                .await?;
         (plan.schema().inner().as_ref().clone(), Some(plan))
     } else {
         let mut fields = Vec::new();
@@ -113,16 +113,25 @@ pub async fn create_table(
                     ast::ColumnOption::NotNull | ast::ColumnOption::PrimaryKey(_)
                 )
             });
-            fields.push(Field::new(col_name, types::arrow_type(&column.data_type)?, !not_null));
+            fields.push(Field::new(
+                col_name,
+                types::arrow_type(&column.data_type)?,
+                !not_null,
+            ));
         }
         if fields.is_empty() {
-            return Err(Error::bad_input(format!("table \"{name}\" needs at least one column")));
+            return Err(Error::bad_input(format!(
+                "table \"{name}\" needs at least one column"
+            )));
         }
         (Schema::new(fields), None)
     };
     let location = location_for(&name);
     let engine = &session.engine.inner;
-    let table = engine.warehouse.create(&location, &name.name, &schema).await?;
+    let table = engine
+        .warehouse
+        .create(&location, &name.name, &schema)
+        .await?;
     let object = engine.catalog.create_object(
         &NewObject {
             name: name.clone(),
@@ -151,14 +160,24 @@ pub async fn create_table(
     Ok(Output::Command("CREATE TABLE".into()))
 }
 
-pub async fn create_view(session: &mut Session, view: ast::CreateView, text: &str) -> Result<Output> {
+pub async fn create_view(
+    session: &mut Session,
+    view: ast::CreateView,
+    text: &str,
+) -> Result<Output> {
     if view.materialized {
         // sqlparser's form of CREATE MATERIALIZED VIEW reaches here only with unusual syntax.
-        return Err(Error::NotSupported("this form of CREATE MATERIALIZED VIEW".into()));
+        return Err(Error::NotSupported(
+            "this form of CREATE MATERIALIZED VIEW".into(),
+        ));
     }
     let name = new_object_name(session, &view.name)?;
     let query_text = view.query.to_string();
-    let plan = planning::plan_statement(&session.ctx.state(), ast::Statement::Query(view.query.clone())).await?;
+    let plan = planning::plan_statement(
+        &session.ctx.state(),
+        ast::Statement::Query(view.query.clone()),
+    )
+    .await?;
     let upstream = upstream_ids(session, &plan)?;
     let columns = columns_of_schema(plan.schema().inner());
     let new = NewObject {
@@ -186,7 +205,11 @@ pub async fn create_view(session: &mut Session, view: ast::CreateView, text: &st
     Ok(Output::Command("CREATE VIEW".into()))
 }
 
-pub async fn create_source(session: &mut Session, source: CreateSource, text: &str) -> Result<Output> {
+pub async fn create_source(
+    session: &mut Session,
+    source: CreateSource,
+    text: &str,
+) -> Result<Output> {
     let name = new_object_name(session, &source.name)?;
     if let Some(existing) = session.engine.catalog().object(&name)? {
         if source.if_not_exists {
@@ -209,7 +232,11 @@ pub async fn create_source(session: &mut Session, source: CreateSource, text: &s
                     .options
                     .iter()
                     .any(|o| matches!(o.option, ast::ColumnOption::NotNull));
-                Ok(Field::new(names::ident(&c.name), types::arrow_type(&c.data_type)?, !not_null))
+                Ok(Field::new(
+                    names::ident(&c.name),
+                    types::arrow_type(&c.data_type)?,
+                    !not_null,
+                ))
             })
             .collect::<Result<Vec<_>>>()?;
         Arc::new(Schema::new(fields))
@@ -232,7 +259,10 @@ pub async fn create_source(session: &mut Session, source: CreateSource, text: &s
 }
 
 /// The catalog ids of the user objects a plan reads; unknown names are errors.
-fn upstream_ids(session: &Session, plan: &datafusion::logical_expr::LogicalPlan) -> Result<Vec<i64>> {
+fn upstream_ids(
+    session: &Session,
+    plan: &datafusion::logical_expr::LogicalPlan,
+) -> Result<Vec<i64>> {
     let catalog = session.engine.catalog();
     planning::plan_inputs(plan, &session.current_schema())
         .into_iter()
@@ -309,7 +339,10 @@ pub async fn create_model(session: &mut Session, model: CreateModel, text: &str)
     let schema = plan.schema().inner().clone();
     let location = location_for(&name);
     let engine = session.engine.inner.clone();
-    let table = engine.warehouse.create(&location, &name.name, &schema).await?;
+    let table = engine
+        .warehouse
+        .create(&location, &name.name, &schema)
+        .await?;
     let new = NewObject {
         name: name.clone(),
         kind: ObjectKind::Model,
@@ -322,14 +355,18 @@ pub async fn create_model(session: &mut Session, model: CreateModel, text: &str)
     };
     let object = match &existing {
         Some(old) => {
-            catalog.replace_object(old.id, &new, &upstream).inspect_err(|_| {
-                let _ = engine.warehouse.remove(&location);
-            })?;
+            catalog
+                .replace_object(old.id, &new, &upstream)
+                .inspect_err(|_| {
+                    let _ = engine.warehouse.remove(&location);
+                })?;
             engine.forget(old.id);
             if let Some(old_location) = &old.location {
                 let _ = engine.warehouse.remove(old_location);
             }
-            catalog.object_by_id(old.id)?.ok_or_else(|| Error::Internal("model vanished".into()))?
+            catalog
+                .object_by_id(old.id)?
+                .ok_or_else(|| Error::Internal("model vanished".into()))?
         }
         None => catalog.create_object(&new, &upstream).inspect_err(|_| {
             let _ = engine.warehouse.remove(&location);
@@ -343,7 +380,10 @@ pub async fn create_model(session: &mut Session, model: CreateModel, text: &str)
     if existing.is_some() {
         crate::refresh::refresh_downstream_of(&session.engine, object.id, "replace").await?;
     }
-    Ok(Output::Command(format!("SELECT {}", outcome.rows_written.unwrap_or(0))))
+    Ok(Output::Command(format!(
+        "SELECT {}",
+        outcome.rows_written.unwrap_or(0)
+    )))
 }
 
 fn kind_of(syntax: ObjectKindSyntax) -> ObjectKind {
@@ -364,7 +404,12 @@ fn with_dependents(session: &Session, ids: &[i64]) -> Result<Vec<i64>> {
     }
     let mut order = Vec::new();
     let mut seen = BTreeSet::new();
-    fn visit(id: i64, downs: &HashMap<i64, Vec<i64>>, seen: &mut BTreeSet<i64>, order: &mut Vec<i64>) {
+    fn visit(
+        id: i64,
+        downs: &HashMap<i64, Vec<i64>>,
+        seen: &mut BTreeSet<i64>,
+        order: &mut Vec<i64>,
+    ) {
         if !seen.insert(id) {
             return;
         }
@@ -403,7 +448,11 @@ pub async fn drop_objects(session: &mut Session, drop: DropObjects) -> Result<Ou
         }
     }
     let ids: Vec<i64> = targets.iter().map(|o| o.id).collect();
-    let all = if drop.cascade { with_dependents(session, &ids)? } else { ids };
+    let all = if drop.cascade {
+        with_dependents(session, &ids)?
+    } else {
+        ids
+    };
     drop_ids(session, &all)?;
     Ok(Output::Command(format!("DROP {}", drop_tag(kind))))
 }
@@ -523,27 +572,34 @@ pub fn comment_on(
                 .pop()
                 .and_then(|p| p.as_ident().map(names::ident))
                 .ok_or_else(|| Error::Syntax("expected table.column".into()))?;
-            let object_name = names::object_name(&ast::ObjectName(parts), &session.current_schema())?;
-            let object = catalog.object(&object_name)?.ok_or_else(|| Error::UndefinedObject {
-                kind: "relation",
-                name: object_name.to_string(),
-            })?;
+            let object_name =
+                names::object_name(&ast::ObjectName(parts), &session.current_schema())?;
+            let object = catalog
+                .object(&object_name)?
+                .ok_or_else(|| Error::UndefinedObject {
+                    kind: "relation",
+                    name: object_name.to_string(),
+                })?;
             let mut columns = object.columns.clone();
             let col = columns
                 .iter_mut()
                 .find(|c| c.name == column)
-                .ok_or_else(|| Error::UndefinedColumn(format!(
-                    "column \"{column}\" of relation \"{object_name}\" does not exist"
-                )))?;
+                .ok_or_else(|| {
+                    Error::UndefinedColumn(format!(
+                        "column \"{column}\" of relation \"{object_name}\" does not exist"
+                    ))
+                })?;
             col.comment = comment.map(str::to_string);
             catalog.set_columns(object.id, &columns)?;
         }
         _ => {
             let object_name = names::object_name(name, &session.current_schema())?;
-            let object = catalog.object(&object_name)?.ok_or_else(|| Error::UndefinedObject {
-                kind: "relation",
-                name: object_name.to_string(),
-            })?;
+            let object = catalog
+                .object(&object_name)?
+                .ok_or_else(|| Error::UndefinedObject {
+                    kind: "relation",
+                    name: object_name.to_string(),
+                })?;
             catalog.set_comment(object.id, comment)?;
         }
     }

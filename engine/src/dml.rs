@@ -53,9 +53,12 @@ pub async fn insert(
         return Err(Error::NotSupported("INSERT ... RETURNING".into()));
     }
     let object = target_table(session, name, "insert into")?;
-    let plan = planning::plan_statement(&session.ctx.state(), ast::Statement::Insert(insert)).await?;
+    let plan =
+        planning::plan_statement(&session.ctx.state(), ast::Statement::Insert(insert)).await?;
     let LogicalPlan::Dml(dml) = plan else {
-        return Err(Error::Internal("INSERT did not plan to a DML statement".into()));
+        return Err(Error::Internal(
+            "INSERT did not plan to a DML statement".into(),
+        ));
     };
     if !matches!(dml.op, WriteOp::Insert(_)) {
         return Err(Error::Internal("INSERT planned to another write".into()));
@@ -100,10 +103,14 @@ pub(crate) async fn append_plan(
 
 pub async fn update(session: &mut Session, update: ast::Update) -> Result<Output> {
     let ast::TableFactor::Table { name, .. } = &update.table.relation else {
-        return Err(Error::NotSupported("UPDATE of this kind of relation".into()));
+        return Err(Error::NotSupported(
+            "UPDATE of this kind of relation".into(),
+        ));
     };
     if !update.table.joins.is_empty() || update.from.is_some() || update.returning.is_some() {
-        return Err(Error::NotSupported("UPDATE with FROM, joins or RETURNING".into()));
+        return Err(Error::NotSupported(
+            "UPDATE with FROM, joins or RETURNING".into(),
+        ));
     }
     let object = target_table(session, name, "update")?;
     let engine = &session.engine.inner;
@@ -152,10 +159,14 @@ pub async fn delete(session: &mut Session, delete: ast::Delete) -> Result<Output
         return Err(Error::NotSupported("DELETE from several tables".into()));
     };
     let ast::TableFactor::Table { name, .. } = &table.relation else {
-        return Err(Error::NotSupported("DELETE from this kind of relation".into()));
+        return Err(Error::NotSupported(
+            "DELETE from this kind of relation".into(),
+        ));
     };
     if delete.using.is_some() || delete.returning.is_some() || !table.joins.is_empty() {
-        return Err(Error::NotSupported("DELETE with USING, joins or RETURNING".into()));
+        return Err(Error::NotSupported(
+            "DELETE with USING, joins or RETURNING".into(),
+        ));
     }
     let object = target_table(session, name, "delete from")?;
     let engine = &session.engine.inner;

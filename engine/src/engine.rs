@@ -125,7 +125,10 @@ fn base_state(inner: &Arc<EngineInner>, memory_limit: usize) -> Result<SessionSt
         .with_create_default_catalog_and_schema(false)
         .with_information_schema(true)
         .set_bool("datafusion.sql_parser.enable_ident_normalization", true)
-        .set_bool("datafusion.execution.parquet.schema_force_view_types", false)
+        .set_bool(
+            "datafusion.execution.parquet.schema_force_view_types",
+            false,
+        )
         .set_bool("datafusion.sql_parser.map_string_types_to_utf8view", false);
     let runtime = RuntimeEnvBuilder::new()
         .with_memory_pool(Arc::new(FairSpillPool::new(memory_limit)))
@@ -153,7 +156,9 @@ fn base_state(inner: &Arc<EngineInner>, memory_limit: usize) -> Result<SessionSt
 
 impl EngineInner {
     pub fn base_state(&self) -> &SessionState {
-        self.base_state.get().expect("engine base state is set at open")
+        self.base_state
+            .get()
+            .expect("engine base state is set at open")
     }
 
     pub fn write_lock(&self, id: i64) -> Arc<tokio::sync::Mutex<()>> {

@@ -47,7 +47,7 @@ pub enum Error {
     #[error("{}", clean_datafusion_message(.0))]
     DataFusion(#[from] DataFusionError),
     #[error("storage error: {0}")]
-    Delta(#[from] deltalake::DeltaTableError),
+    Delta(deltalake::DeltaTableError),
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
     #[error("internal error: {0}")]
@@ -63,6 +63,33 @@ impl From<datafusion::sql::sqlparser::parser::ParserError> for Error {
             P::ParserError(m) | P::TokenizerError(m) => m,
             P::RecursionLimitExceeded => "statement nests too deeply".into(),
         })
+    }
+}
+
+/// Delta operations wrap the errors of the queries they run (a bad CSV row read during a
+/// refresh); those keep their own meaning instead of becoming storage errors.
+impl From<deltalake::DeltaTableError> for Error {
+    fn from(e: deltalake::DeltaTableError) -> Self {
+        use deltalake::DeltaTableError as D;
+        match e {
+            D::Arrow { source } => source.into(),
+            D::GenericError { source } => match source.downcast::<DataFusionError>() {
+                Ok(df) => Error::DataFusion(*df),
+                Err(source) => Error::Delta(D::GenericError { source }),
+            },
+            // Some Delta write paths flatten the query's error into text; a value that does not
+            // parse is still bad input, not a storage failure.
+            D::Generic(message)
+                if message.contains("Parser error") || message.contains("Cast error") =>
+            {
+                let text = message
+                    .rsplit_once("Parser error: ")
+                    .or_else(|| message.rsplit_once("Cast error: "))
+                    .map_or(message.as_str(), |(_, rest)| rest);
+                Error::bad_input(lowercase_first(text))
+            }
+            other => Error::Delta(other),
+        }
     }
 }
 
@@ -86,6 +113,14 @@ impl Error {
             Error::RefreshFailed { source, .. } => source.root(),
             other => other,
         }
+    }
+}
+
+fn lowercase_first(text: &str) -> String {
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(c) => c.to_lowercase().chain(chars).collect(),
+        None => String::new(),
     }
 }
 
@@ -121,7 +156,10 @@ fn clean_datafusion_message(e: &DataFusionError) -> String {
     }
     let mut msg = out.trim().to_string();
     if let Some(first) = msg.get(..1) {
-        if msg.get(1..2).is_some_and(|c| c.chars().all(|c| c.is_lowercase() || !c.is_alphabetic())) {
+        if msg
+            .get(1..2)
+            .is_some_and(|c| c.chars().all(|c| c.is_lowercase() || !c.is_alphabetic()))
+        {
             msg = first.to_lowercase() + &msg[1..];
         }
     }

@@ -23,7 +23,8 @@ use crate::error::{Error, Result};
 /// Schema where time-travel snapshots are registered while a statement is planned.
 pub const TIME_TRAVEL_SCHEMA: &str = "__time_travel";
 
-static COMPAT: LazyLock<PostgresCompatibilityParser> = LazyLock::new(PostgresCompatibilityParser::new);
+static COMPAT: LazyLock<PostgresCompatibilityParser> =
+    LazyLock::new(PostgresCompatibilityParser::new);
 
 /// Applies the rewrites real clients need (psql's `OPERATOR(pg_catalog.~)`, `::regclass`, ...).
 pub fn rewrite_for_clients(stmt: ast::Statement) -> ast::Statement {
@@ -82,7 +83,8 @@ fn time_travel_schema(
     if let Some(schema) = catalog.schema(TIME_TRAVEL_SCHEMA) {
         return Ok(schema);
     }
-    let schema: Arc<dyn datafusion::catalog::SchemaProvider> = Arc::new(MemorySchemaProvider::new());
+    let schema: Arc<dyn datafusion::catalog::SchemaProvider> =
+        Arc::new(MemorySchemaProvider::new());
     catalog.register_schema(TIME_TRAVEL_SCHEMA, schema.clone())?;
     Ok(schema)
 }

@@ -34,7 +34,12 @@ impl std::fmt::Display for ApplyReport {
             self.unchanged.len()
         )?;
         if !self.kept.is_empty() {
-            write!(f, ", {} changed but kept (drop them to redefine: {})", self.kept.len(), self.kept.join(", "))?;
+            write!(
+                f,
+                ", {} changed but kept (drop them to redefine: {})",
+                self.kept.len(),
+                self.kept.join(", ")
+            )?;
         }
         Ok(())
     }
@@ -49,7 +54,10 @@ pub fn project_files(path: &Path) -> Result<Vec<PathBuf>> {
     let mut stack = vec![path.to_path_buf()];
     while let Some(dir) = stack.pop() {
         let entries = std::fs::read_dir(&dir).map_err(|e| {
-            Error::bad_input(format!("cannot read project folder \"{}\": {e}", dir.display()))
+            Error::bad_input(format!(
+                "cannot read project folder \"{}\": {e}",
+                dir.display()
+            ))
         })?;
         for entry in entries {
             let p = entry?.path();
@@ -81,9 +89,16 @@ pub async fn apply(session: &mut Session, path: &Path) -> Result<ApplyReport> {
                 Statement::CreateModel(m) => Some((names::object_name(&m.name, &schema)?, true)),
                 Statement::CreateSource(s) => Some((names::object_name(&s.name, &schema)?, false)),
                 Statement::Sql(stmt) => match stmt.as_ref() {
-                    ast::Statement::CreateTable(t) => Some((names::object_name(&t.name, &schema)?, false)),
-                    ast::Statement::CreateView(v) => Some((names::object_name(&v.name, &schema)?, true)),
-                    ast::Statement::CreateSchema { schema_name: ast::SchemaName::Simple(n), .. } => {
+                    ast::Statement::CreateTable(t) => {
+                        Some((names::object_name(&t.name, &schema)?, false))
+                    }
+                    ast::Statement::CreateView(v) => {
+                        Some((names::object_name(&v.name, &schema)?, true))
+                    }
+                    ast::Statement::CreateSchema {
+                        schema_name: ast::SchemaName::Simple(n),
+                        ..
+                    } => {
                         let name = names::object_name(n, "")?.name;
                         if session.engine.catalog().schema_exists(&name)? {
                             report.unchanged.push(format!("schema {name}"));
@@ -91,8 +106,15 @@ pub async fn apply(session: &mut Session, path: &Path) -> Result<ApplyReport> {
                         }
                         None
                     }
-                    ast::Statement::Insert(ast::Insert { table: ast::TableObject::TableName(n), .. })
-                    | ast::Statement::Copy { source: ast::CopySource::Table { table_name: n, .. }, to: false, .. } => {
+                    ast::Statement::Insert(ast::Insert {
+                        table: ast::TableObject::TableName(n),
+                        ..
+                    })
+                    | ast::Statement::Copy {
+                        source: ast::CopySource::Table { table_name: n, .. },
+                        to: false,
+                        ..
+                    } => {
                         let name = names::object_name(n, &schema)?;
                         if !created_here.contains(&name.to_string()) {
                             continue;
@@ -114,12 +136,18 @@ pub async fn apply(session: &mut Session, path: &Path) -> Result<ApplyReport> {
                         continue;
                     }
                     p.statement = Some(or_replace(statement));
-                    session.execute(&p, None).await.map_err(|e| in_file(&file, e))?;
+                    session
+                        .execute(&p, None)
+                        .await
+                        .map_err(|e| in_file(&file, e))?;
                     report.replaced.push(name.to_string());
                     continue;
                 }
             }
-            session.execute(&p, None).await.map_err(|e| in_file(&file, e))?;
+            session
+                .execute(&p, None)
+                .await
+                .map_err(|e| in_file(&file, e))?;
             if let Some((name, _)) = defined {
                 created_here.insert(name.to_string());
                 report.created.push(name.to_string());

@@ -49,18 +49,31 @@ impl CatalogProvider for DatabaseProvider {
             .and_then(|e| e.catalog.schemas().ok())
             .unwrap_or_default();
         names.push(system::tributary::SCHEMA.to_string());
-        names.extend(self.extra.read().unwrap_or_else(|e| e.into_inner()).keys().cloned());
+        names.extend(
+            self.extra
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .keys()
+                .cloned(),
+        );
         names.sort();
         names
     }
 
     fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
-        if let Some(extra) = self.extra.read().unwrap_or_else(|e| e.into_inner()).get(name) {
+        if let Some(extra) = self
+            .extra
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+        {
             return Some(extra.clone());
         }
         let engine = self.engine.upgrade()?;
         if name == system::tributary::SCHEMA {
-            return Some(Arc::new(SystemSchema { engine: self.engine.clone() }));
+            return Some(Arc::new(SystemSchema {
+                engine: self.engine.clone(),
+            }));
         }
         if engine.catalog.schema_exists(name).ok()? {
             Some(Arc::new(UserSchema {
@@ -160,7 +173,10 @@ struct SystemSchema {
 #[async_trait]
 impl SchemaProvider for SystemSchema {
     fn table_names(&self) -> Vec<String> {
-        system::tributary::TABLES.iter().map(|s| s.to_string()).collect()
+        system::tributary::TABLES
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
     }
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {

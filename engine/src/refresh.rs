@@ -117,7 +117,10 @@ async fn run_full(
     for name in planning::plan_inputs(&plan, "public") {
         if let Some(input) = engine.catalog.object(&name)? {
             if input.kind.is_stored() {
-                inputs.insert(name.to_string(), json!({ "version": input.published_version }));
+                inputs.insert(
+                    name.to_string(),
+                    json!({ "version": input.published_version }),
+                );
             }
         }
     }
@@ -142,10 +145,12 @@ async fn run_full(
 pub async fn refresh_statement(session: &mut Session, refresh: Refresh) -> Result<Output> {
     let name = names::object_name(&refresh.name, &session.current_schema())?;
     let catalog = session.engine.catalog();
-    let object = catalog.object(&name)?.ok_or_else(|| Error::UndefinedObject {
-        kind: "model",
-        name: name.to_string(),
-    })?;
+    let object = catalog
+        .object(&name)?
+        .ok_or_else(|| Error::UndefinedObject {
+            kind: "model",
+            name: name.to_string(),
+        })?;
     if object.kind != ObjectKind::Model {
         return Err(Error::WrongObjectType(format!(
             "\"{}\" is a {}, not a model",
@@ -228,7 +233,11 @@ impl Graph {
 /// Runs the selected models level by level: a model starts once every selected model it
 /// reads from has finished. A model whose upstream failed is skipped with that reason.
 async fn run_dag(engine: &Engine, graph: &Graph, ids: &BTreeSet<i64>, trigger: &str) -> Result<()> {
-    let mut pending: BTreeSet<i64> = ids.iter().copied().filter(|i| graph.models.contains_key(i)).collect();
+    let mut pending: BTreeSet<i64> = ids
+        .iter()
+        .copied()
+        .filter(|i| graph.models.contains_key(i))
+        .collect();
     let mut failed: BTreeMap<i64, String> = BTreeMap::new();
     let mut first_error: Option<Error> = None;
     while !pending.is_empty() {
@@ -304,7 +313,13 @@ pub(crate) async fn recover(engine: &Engine) -> Result<()> {
             }
         };
         let latest = delta::version(&table);
-        let published = object.published_version.unwrap_or(if object.kind == ObjectKind::Model { 0 } else { -1 });
+        let published = object
+            .published_version
+            .unwrap_or(if object.kind == ObjectKind::Model {
+                0
+            } else {
+                -1
+            });
         if latest > published {
             if let Some(run_id) = commit_run_id(&table, latest).await {
                 committed_runs.insert(run_id, latest);

@@ -46,6 +46,15 @@ impl std::fmt::Debug for Output {
     }
 }
 
+/// What Describe reports for a prepared statement.
+#[derive(Debug, Clone)]
+pub struct Described {
+    /// Parameter types by position (`$1` first); `None` where they cannot be inferred.
+    pub parameter_types: Vec<Option<datafusion::arrow::datatypes::DataType>>,
+    /// The result columns, for statements that return rows.
+    pub schema: Option<SchemaRef>,
+}
+
 /// A statement parsed once (extended protocol) and executed later, maybe many times.
 #[derive(Debug, Clone)]
 pub struct Prepared {
@@ -78,7 +87,13 @@ impl Session {
 
     /// The schema unqualified names resolve to (first of `search_path`).
     pub fn current_schema(&self) -> String {
-        self.ctx.state().config().options().catalog.default_schema.clone()
+        self.ctx
+            .state()
+            .config()
+            .options()
+            .catalog
+            .default_schema
+            .clone()
     }
 
     /// Splits and parses a (possibly multi-statement) query string.
@@ -98,7 +113,9 @@ impl Session {
             });
         }
         let statement = match dialect::parse_statement(text) {
-            Ok(Statement::Sql(stmt)) => Statement::Sql(Box::new(planning::rewrite_for_clients(*stmt))),
+            Ok(Statement::Sql(stmt)) => {
+                Statement::Sql(Box::new(planning::rewrite_for_clients(*stmt)))
+            }
             Ok(other) => other,
             Err(e) => return Err(e.into()),
         };
@@ -108,11 +125,31 @@ impl Session {
         })
     }
 
-    /// Plans a prepared query to learn its parameter and result types (Describe).
-    pub async fn describe(&self, prepared: &Prepared) -> Result<Option<LogicalPlan>> {
+    /// Plans a prepared statement to learn its parameter types and, for queries, its result
+    /// columns (Describe). Statements other than queries and INSERT are not planned ahead.
+    pub async fn describe(&self, prepared: &Prepared) -> Result<Option<Described>> {
         match &prepared.statement {
-            Some(Statement::Sql(stmt)) if is_query(stmt) => {
-                Ok(Some(planning::plan_statement(&self.ctx.state(), (**stmt).clone()).await?))
+            Some(Statement::Sql(stmt))
+                if is_query(stmt) || matches!(**stmt, ast::Statement::Insert(_)) =>
+            {
+                let plan = planning::plan_statement(&self.ctx.state(), (**stmt).clone()).await?;
+                let mut types: Vec<(usize, Option<datafusion::arrow::datatypes::DataType>)> = plan
+                    .get_parameter_types()?
+                    .into_iter()
+                    .filter_map(|(name, t)| {
+                        name.trim_start_matches('$').parse().ok().map(|i| (i, t))
+                    })
+                    .collect();
+                types.sort_by_key(|(i, _)| *i);
+                let mut parameter_types = vec![None; types.last().map_or(0, |(i, _)| *i)];
+                for (i, t) in types {
+                    parameter_types[i - 1] = t;
+                }
+                let schema = is_query(stmt).then(|| plan.schema().inner().clone());
+                Ok(Some(Described {
+                    parameter_types,
+                    schema,
+                }))
             }
             _ => Ok(None),
         }
@@ -180,7 +217,9 @@ impl Session {
                 options,
                 legacy_options,
                 values: _,
-            } => crate::copy::copy_statement(self, source, to, target, options, legacy_options).await,
+            } => {
+                crate::copy::copy_statement(self, source, to, target, options, legacy_options).await
+            }
             S::Set(set) => self.set(set),
             S::ShowVariable { variable } => self.show_variable(&variable),
             S::StartTransaction { .. } => Ok(Output::Command("BEGIN".into())),
@@ -312,7 +351,10 @@ impl Session {
 }
 
 fn is_query(stmt: &ast::Statement) -> bool {
-    matches!(stmt, ast::Statement::Query(_) | ast::Statement::Explain { .. })
+    matches!(
+        stmt,
+        ast::Statement::Query(_) | ast::Statement::Explain { .. }
+    )
 }
 
 fn first_words(sql: &str) -> String {

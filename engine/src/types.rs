@@ -48,16 +48,17 @@ pub fn arrow_type(sql: &ast::DataType) -> Result<DataType> {
             }
             _ => DataType::Timestamp(TimeUnit::Microsecond, None),
         },
-        S::Custom(name, args) if args.is_empty() => match name.to_string().to_lowercase().as_str()
-        {
-            "timestamptz" => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-            "int8" => DataType::Int64,
-            "int4" => DataType::Int32,
-            "int2" => DataType::Int16,
-            "float8" => DataType::Float64,
-            "float4" => DataType::Float32,
-            other => return Err(Error::NotSupported(format!("type \"{other}\""))),
-        },
+        S::Custom(name, args) if args.is_empty() => {
+            match name.to_string().to_lowercase().as_str() {
+                "timestamptz" => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                "int8" => DataType::Int64,
+                "int4" => DataType::Int32,
+                "int2" => DataType::Int16,
+                "float8" => DataType::Float64,
+                "float4" => DataType::Float32,
+                other => return Err(Error::NotSupported(format!("type \"{other}\""))),
+            }
+        }
         other => return Err(Error::NotSupported(format!("type \"{other}\""))),
     })
 }
@@ -114,10 +115,9 @@ pub fn storage_type(dt: &DataType) -> DataType {
         DataType::Date64 => DataType::Date32,
         DataType::Null => DataType::Utf8,
         DataType::Decimal32(p, s) | DataType::Decimal64(p, s) => DataType::Decimal128(*p, *s),
-        DataType::Timestamp(_, tz) => DataType::Timestamp(
-            TimeUnit::Microsecond,
-            tz.as_ref().map(|_| Arc::from("UTC")),
-        ),
+        DataType::Timestamp(_, tz) => {
+            DataType::Timestamp(TimeUnit::Microsecond, tz.as_ref().map(|_| Arc::from("UTC")))
+        }
         DataType::List(f) | DataType::LargeList(f) | DataType::ListView(f) => {
             DataType::List(Arc::new(storage_field(f)))
         }
@@ -187,7 +187,13 @@ pub fn parse_type_name(name: &str) -> Result<DataType> {
 pub fn schema_of_columns(columns: &[tributary_catalog::ColumnDef]) -> Result<SchemaRef> {
     let fields = columns
         .iter()
-        .map(|c| Ok(Field::new(&c.name, parse_type_name(&c.data_type)?, c.nullable)))
+        .map(|c| {
+            Ok(Field::new(
+                &c.name,
+                parse_type_name(&c.data_type)?,
+                c.nullable,
+            ))
+        })
         .collect::<Result<Vec<_>>>()?;
     Ok(Arc::new(Schema::new(fields)))
 }

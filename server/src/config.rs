@@ -7,7 +7,11 @@ use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
 
 #[derive(Parser, Debug)]
-#[command(name = "tributary", version, about = "SQL data platform over the PostgreSQL wire protocol")]
+#[command(
+    name = "tributary",
+    version,
+    about = "SQL data platform over the PostgreSQL wire protocol"
+)]
 pub struct Cli {
     /// Configuration file (TOML); `./tributary.toml` is read when it exists.
     #[arg(long, global = true, env = "TRIBUTARY_CONFIG")]
@@ -102,18 +106,34 @@ impl Settings {
             }
             None => FileConfig::default(),
         };
-        let catalog = args.catalog.or(file.catalog).map(|c| {
-            PathBuf::from(c.strip_prefix("sqlite://").unwrap_or(&c))
-        });
+        let catalog = args
+            .catalog
+            .or(file.catalog)
+            .map(|c| PathBuf::from(c.strip_prefix("sqlite://").unwrap_or(&c)));
         Ok(Self {
-            listen: args.listen.or(file.listen).unwrap_or_else(|| "127.0.0.1:6543".into()),
-            http: args.http.or(file.http).unwrap_or_else(|| "127.0.0.1:6544".into()),
-            warehouse: args.warehouse.or(file.warehouse).unwrap_or_else(|| "./warehouse".into()),
+            listen: args
+                .listen
+                .or(file.listen)
+                .unwrap_or_else(|| "127.0.0.1:6543".into()),
+            http: args
+                .http
+                .or(file.http)
+                .unwrap_or_else(|| "127.0.0.1:6544".into()),
+            warehouse: args
+                .warehouse
+                .or(file.warehouse)
+                .unwrap_or_else(|| "./warehouse".into()),
             catalog,
             project: args.project.or(file.project),
-            superuser: args.superuser.or(file.superuser).unwrap_or_else(|| "tributary".into()),
+            superuser: args
+                .superuser
+                .or(file.superuser)
+                .unwrap_or_else(|| "tributary".into()),
             password: args.password.or(file.password),
-            database: args.database.or(file.database).unwrap_or_else(|| "tributary".into()),
+            database: args
+                .database
+                .or(file.database)
+                .unwrap_or_else(|| "tributary".into()),
             max_connections: args.max_connections.or(file.max_connections).unwrap_or(100),
             memory_mb: args.memory_mb.or(file.memory_mb).unwrap_or(4096),
         })

@@ -33,7 +33,10 @@ impl Drop for Server {
 }
 
 fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 fn binary() -> PathBuf {
@@ -49,17 +52,31 @@ fn binary() -> PathBuf {
 fn start_server() -> Server {
     let warehouse = tempfile::tempdir().expect("temp dir");
     let mut child = Command::new(binary())
-        .args(["serve", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--warehouse"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--warehouse",
+        ])
         .arg(warehouse.path())
         .current_dir(repo_root())
         .env("TRIBUTARY_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {}: {e} (build it with cargo build -p tributary-server)", binary().display()));
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot start {}: {e} (build it with cargo build -p tributary-server)",
+                binary().display()
+            )
+        });
     let stdout = child.stdout.take().expect("stdout");
     let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).expect("ready line");
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("ready line");
     let port = line
         .split_whitespace()
         .find_map(|w| w.strip_prefix("pgwire="))
@@ -174,9 +191,12 @@ async fn main() {
         .filter(|p| p.extension().is_some_and(|e| e == "slt"))
         .filter(|p| {
             filters.is_empty()
-                || filters
-                    .iter()
-                    .any(|f| p.file_name().unwrap().to_string_lossy().contains(f.as_str()))
+                || filters.iter().any(|f| {
+                    p.file_name()
+                        .unwrap()
+                        .to_string_lossy()
+                        .contains(f.as_str())
+                })
         })
         .collect();
     files.sort();
@@ -199,7 +219,10 @@ async fn main() {
                 .await
                 .map_err(|e| e.to_string())
         } else {
-            runner.run_file_async(file).await.map_err(|e| e.display(true).to_string())
+            runner
+                .run_file_async(file)
+                .await
+                .map_err(|e| e.display(true).to_string())
         };
         match result {
             Ok(()) => {

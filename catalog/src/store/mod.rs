@@ -176,7 +176,8 @@ impl Catalog {
         write_upstream(&tx, id, upstream)?;
         tx.commit()?;
         drop(conn);
-        self.object_by_id(id)?.ok_or_else(|| Error::Corrupt("object vanished".into()))
+        self.object_by_id(id)?
+            .ok_or_else(|| Error::Corrupt("object vanished".into()))
     }
 
     /// Replaces an object's definition in place, keeping its id (and so its dependents).
@@ -349,7 +350,11 @@ impl Catalog {
 
 fn ensure_schema(tx: &rusqlite::Transaction<'_>, schema: &str) -> Result<()> {
     let exists = tx
-        .query_row("SELECT 1 FROM schemas WHERE name = ?1", [schema], |_| Ok(()))
+        .query_row(
+            "SELECT 1 FROM schemas WHERE name = ?1",
+            [schema],
+            |_| Ok(()),
+        )
         .optional()?
         .is_some();
     if exists {

@@ -143,7 +143,11 @@ mod tests {
             split_statements("select ';' as a; -- c;\n select 2;;\n/* x; */ select 'é;';").unwrap();
         assert_eq!(
             parts,
-            vec!["select ';' as a", "-- c;\n select 2", "/* x; */ select 'é;'"]
+            vec![
+                "select ';' as a",
+                "-- c;\n select 2",
+                "/* x; */ select 'é;'"
+            ]
         );
     }
 

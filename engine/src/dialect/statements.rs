@@ -155,7 +155,10 @@ fn parse_tributary(p: &mut Parser, sql: &str) -> Result<Option<Statement>, Parse
         } else if word_is(p, 0, "materialized") && word_is(p, 1, "view") {
             advance(p, 2);
         } else {
-            return p.expected("MODEL, MATERIALIZED VIEW or ALL after REFRESH", p.peek_token());
+            return p.expected(
+                "MODEL, MATERIALIZED VIEW or ALL after REFRESH",
+                p.peek_token(),
+            );
         }
         let name = p.parse_object_name(false)?;
         let full = p.parse_keyword(Keyword::FULL);

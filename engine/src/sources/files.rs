@@ -165,10 +165,17 @@ impl FileSourceSpec {
     pub async fn infer_schema(&self, state: &SessionState) -> Result<SchemaRef> {
         let (url, extension) = self.url()?;
         let options = self.listing_options(extension);
-        let schema = options.infer_schema(state, &url).await.map_err(|e| Error::BadInput {
-            message: format!("cannot read source files \"{}\": {}", self.path, Error::from(e)),
-            detail: None,
-        })?;
+        let schema = options
+            .infer_schema(state, &url)
+            .await
+            .map_err(|e| Error::BadInput {
+                message: format!(
+                    "cannot read source files \"{}\": {}",
+                    self.path,
+                    Error::from(e)
+                ),
+                detail: None,
+            })?;
         if schema.fields().is_empty() {
             return Err(Error::BadInput {
                 message: format!("no files match \"{}\"", self.path),

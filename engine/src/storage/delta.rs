@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::Schema;
 use datafusion::catalog::TableProvider;
+use deltalake::kernel::StructType;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake::kernel::transaction::CommitProperties;
-use deltalake::kernel::StructType;
 use deltalake::protocol::SaveMode;
 use deltalake::{DeltaTable, DeltaTableBuilder};
 use url::Url;
@@ -31,8 +31,9 @@ impl Warehouse {
     /// Opens the warehouse at a local folder (created if missing) or a URL.
     pub fn open(dir_or_url: &str) -> Result<Self> {
         let root = if dir_or_url.contains("://") {
-            let mut url = Url::parse(dir_or_url)
-                .map_err(|e| Error::bad_input(format!("invalid warehouse url \"{dir_or_url}\": {e}")))?;
+            let mut url = Url::parse(dir_or_url).map_err(|e| {
+                Error::bad_input(format!("invalid warehouse url \"{dir_or_url}\": {e}"))
+            })?;
             if !url.path().ends_with('/') {
                 url.set_path(&format!("{}/", url.path()));
             }
@@ -85,9 +86,10 @@ impl Warehouse {
         let url = self.table_url(location)?;
         let mut builder = DeltaTableBuilder::from_url(url)?;
         if let Some(v) = version {
-            builder = builder.with_version(u64::try_from(v).map_err(|_| {
-                Error::bad_input(format!("invalid table version {v}"))
-            })?);
+            builder = builder.with_version(
+                u64::try_from(v)
+                    .map_err(|_| Error::bad_input(format!("invalid table version {v}")))?,
+            );
         }
         Ok(builder.load().await?)
     }
@@ -99,7 +101,10 @@ impl Warehouse {
         at: chrono::DateTime<chrono::Utc>,
     ) -> Result<DeltaTable> {
         let url = self.table_url(location)?;
-        Ok(DeltaTableBuilder::from_url(url)?.with_timestamp(at).load().await?)
+        Ok(DeltaTableBuilder::from_url(url)?
+            .with_timestamp(at)
+            .load()
+            .await?)
     }
 
     /// Removes a dropped table's files (local warehouses; remote ones keep them for vacuum).
@@ -138,5 +143,8 @@ pub async fn last_commit_rows(table: &DeltaTable) -> Option<i64> {
     ["num_added_rows", "numOutputRows", "num_output_rows"]
         .iter()
         .find_map(|k| metrics.get(k))
-        .and_then(|v| v.as_i64().or_else(|| v.as_str().and_then(|s| s.parse().ok())))
+        .and_then(|v| {
+            v.as_i64()
+                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+        })
 }

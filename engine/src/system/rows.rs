@@ -43,7 +43,9 @@ impl RowsBuilder {
                     Col::Text => DataType::Utf8,
                     Col::Int => DataType::Int64,
                     Col::Bool => DataType::Boolean,
-                    Col::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                    Col::Timestamp => {
+                        DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+                    }
                 };
                 Field::new(*name, dt, true)
             })
@@ -54,9 +56,9 @@ impl RowsBuilder {
                 Col::Text => Builder::Text(StringBuilder::new()),
                 Col::Int => Builder::Int(Int64Builder::new()),
                 Col::Bool => Builder::Bool(BooleanBuilder::new()),
-                Col::Timestamp => Builder::Timestamp(
-                    TimestampMicrosecondBuilder::new().with_timezone("UTC"),
-                ),
+                Col::Timestamp => {
+                    Builder::Timestamp(TimestampMicrosecondBuilder::new().with_timezone("UTC"))
+                }
             })
             .collect();
         Self {

@@ -39,7 +39,11 @@ fn objects(catalog: &Catalog, kind: ObjectKind) -> Result<RecordBatch> {
         .into_iter()
         .filter(|o| o.kind == kind)
         .collect();
-    let description = |o: &CatalogObject| o.comment.clone().or_else(|| o.options.get("description").cloned());
+    let description = |o: &CatalogObject| {
+        o.comment
+            .clone()
+            .or_else(|| o.options.get("description").cloned())
+    };
     let options_json = |o: &CatalogObject| serde_json::to_string(&o.options).unwrap_or_default();
     Ok(match kind {
         ObjectKind::Source => {

@@ -40,7 +40,10 @@ impl AuthConfig {
     pub fn new(trust: bool, database: &str, superuser: &str, password: Option<&str>) -> Self {
         let salted = password.map(|pw| {
             let salt: [u8; 16] = rand_salt();
-            (salt.to_vec(), gen_salted_password(pw, &salt, SCRAM_ITERATIONS))
+            (
+                salt.to_vec(),
+                gen_salted_password(pw, &salt, SCRAM_ITERATIONS),
+            )
         });
         Self {
             trust,
@@ -69,7 +72,10 @@ impl ServerParameterProvider for Params {
             .cloned()
             .unwrap_or_default();
         Some(HashMap::from([
-            ("server_version".into(), tributary_engine::SERVER_VERSION.into()),
+            (
+                "server_version".into(),
+                tributary_engine::SERVER_VERSION.into(),
+            ),
             ("server_encoding".into(), "UTF8".into()),
             ("client_encoding".into(), "UTF8".into()),
             ("DateStyle".into(), "ISO, MDY".into()),
@@ -127,12 +133,20 @@ impl Startup {
 }
 
 fn fatal(code: &str, message: String) -> PgWireError {
-    PgWireError::UserError(Box::new(ErrorInfo::new("FATAL".into(), code.into(), message)))
+    PgWireError::UserError(Box::new(ErrorInfo::new(
+        "FATAL".into(),
+        code.into(),
+        message,
+    )))
 }
 
 #[async_trait]
 impl StartupHandler for Startup {
-    async fn on_startup<C>(&self, client: &mut C, message: PgWireFrontendMessage) -> PgWireResult<()>
+    async fn on_startup<C>(
+        &self,
+        client: &mut C,
+        message: PgWireFrontendMessage,
+    ) -> PgWireResult<()>
     where
         C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::Error: Debug,

@@ -11,7 +11,9 @@ use futures::Sink;
 use pgwire::api::copy::CopyHandler;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
-use pgwire::api::results::{DescribePortalResponse, DescribeStatementResponse, FieldInfo, Response, Tag};
+use pgwire::api::results::{
+    DescribePortalResponse, DescribeStatementResponse, FieldInfo, Response, Tag,
+};
 use pgwire::api::stmt::{QueryParser, StoredStatement};
 use pgwire::api::store::PortalStore;
 use pgwire::api::{ClientInfo, ClientPortalStore, ErrorHandler, PgWireServerHandlers, Type};
@@ -109,7 +111,10 @@ impl std::ops::Deref for Connection {
 }
 
 impl Shared {
-    async fn session<C: ClientInfo>(&self, client: &C) -> tokio::sync::MutexGuard<'_, Option<Session>> {
+    async fn session<C: ClientInfo>(
+        &self,
+        client: &C,
+    ) -> tokio::sync::MutexGuard<'_, Option<Session>> {
         let mut guard = self.session.lock().await;
         if guard.is_none() {
             let user = client.metadata().get("user").cloned().unwrap_or_default();
@@ -148,14 +153,21 @@ impl SimpleQueryHandler for Connection {
         let session = guard.as_mut().expect("session created");
         let statements = match session.parse(query) {
             Ok(s) => s,
-            Err(e) => return Ok(vec![Response::Error(Box::new(super::sqlstate::error_info(&e)))]),
+            Err(e) => {
+                return Ok(vec![Response::Error(Box::new(
+                    super::sqlstate::error_info(&e),
+                ))]);
+            }
         };
         let mut responses = Vec::new();
         for prepared in statements {
             match session.execute(&prepared, None).await {
                 Ok(output) => {
                     let is_copy_in = matches!(output, Output::CopyIn(_));
-                    responses.push(self.respond(output, &Format::UnifiedText, options.clone()).await?);
+                    responses.push(
+                        self.respond(output, &Format::UnifiedText, options.clone())
+                            .await?,
+                    );
                     if is_copy_in {
                         break;
                     }
@@ -201,26 +213,12 @@ impl QueryParser for Parser {
         if prepared.statement.is_none() {
             return Ok(None);
         }
-        let plan = session.describe(&prepared).await.map_err(|e| pg_error(&e))?;
-        let (parameter_types, schema) = match plan {
-            Some(plan) => {
-                let types = plan
-                    .get_parameter_types()
-                    .map_err(|e| pg_error(&e.into()))?;
-                let mut ordered: Vec<(usize, Option<DataType>)> = types
-                    .into_iter()
-                    .filter_map(|(name, t)| {
-                        name.trim_start_matches('$').parse::<usize>().ok().map(|i| (i, t))
-                    })
-                    .collect();
-                ordered.sort_by_key(|(i, _)| *i);
-                let count = ordered.last().map_or(0, |(i, _)| *i);
-                let mut list = vec![None; count];
-                for (i, t) in ordered {
-                    list[i - 1] = t;
-                }
-                (list, Some(plan.schema().inner().clone()))
-            }
+        let (parameter_types, schema) = match session
+            .describe(&prepared)
+            .await
+            .map_err(|e| pg_error(&e))?
+        {
+            Some(described) => (described.parameter_types, described.schema),
             None => (Vec::new(), None),
         };
         Ok(Some(PreparedStatement {
@@ -293,7 +291,9 @@ impl ExtendedQueryHandler for Connection {
             })
             .collect::<PgWireResult<Vec<_>>>()?;
         let fields = match &stmt.schema {
-            Some(schema) => arrow_pg::datatypes::arrow_schema_to_pg_fields(schema, &Format::UnifiedText, None)?,
+            Some(schema) => {
+                arrow_pg::datatypes::arrow_schema_to_pg_fields(schema, &Format::UnifiedText, None)?
+            }
             None => Vec::new(),
         };
         Ok(DescribeStatementResponse::new(params, fields))
@@ -336,22 +336,26 @@ impl ExtendedQueryHandler for Connection {
     {
         let stmt = &portal.statement.statement;
         if portal.parameter_len() != stmt.parameter_types.len() {
-            return Err(PgWireError::UserError(Box::new(pgwire::error::ErrorInfo::new(
-                "ERROR".into(),
-                "08P01".into(),
-                format!(
-                    "bind message supplies {} parameters, but prepared statement requires {}",
-                    portal.parameter_len(),
-                    stmt.parameter_types.len()
+            return Err(PgWireError::UserError(Box::new(
+                pgwire::error::ErrorInfo::new(
+                    "ERROR".into(),
+                    "08P01".into(),
+                    format!(
+                        "bind message supplies {} parameters, but prepared statement requires {}",
+                        portal.parameter_len(),
+                        stmt.parameter_types.len()
+                    ),
                 ),
-            ))));
+            )));
         }
         let params = if stmt.parameter_types.is_empty() {
             None
         } else {
             let inferred: Vec<Option<&DataType>> =
                 stmt.parameter_types.iter().map(|t| t.as_ref()).collect();
-            Some(arrow_pg::datatypes::df::deserialize_parameters(portal, &inferred)?)
+            Some(arrow_pg::datatypes::df::deserialize_parameters(
+                portal, &inferred,
+            )?)
         };
         let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
         let mut guard = self.session(client).await;
@@ -361,7 +365,8 @@ impl ExtendedQueryHandler for Connection {
             .await
             .map_err(|e| pg_error(&e))?;
         drop(guard);
-        self.respond(output, &portal.result_column_format, options).await
+        self.respond(output, &portal.result_column_format, options)
+            .await
     }
 }
 
@@ -379,11 +384,13 @@ impl CopyHandler for Connection {
         };
         if p.data.len() + copy_data.data.len() > MAX_COPY_BYTES {
             *pending = None;
-            return Err(PgWireError::UserError(Box::new(pgwire::error::ErrorInfo::new(
-                "ERROR".into(),
-                "54000".into(),
-                "COPY data exceeds the 1 GiB limit of one statement; split the load".into(),
-            ))));
+            return Err(PgWireError::UserError(Box::new(
+                pgwire::error::ErrorInfo::new(
+                    "ERROR".into(),
+                    "54000".into(),
+                    "COPY data exceeds the 1 GiB limit of one statement; split the load".into(),
+                ),
+            )));
         }
         p.data.extend_from_slice(&copy_data.data);
         Ok(())

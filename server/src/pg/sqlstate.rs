@@ -98,7 +98,11 @@ fn message(e: &Error) -> String {
             .strip_prefix("table '")
             .and_then(|rest| rest.split('\'').next())
         {
-            let short = name.splitn(2, '.').nth(1).filter(|_| name.matches('.').count() == 2).unwrap_or(name);
+            let short = name
+                .splitn(2, '.')
+                .nth(1)
+                .filter(|_| name.matches('.').count() == 2)
+                .unwrap_or(name);
             return format!("relation \"{short}\" does not exist");
         }
     }

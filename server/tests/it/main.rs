@@ -1,0 +1,7 @@
+//! Integration tests against the real `tributary` binary, started on port 0.
+
+mod support;
+
+mod auth;
+mod protocol;
+mod restart;

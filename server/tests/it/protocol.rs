@@ -1,0 +1,234 @@
+//! Wire protocol behaviour: extended protocol with parameters, binary results, COPY both ways,
+//! multi-statement queries, and a connection that sends garbage.
+
+use std::io::{Read, Write};
+
+use futures::{SinkExt, TryStreamExt};
+use tokio_postgres::types::Type;
+
+use crate::support::{TestServer, code};
+
+#[tokio::test]
+async fn extended_protocol_with_parameters_and_binary_results() {
+    let (server, _dir) = TestServer::start(&[]);
+    let client = server.connect().await;
+    client
+        .batch_execute(
+            "CREATE TABLE t (id BIGINT NOT NULL, name TEXT, amount NUMERIC(18,2), at TIMESTAMPTZ, ok BOOLEAN);
+             INSERT INTO t VALUES (1, 'a', 1.50, '2026-01-01T00:00:00Z', true), (2, 'b', 2.25, '2026-01-02T00:00:00Z', false)",
+        )
+        .await
+        .unwrap();
+    // tokio-postgres prepares (Parse/Describe), binds parameters and asks for binary results.
+    let rows = client
+        .query("SELECT id, name, ok FROM t WHERE id = $1", &[&2i64])
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].get::<_, i64>(0), 2);
+    assert_eq!(rows[0].get::<_, &str>(1), "b");
+    assert!(!rows[0].get::<_, bool>(2));
+
+    // A statement prepared with a declared parameter type.
+    let stmt = client
+        .prepare_typed("SELECT count(*) FROM t WHERE name = $1", &[Type::TEXT])
+        .await
+        .unwrap();
+    assert_eq!(stmt.params(), &[Type::TEXT]);
+    assert_eq!(stmt.columns()[0].type_(), &Type::INT8);
+    let n: i64 = client.query_one(&stmt, &[&"a"]).await.unwrap().get(0);
+    assert_eq!(n, 1);
+    // The same statement again, with another value.
+    let n: i64 = client.query_one(&stmt, &[&"zzz"]).await.unwrap().get(0);
+    assert_eq!(n, 0);
+
+    // Parameters in an INSERT.
+    client
+        .execute("INSERT INTO t (id, name) VALUES ($1, $2)", &[&3i64, &"c"])
+        .await
+        .unwrap();
+    let names: Vec<String> = client
+        .query("SELECT name FROM t ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(names, ["a", "b", "c"]);
+}
+
+#[tokio::test]
+async fn errors_carry_sqlstate_and_leave_the_session_usable() {
+    let (server, _dir) = TestServer::start(&[]);
+    let client = server.connect().await;
+    let e = client
+        .simple_query("SELECT * FROM missing")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "42P01");
+    let e = client
+        .query("SELECT nope FROM tributary.runs", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "42703");
+    let e = client
+        .simple_query("CREATE SCHEMA public")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "42P06");
+    // Multi-statement: the statements before the error ran, the ones after did not.
+    let e = client
+        .batch_execute("CREATE SCHEMA s1; SELECT * FROM missing; CREATE SCHEMA s2")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "42P01");
+    let schemas: Vec<String> = client
+        .query("SELECT schema_name FROM information_schema.schemata WHERE schema_name LIKE 's%' ORDER BY 1", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(schemas, ["s1"]);
+    let one: i64 = client
+        .query_one("SELECT CAST(1 AS BIGINT)", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(one, 1);
+}
+
+#[tokio::test]
+async fn copy_in_and_out() {
+    let (server, _dir) = TestServer::start(&[]);
+    let client = server.connect().await;
+    client
+        .batch_execute("CREATE TABLE p (id BIGINT NOT NULL, amount NUMERIC(18,2), note TEXT)")
+        .await
+        .unwrap();
+    let sink = client
+        .copy_in("COPY p FROM STDIN WITH (FORMAT csv, HEADER true)")
+        .await
+        .unwrap();
+    futures::pin_mut!(sink);
+    let mut data = String::from("id,amount,note\n");
+    for i in 0..1000 {
+        data.push_str(&format!("{i},{}.25,\"note, {i}\"\n", i % 7));
+    }
+    sink.send(bytes::Bytes::from(data)).await.unwrap();
+    let rows = sink.finish().await.unwrap();
+    assert_eq!(rows, 1000);
+    let total: String = client
+        .query_one("SELECT CAST(sum(amount) AS TEXT) FROM p", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(total, "3247.00");
+
+    // Text format with a column list; a missing nullable column becomes NULL.
+    let sink = client
+        .copy_in("COPY p (id, note) FROM STDIN")
+        .await
+        .unwrap();
+    futures::pin_mut!(sink);
+    sink.send(bytes::Bytes::from_static(b"5000\thello\n5001\t\\N\n"))
+        .await
+        .unwrap();
+    assert_eq!(sink.finish().await.unwrap(), 2);
+    let nulls: i64 = client
+        .query_one(
+            "SELECT count(*) FROM p WHERE id >= 5000 AND amount IS NULL",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(nulls, 2);
+
+    // Bad data: the error names the table, nothing is written, the session goes on.
+    let sink = client
+        .copy_in("COPY p FROM STDIN WITH (FORMAT csv)")
+        .await
+        .unwrap();
+    futures::pin_mut!(sink);
+    sink.send(bytes::Bytes::from_static(b"1,not-a-number,x\n"))
+        .await
+        .unwrap();
+    let e = sink.finish().await.unwrap_err();
+    assert_eq!(code(&e), "22P02", "{e}");
+    let count: i64 = client
+        .query_one("SELECT count(*) FROM p", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(count, 1002);
+
+    let stream = client
+        .copy_out("COPY (SELECT id, note FROM p WHERE id < 3 ORDER BY id) TO STDOUT WITH (FORMAT csv, HEADER true)")
+        .await
+        .unwrap();
+    let chunks: Vec<bytes::Bytes> = stream.try_collect().await.unwrap();
+    let text: String = chunks
+        .iter()
+        .map(|c| String::from_utf8_lossy(c).to_string())
+        .collect();
+    assert_eq!(
+        text,
+        "id,note\n0,\"note, 0\"\n1,\"note, 1\"\n2,\"note, 2\"\n"
+    );
+}
+
+#[tokio::test]
+async fn garbage_on_one_connection_does_not_hurt_others() {
+    let (server, _dir) = TestServer::start(&[]);
+    let client = server.connect().await;
+    // A raw socket that sends a start-up packet with an absurd length, then junk.
+    let mut raw = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    raw.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    raw.write_all(&[0x7f, 0xff, 0xff, 0xff, 0, 3, 0, 0, 1, 2, 3])
+        .unwrap();
+    let mut buf = [0u8; 64];
+    // The server closes that connection (read returns 0 or an error), never hangs.
+    let _ = raw.read(&mut buf);
+    // A second bad client: a valid start-up, then an unknown message type.
+    let n: i64 = client
+        .query_one("SELECT CAST(41 + 1 AS BIGINT)", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 42);
+    let other = server.connect().await;
+    let n: i64 = other
+        .query_one("SELECT CAST(7 AS BIGINT)", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 7);
+}
+
+#[tokio::test]
+async fn unknown_database_is_refused() {
+    let (server, _dir) = TestServer::start(&[]);
+    let e = server
+        .connect_with(&format!(
+            "host=127.0.0.1 port={} user=tributary dbname=other",
+            server.port
+        ))
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(code(&e), "3D000");
+}
+
+#[tokio::test]
+async fn health_endpoint_answers() {
+    let (server, _dir) = TestServer::start(&[]);
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", server.http_port)).unwrap();
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    assert!(body.ends_with("ok\n"), "{body}");
+}

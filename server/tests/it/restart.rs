@@ -1,0 +1,145 @@
+//! Durability: definitions and data survive a restart and a kill -9, and a refresh
+//! interrupted by a crash is recorded as failed with the last good version still served.
+
+use crate::support::TestServer;
+
+async fn revenue(client: &tokio_postgres::Client) -> Vec<(String, String)> {
+    client
+        .query(
+            "SELECT customer, CAST(paid AS TEXT) FROM marts.revenue ORDER BY customer",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+const SETUP: &str = "
+    CREATE SCHEMA raw; CREATE SCHEMA marts;
+    CREATE SOURCE raw.orders FROM FILES 'sqllogictests/data/orders.csv' FORMAT CSV;
+    CREATE TABLE raw.payments (id BIGINT NOT NULL, order_id BIGINT, amount NUMERIC(18,2));
+    INSERT INTO raw.payments VALUES (1, 1, 10.50), (2, 2, 20.25);
+    CREATE MODEL marts.revenue AS
+        SELECT o.customer, sum(p.amount) AS paid
+        FROM raw.orders o JOIN raw.payments p ON p.order_id = o.id GROUP BY o.customer;
+";
+
+#[tokio::test]
+async fn definitions_and_data_survive_restart_and_kill9() {
+    let (mut server, _dir) = TestServer::start(&[]);
+    let client = server.connect().await;
+    client.batch_execute(SETUP).await.unwrap();
+    let before = revenue(&client).await;
+    assert_eq!(
+        before,
+        [
+            ("acme".into(), "10.50".into()),
+            ("globex".into(), "20.25".into())
+        ]
+    );
+    drop(client);
+
+    server.restart();
+    let client = server.connect().await;
+    assert_eq!(revenue(&client).await, before);
+    client
+        .batch_execute("INSERT INTO raw.payments VALUES (3, 3, 5)")
+        .await
+        .unwrap();
+    drop(client);
+
+    // kill -9 right after an acknowledged INSERT: it must still be there.
+    let pid = server.pid();
+    std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    server.restart();
+    let client = server.connect().await;
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM raw.payments", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 3);
+    client.batch_execute("REFRESH ALL").await.unwrap();
+    assert_eq!(
+        revenue(&client).await,
+        [
+            ("acme".into(), "15.50".into()),
+            ("globex".into(), "20.25".into())
+        ]
+    );
+}
+
+#[tokio::test]
+async fn failed_refresh_keeps_previous_version_and_records_error() {
+    let (server, dir) = TestServer::start(&[]);
+    let data = dir.path().join("orders.csv");
+    std::fs::write(&data, "id,customer\n1,acme\n2,globex\n").unwrap();
+    let client = server.connect().await;
+    client
+        .batch_execute(&format!(
+            "CREATE SOURCE o (id BIGINT, customer TEXT) FROM FILES '{}' FORMAT CSV;
+             CREATE MODEL m AS SELECT customer, sum(id) AS total FROM o GROUP BY customer",
+            data.display()
+        ))
+        .await
+        .unwrap();
+    // A malformed row: the refresh fails with 22P02 and the old version stays served.
+    std::fs::write(&data, "id,customer\n1,acme\nnot-a-number,globex\n").unwrap();
+    let e = client.batch_execute("REFRESH MODEL m").await.unwrap_err();
+    assert_eq!(crate::support::code(&e), "22P02", "{e}");
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM m", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 2);
+    let row = client
+        .query_one(
+            "SELECT status, error FROM tributary.runs ORDER BY run_id DESC LIMIT 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, &str>(0), "failed");
+    assert!(
+        row.get::<_, &str>(1).contains("line"),
+        "{}",
+        row.get::<_, &str>(1)
+    );
+}
+
+#[tokio::test]
+async fn interrupted_refresh_is_marked_failed_after_restart() {
+    let (mut server, _dir) = TestServer::start(&[]);
+    let client = server.connect().await;
+    client.batch_execute(SETUP).await.unwrap();
+    // Simulate a crash mid-refresh: the catalog has a run that started and never finished.
+    drop(client);
+    server.stop();
+    let run_id = {
+        let catalog =
+            tributary_catalog::Catalog::open(&server.warehouse.join("catalog.db")).unwrap();
+        let model = catalog
+            .object(&tributary_catalog::ObjectName::new("marts", "revenue"))
+            .unwrap()
+            .unwrap();
+        catalog.start_run(&model, "manual").unwrap()
+    };
+    server.restart();
+    let client = server.connect().await;
+    let row = client
+        .query_one(
+            "SELECT status, error FROM tributary.runs WHERE run_id = $1",
+            &[&run_id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, &str>(0), "failed");
+    assert!(row.get::<_, &str>(1).starts_with("interrupted"));
+    assert_eq!(revenue(&client).await.len(), 2);
+}

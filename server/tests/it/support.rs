@@ -1,0 +1,126 @@
+//! `TestServer`: the real binary on port 0 with its own warehouse, killed on drop.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use tokio_postgres::{Client, NoTls};
+
+pub struct TestServer {
+    child: Option<Child>,
+    pub port: u16,
+    pub http_port: u16,
+    pub warehouse: PathBuf,
+    extra: Vec<String>,
+}
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+impl TestServer {
+    /// Starts a server on a new temporary warehouse.
+    pub fn start(extra: &[&str]) -> (Self, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let server = Self::start_in(dir.path().to_path_buf(), extra);
+        (server, dir)
+    }
+
+    pub fn start_in(warehouse: PathBuf, extra: &[&str]) -> Self {
+        let mut server = Self {
+            child: None,
+            port: 0,
+            http_port: 0,
+            warehouse,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        server.spawn();
+        server
+    }
+
+    fn spawn(&mut self) {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tributary"))
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--http",
+                "127.0.0.1:0",
+                "--warehouse",
+            ])
+            .arg(&self.warehouse)
+            .args(&self.extra)
+            .current_dir(repo_root())
+            .env("TRIBUTARY_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start tributary");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("ready line");
+        let port_of = |key: &str| -> u16 {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(key))
+                .and_then(|a| a.rsplit(':').next())
+                .and_then(|p| p.parse().ok())
+                .unwrap_or_else(|| panic!("no {key} in {line:?}"))
+        };
+        self.port = port_of("pgwire=");
+        self.http_port = port_of("http=");
+        self.child = Some(child);
+    }
+
+    /// Stops the server gracefully enough (SIGKILL is the harshest case; see `kill9`).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    pub fn conn_str(&self, user: &str) -> String {
+        format!(
+            "host=127.0.0.1 port={} user={user} dbname=tributary",
+            self.port
+        )
+    }
+
+    pub async fn connect(&self) -> Client {
+        self.connect_with(&self.conn_str("tributary"))
+            .await
+            .expect("connect")
+    }
+
+    pub async fn connect_with(&self, conn_str: &str) -> Result<Client, tokio_postgres::Error> {
+        let (client, connection) = tokio_postgres::connect(conn_str, NoTls).await?;
+        tokio::spawn(connection);
+        Ok(client)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The SQLSTATE of a failed statement.
+pub fn code(e: &tokio_postgres::Error) -> String {
+    e.as_db_error()
+        .map(|d| d.code().code().to_string())
+        .unwrap_or_else(|| format!("no db error: {e}"))
+}
