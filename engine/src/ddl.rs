@@ -486,10 +486,10 @@ fn drop_ids(session: &Session, ids: &[i64]) -> Result<()> {
     })?;
     for o in objects {
         session.engine.inner.forget(o.id);
-        if let Some(location) = &o.location {
-            if let Err(e) = session.engine.inner.warehouse.remove(location) {
-                tracing::warn!(object = %o.name, error = %e, "could not remove dropped table files");
-            }
+        if let Some(location) = &o.location
+            && let Err(e) = session.engine.inner.warehouse.remove(location)
+        {
+            tracing::warn!(object = %o.name, error = %e, "could not remove dropped table files");
         }
     }
     Ok(())

@@ -155,13 +155,12 @@ fn clean_datafusion_message(e: &DataFusionError) -> String {
         }
     }
     let mut msg = out.trim().to_string();
-    if let Some(first) = msg.get(..1) {
-        if msg
+    if let Some(first) = msg.get(..1)
+        && msg
             .get(1..2)
             .is_some_and(|c| c.chars().all(|c| c.is_lowercase() || !c.is_alphabetic()))
-        {
-            msg = first.to_lowercase() + &msg[1..];
-        }
+    {
+        msg = first.to_lowercase() + &msg[1..];
     }
     msg
 }

@@ -154,27 +154,26 @@ impl VisitorMut for ReplaceVersions {
             alias,
             ..
         } = factor
+            && version.is_some()
         {
-            if version.is_some() {
-                let original = name.0.last().cloned();
-                *name = ast::ObjectName(vec![
-                    ObjectNamePart::Identifier(Ident::new(TIME_TRAVEL_SCHEMA)),
-                    ObjectNamePart::Identifier(Ident::new(&self.names[self.next])),
-                ]);
-                // Keep column references like `t.col` working.
-                if alias.is_none() {
-                    if let Some(ObjectNamePart::Identifier(ident)) = original {
-                        *alias = Some(ast::TableAlias {
-                            explicit: true,
-                            at: None,
-                            name: ident,
-                            columns: vec![],
-                        });
-                    }
-                }
-                *version = None;
-                self.next += 1;
+            let original = name.0.last().cloned();
+            *name = ast::ObjectName(vec![
+                ObjectNamePart::Identifier(Ident::new(TIME_TRAVEL_SCHEMA)),
+                ObjectNamePart::Identifier(Ident::new(&self.names[self.next])),
+            ]);
+            // Keep column references like `t.col` working.
+            if alias.is_none()
+                && let Some(ObjectNamePart::Identifier(ident)) = original
+            {
+                *alias = Some(ast::TableAlias {
+                    explicit: true,
+                    at: None,
+                    name: ident,
+                    columns: vec![],
+                });
             }
+            *version = None;
+            self.next += 1;
         }
         ControlFlow::Continue(())
     }

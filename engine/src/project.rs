@@ -125,24 +125,24 @@ pub async fn apply(session: &mut Session, path: &Path) -> Result<ApplyReport> {
                 },
                 _ => None,
             };
-            if let Some((name, replaceable)) = &defined {
-                if let Some(existing) = session.engine.catalog().object(name)? {
-                    if existing.sql.trim() == p.text.trim() {
-                        report.unchanged.push(name.to_string());
-                        continue;
-                    }
-                    if !*replaceable {
-                        report.kept.push(name.to_string());
-                        continue;
-                    }
-                    p.statement = Some(or_replace(statement));
-                    session
-                        .execute(&p, None)
-                        .await
-                        .map_err(|e| in_file(&file, e))?;
-                    report.replaced.push(name.to_string());
+            if let Some((name, replaceable)) = &defined
+                && let Some(existing) = session.engine.catalog().object(name)?
+            {
+                if existing.sql.trim() == p.text.trim() {
+                    report.unchanged.push(name.to_string());
                     continue;
                 }
+                if !*replaceable {
+                    report.kept.push(name.to_string());
+                    continue;
+                }
+                p.statement = Some(or_replace(statement));
+                session
+                    .execute(&p, None)
+                    .await
+                    .map_err(|e| in_file(&file, e))?;
+                report.replaced.push(name.to_string());
+                continue;
             }
             session
                 .execute(&p, None)

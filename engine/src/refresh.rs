@@ -115,13 +115,13 @@ async fn run_full(
     let plan = planning::plan_query_text(&state, query).await?;
     let mut inputs = serde_json::Map::new();
     for name in planning::plan_inputs(&plan, "public") {
-        if let Some(input) = engine.catalog.object(&name)? {
-            if input.kind.is_stored() {
-                inputs.insert(
-                    name.to_string(),
-                    json!({ "version": input.published_version }),
-                );
-            }
+        if let Some(input) = engine.catalog.object(&name)?
+            && input.kind.is_stored()
+        {
+            inputs.insert(
+                name.to_string(),
+                json!({ "version": input.published_version }),
+            );
         }
     }
     let inputs = serde_json::Value::Object(inputs);

@@ -143,36 +143,6 @@ pub fn storage_schema(schema: &Schema) -> SchemaRef {
     ))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
-    use datafusion::sql::sqlparser::parser::Parser;
-
-    fn parse(s: &str) -> DataType {
-        let dialect = PostgreSqlDialect {};
-        let mut p = Parser::new(&dialect).try_with_sql(s).unwrap();
-        arrow_type(&p.parse_data_type().unwrap()).unwrap()
-    }
-
-    #[test]
-    fn postgres_names_round_trip() {
-        for (sql, pg) in [
-            ("BIGINT", "bigint"),
-            ("NUMERIC(18,2)", "numeric(18,2)"),
-            ("TIMESTAMPTZ", "timestamp with time zone"),
-            ("TIMESTAMP", "timestamp without time zone"),
-            ("DOUBLE PRECISION", "double precision"),
-            ("VARCHAR(20)", "text"),
-            ("DATE", "date"),
-            ("BOOLEAN", "boolean"),
-        ] {
-            assert_eq!(pg_type_name(&parse(sql)), pg, "{sql}");
-            assert_eq!(parse(pg), parse(sql), "{pg}");
-        }
-    }
-}
-
 /// Parses a PostgreSQL type name as stored in the catalog (`numeric(18,2)`, `text`, ...).
 pub fn parse_type_name(name: &str) -> Result<DataType> {
     use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
@@ -210,4 +180,34 @@ pub fn columns_of_schema(schema: &Schema) -> Vec<tributary_catalog::ColumnDef> {
             comment: None,
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+
+    fn parse(s: &str) -> DataType {
+        let dialect = PostgreSqlDialect {};
+        let mut p = Parser::new(&dialect).try_with_sql(s).unwrap();
+        arrow_type(&p.parse_data_type().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn postgres_names_round_trip() {
+        for (sql, pg) in [
+            ("BIGINT", "bigint"),
+            ("NUMERIC(18,2)", "numeric(18,2)"),
+            ("TIMESTAMPTZ", "timestamp with time zone"),
+            ("TIMESTAMP", "timestamp without time zone"),
+            ("DOUBLE PRECISION", "double precision"),
+            ("VARCHAR(20)", "text"),
+            ("DATE", "date"),
+            ("BOOLEAN", "boolean"),
+        ] {
+            assert_eq!(pg_type_name(&parse(sql)), pg, "{sql}");
+            assert_eq!(parse(pg), parse(sql), "{pg}");
+        }
+    }
 }

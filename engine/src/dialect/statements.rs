@@ -198,10 +198,10 @@ fn parse_tributary(p: &mut Parser, sql: &str) -> Result<Option<Statement>, Parse
             advance(p, n);
             let if_exists = p.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
             let names = p.parse_comma_separated(|p| p.parse_object_name(false))?;
-            let cascade = match p.parse_one_of_keywords(&[Keyword::CASCADE, Keyword::RESTRICT]) {
-                Some(Keyword::CASCADE) => true,
-                _ => false,
-            };
+            let cascade = matches!(
+                p.parse_one_of_keywords(&[Keyword::CASCADE, Keyword::RESTRICT]),
+                Some(Keyword::CASCADE)
+            );
             return Ok(Some(Statement::Drop(DropObjects {
                 kind,
                 names,
@@ -222,13 +222,12 @@ fn parse_tributary(p: &mut Parser, sql: &str) -> Result<Option<Statement>, Parse
         } else {
             None
         };
-        if let Some(kind) = kind {
-            if p.peek_nth_token(2).token == Token::EOF
-                || p.peek_nth_token(2).token == Token::SemiColon
-            {
-                advance(p, 2);
-                return Ok(Some(Statement::Show(kind)));
-            }
+        if let Some(kind) = kind
+            && (p.peek_nth_token(2).token == Token::EOF
+                || p.peek_nth_token(2).token == Token::SemiColon)
+        {
+            advance(p, 2);
+            return Ok(Some(Statement::Show(kind)));
         }
     }
     Ok(None)

@@ -93,18 +93,17 @@ fn datafusion_sqlstate(e: &DataFusionError) -> &'static str {
 /// A user-facing message: PostgreSQL's wording where DataFusion's differs.
 fn message(e: &Error) -> String {
     let text = e.to_string();
-    if sqlstate(e) == "42P01" {
-        if let Some(name) = text
+    if sqlstate(e) == "42P01"
+        && let Some(name) = text
             .strip_prefix("table '")
             .and_then(|rest| rest.split('\'').next())
-        {
-            let short = name
-                .splitn(2, '.')
-                .nth(1)
-                .filter(|_| name.matches('.').count() == 2)
-                .unwrap_or(name);
-            return format!("relation \"{short}\" does not exist");
-        }
+    {
+        let short = name
+            .split_once('.')
+            .map(|x| x.1)
+            .filter(|_| name.matches('.').count() == 2)
+            .unwrap_or(name);
+        return format!("relation \"{short}\" does not exist");
     }
     text
 }

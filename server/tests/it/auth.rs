@@ -19,13 +19,11 @@ async fn scram_password_authentication() {
     let e = server
         .connect_with(&format!("{base} user=tributary password=wrong"))
         .await
-        .err()
-        .expect("wrong password refused");
+        .expect_err("wrong password refused");
     assert_eq!(code(&e), "28P01");
     let e = server
         .connect_with(&format!("{base} user=mallory password=s3cret"))
         .await
-        .err()
-        .expect("unknown user refused");
+        .expect_err("unknown user refused");
     assert_eq!(code(&e), "28P01");
 }

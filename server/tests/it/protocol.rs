@@ -216,8 +216,7 @@ async fn unknown_database_is_refused() {
             server.port
         ))
         .await
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     assert_eq!(code(&e), "3D000");
 }
 
