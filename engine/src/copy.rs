@@ -287,7 +287,7 @@ impl Session {
         if rows == 0 {
             return Ok(0);
         }
-        let table = engine.published_table(&object).await?;
+        let table = delta::latest(engine.published_table(&object).await?).await?;
         let table = table
             .write(full)
             .with_save_mode(SaveMode::Append)

@@ -258,24 +258,18 @@ pub async fn create_source(
     Ok(Output::Command("CREATE SOURCE".into()))
 }
 
-/// The catalog ids of the user objects a plan reads; unknown names are errors.
-fn upstream_ids(
-    session: &Session,
-    plan: &datafusion::logical_expr::LogicalPlan,
-) -> Result<Vec<i64>> {
+/// The catalog ids of the user objects a plan reads. Planning already rejected unknown
+/// tables, so a scanned name the catalog does not know is a table function
+/// (`generate_series(...)`), not an input.
+fn upstream_ids(session: &Session, plan: &datafusion::logical_expr::LogicalPlan) -> Result<Vec<i64>> {
     let catalog = session.engine.catalog();
-    planning::plan_inputs(plan, &session.current_schema())
-        .into_iter()
-        .map(|name| {
-            catalog
-                .object(&name)?
-                .map(|o| o.id)
-                .ok_or_else(|| Error::UndefinedObject {
-                    kind: "relation",
-                    name: name.to_string(),
-                })
-        })
-        .collect()
+    let mut ids = Vec::new();
+    for name in planning::plan_inputs(plan, &session.current_schema()) {
+        if let Some(object) = catalog.object(&name)? {
+            ids.push(object.id);
+        }
+    }
+    Ok(ids)
 }
 
 /// Fails with 42P17 when `id` would (transitively) read itself through `upstream`.

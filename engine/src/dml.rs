@@ -87,7 +87,7 @@ pub(crate) async fn append_plan(
             kind: "relation",
             name: object.name.to_string(),
         })?;
-    let table = engine.published_table(&object).await?;
+    let table = delta::latest(engine.published_table(&object).await?).await?;
     let state = session.ctx.state();
     let table = table
         .write(Vec::new())
@@ -117,7 +117,7 @@ pub async fn update(session: &mut Session, update: ast::Update) -> Result<Output
     let lock = engine.write_lock(object.id);
     let _guard = lock.lock().await;
     let object = engine.catalog.object_by_id(object.id)?.unwrap_or(object);
-    let table = engine.published_table(&object).await?;
+    let table = delta::latest(engine.published_table(&object).await?).await?;
     let mut builder = table
         .update()
         .with_commit_properties(delta::commit_properties(Default::default()));
@@ -173,7 +173,7 @@ pub async fn delete(session: &mut Session, delete: ast::Delete) -> Result<Output
     let lock = engine.write_lock(object.id);
     let _guard = lock.lock().await;
     let object = engine.catalog.object_by_id(object.id)?.unwrap_or(object);
-    let table = engine.published_table(&object).await?;
+    let table = delta::latest(engine.published_table(&object).await?).await?;
     let mut builder = table
         .delete()
         .with_commit_properties(delta::commit_properties(Default::default()));

@@ -31,6 +31,19 @@ pub fn rewrite_for_clients(stmt: ast::Statement) -> ast::Statement {
     COMPAT.rewrite(stmt)
 }
 
+/// Parses one statement the way PostgreSQL clients' catalog queries need (known queries that
+/// DataFusion cannot plan are substituted, then rewritten). `None` when the compatibility parser
+/// does not understand the text (Tributary syntax such as time travel), or it holds several
+/// statements.
+pub fn parse_for_clients(sql: &str) -> Option<ast::Statement> {
+    let mut statements = COMPAT.parse(sql).ok()?;
+    if statements.len() == 1 {
+        statements.pop()
+    } else {
+        None
+    }
+}
+
 /// Parses a SELECT text (a model or view definition) and plans it.
 pub async fn plan_query_text(state: &SessionState, sql: &str) -> Result<LogicalPlan> {
     match parse_statement(sql)? {

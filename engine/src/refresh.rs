@@ -36,7 +36,7 @@ pub const MODEL_OPTIONS: &[&str] = &[
 /// The model's current Delta table (published, or the empty version 0 before a first refresh).
 async fn current_table(engine: &EngineInner, object: &CatalogObject) -> Result<DeltaTable> {
     if object.published_version.is_some() {
-        engine.published_table(object).await
+        delta::latest(engine.published_table(object).await?).await
     } else {
         let location = object
             .location
@@ -64,6 +64,11 @@ pub async fn refresh_one(
             name: object.name.to_string(),
         })?;
     let run_id = inner.catalog.start_run(&object, trigger)?;
+    let guard = RunGuard {
+        engine: inner.clone(),
+        run_id,
+        finished: false,
+    };
     tracing::info!(model = %object.name, run_id, trigger, "refresh started");
     let started = std::time::Instant::now();
     let result = run_full(inner, &object, run_id).await;
@@ -86,6 +91,7 @@ pub async fn refresh_one(
         },
     };
     inner.catalog.finish_run(run_id, &outcome)?;
+    guard.finish();
     let elapsed_ms = started.elapsed().as_millis() as u64;
     match result {
         Ok(_) => {
@@ -98,6 +104,35 @@ pub async fn refresh_one(
                 model: object.name.to_string(),
                 source: Box::new(e),
             })
+        }
+    }
+}
+
+/// Marks a run failed if its refresh is dropped before finishing (the statement was
+/// cancelled or its connection closed), so no run stays `running` while the server lives.
+struct RunGuard {
+    engine: Arc<EngineInner>,
+    run_id: i64,
+    finished: bool,
+}
+
+impl RunGuard {
+    fn finish(mut self) {
+        self.finished = true;
+    }
+}
+
+impl Drop for RunGuard {
+    fn drop(&mut self) {
+        if !self.finished {
+            let outcome = RunOutcome {
+                status: Some(RunStatus::Failed),
+                error: Some("canceled: the refresh was interrupted before it finished".into()),
+                ..Default::default()
+            };
+            if let Err(e) = self.engine.catalog.finish_run(self.run_id, &outcome) {
+                tracing::error!(run_id = self.run_id, error = %e, "cannot record a canceled run");
+            }
         }
     }
 }

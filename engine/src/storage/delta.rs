@@ -130,6 +130,14 @@ pub async fn provider(table: &DeltaTable) -> Result<Arc<dyn TableProvider>> {
     Ok(table.table_provider().await?)
 }
 
+/// Moves a loaded table to the newest commit in its log. Writers start from the newest commit
+/// (not the published one) so a write that committed but was never published (its statement
+/// was cancelled or the server stopped) cannot make later writes conflict.
+pub async fn latest(mut table: DeltaTable) -> Result<DeltaTable> {
+    table.update_state().await?;
+    Ok(table)
+}
+
 /// The loaded version as Tributary counts versions.
 pub fn version(table: &DeltaTable) -> i64 {
     table.version().map_or(-1, |v| v as i64)

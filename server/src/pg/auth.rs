@@ -14,7 +14,9 @@ use pgwire::api::auth::{
     AuthSource, LoginInfo, Password, ServerParameterProvider, StartupHandler,
     finish_authentication, protocol_negotiation, save_startup_parameters_to_metadata,
 };
-use pgwire::api::{ClientInfo, PidSecretKeyGenerator, RandomPidSecretKeyGenerator};
+use pgwire::api::{
+    ClientInfo, ConnectionManager, PidSecretKeyGenerator, RandomPidSecretKeyGenerator,
+};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 
@@ -24,6 +26,10 @@ const SCRAM_ITERATIONS: usize = 4096;
 /// One generator for every connection so backend pids are unique.
 static PIDS: LazyLock<Arc<RandomPidSecretKeyGenerator>> =
     LazyLock::new(|| Arc::new(RandomPidSecretKeyGenerator::default()));
+
+/// Live connections by (pid, secret key), so a CancelRequest reaches its connection.
+pub static CONNECTIONS: LazyLock<Arc<ConnectionManager>> =
+    LazyLock::new(|| Arc::new(ConnectionManager::new()));
 
 /// How clients authenticate.
 #[derive(Debug)]
@@ -123,7 +129,8 @@ impl Startup {
         scram.set_iterations(SCRAM_ITERATIONS);
         let sasl = SASLAuthStartupHandler::new(Arc::new(Params))
             .with_scram(scram)
-            .with_pid_secret_key_generator(PIDS.clone());
+            .with_pid_secret_key_generator(PIDS.clone())
+            .with_connection_manager(CONNECTIONS.clone());
         Self {
             auth,
             sasl,
@@ -172,7 +179,10 @@ impl StartupHandler for Startup {
                 protocol_negotiation(client, startup).await?;
                 save_startup_parameters_to_metadata(client, startup);
                 let (pid, key) = PIDS.generate(client);
-                client.set_pid_and_secret_key(pid, key);
+                client.set_pid_and_secret_key(pid, key.clone());
+                let (handle, guard) = CONNECTIONS.register(pid, key);
+                client.session_extensions().insert(handle);
+                client.session_extensions().insert(guard);
                 return finish_authentication(client, &Params).await;
             }
         }

@@ -69,6 +69,12 @@ impl PgWireServerHandlers for ConnectionHandlers {
     fn error_handler(&self) -> Arc<impl ErrorHandler> {
         Arc::new(LogErrors)
     }
+
+    fn cancel_handler(&self) -> Arc<impl pgwire::api::cancel::CancelHandler> {
+        Arc::new(pgwire::api::cancel::DefaultCancelHandler::new(
+            super::auth::CONNECTIONS.clone(),
+        ))
+    }
 }
 
 struct LogErrors;

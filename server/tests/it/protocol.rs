@@ -231,3 +231,33 @@ async fn health_endpoint_answers() {
     assert!(body.starts_with("HTTP/1.1 200"), "{body}");
     assert!(body.ends_with("ok\n"), "{body}");
 }
+
+#[tokio::test]
+async fn cancel_request_stops_a_long_refresh() {
+    let (server, _dir) = TestServer::start(&[]);
+    let client = server.connect().await;
+    client
+        .batch_execute(
+            "CREATE MODEL slow AS SELECT sum(value) AS total FROM generate_series(1, 5000000000) WITH NO DATA",
+        )
+        .await
+        .unwrap();
+    let token = client.cancel_token();
+    let refresh = tokio::spawn(async move {
+        let result = client.batch_execute("REFRESH MODEL slow").await;
+        (client, result)
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    token.cancel_query(tokio_postgres::NoTls).await.unwrap();
+    let (client, result) = tokio::time::timeout(std::time::Duration::from_secs(30), refresh)
+        .await
+        .expect("the refresh stops soon after the cancel")
+        .unwrap();
+    assert_eq!(code(&result.unwrap_err()), "57014");
+    let row = client
+        .query_one("SELECT status, error FROM tributary.runs ORDER BY run_id DESC LIMIT 1", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, &str>(0), "failed");
+    assert!(row.get::<_, &str>(1).starts_with("canceled"));
+}
