@@ -1,17 +1,46 @@
 //! Projects: folders of `.sql` files applied in path order, idempotently. An unchanged
 //! definition is left alone, a changed model or view is replaced (CREATE OR REPLACE rules),
 //! and writes into a table run only when this apply created the table, so applying the same
-//! project twice changes nothing.
+//! project twice changes nothing. The same logic serves `serve --project` (a local session)
+//! and `tributary apply` (a remote server over pgwire) through [`ApplyTarget`].
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+use async_trait::async_trait;
 use datafusion::sql::sqlparser::ast;
+use tributary_catalog::ObjectName;
 
-use crate::dialect::Statement;
+use crate::dialect::{self, Statement};
 use crate::error::{Error, Result};
 use crate::names;
 use crate::session::Session;
+
+/// Where a project is applied.
+#[async_trait]
+pub trait ApplyTarget: Send {
+    /// The stored definition (statement text) of an object, if it exists.
+    async fn definition(&mut self, name: &ObjectName) -> Result<Option<String>>;
+    async fn schema_exists(&mut self, name: &str) -> Result<bool>;
+    /// Runs one statement.
+    async fn execute(&mut self, sql: &str) -> Result<()>;
+}
+
+#[async_trait]
+impl ApplyTarget for Session {
+    async fn definition(&mut self, name: &ObjectName) -> Result<Option<String>> {
+        Ok(self.engine.catalog().object(name)?.map(|o| o.sql))
+    }
+
+    async fn schema_exists(&mut self, name: &str) -> Result<bool> {
+        Ok(self.engine.catalog().schema_exists(name)?)
+    }
+
+    async fn execute(&mut self, sql: &str) -> Result<()> {
+        let prepared = self.prepare(sql)?;
+        Session::execute(self, &prepared, None).await.map(|_| ())
+    }
+}
 
 /// What an apply did, object by object.
 #[derive(Debug, Default)]
@@ -72,111 +101,141 @@ pub fn project_files(path: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// Applies a project through a session.
-pub async fn apply(session: &mut Session, path: &Path) -> Result<ApplyReport> {
+/// What a statement defines, for change detection.
+enum Defines {
+    /// An object: replaceable ones (models, views) are replaced when changed.
+    Object { name: ObjectName, replaceable: bool },
+    Schema(String),
+    /// A write into a table: runs only if this apply created the table.
+    WriteInto(ObjectName),
+    Other,
+}
+
+fn classify(statement: &Statement) -> Result<Defines> {
+    let schema = "public";
+    Ok(match statement {
+        Statement::CreateModel(m) => Defines::Object {
+            name: names::object_name(&m.name, schema)?,
+            replaceable: true,
+        },
+        Statement::CreateSource(s) => Defines::Object {
+            name: names::object_name(&s.name, schema)?,
+            replaceable: false,
+        },
+        Statement::Sql(stmt) => match stmt.as_ref() {
+            ast::Statement::CreateTable(t) => Defines::Object {
+                name: names::object_name(&t.name, schema)?,
+                replaceable: false,
+            },
+            ast::Statement::CreateView(v) => Defines::Object {
+                name: names::object_name(&v.name, schema)?,
+                replaceable: true,
+            },
+            ast::Statement::CreateSchema {
+                schema_name: ast::SchemaName::Simple(n),
+                ..
+            } => Defines::Schema(names::object_name(n, "")?.name),
+            ast::Statement::Insert(ast::Insert {
+                table: ast::TableObject::TableName(n),
+                ..
+            })
+            | ast::Statement::Copy {
+                source: ast::CopySource::Table { table_name: n, .. },
+                to: false,
+                ..
+            } => Defines::WriteInto(names::object_name(n, schema)?),
+            _ => Defines::Other,
+        },
+        _ => Defines::Other,
+    })
+}
+
+/// `CREATE MODEL ...` as `CREATE OR REPLACE MODEL ...` (also views and materialized views).
+fn or_replace(text: &str) -> String {
+    let trimmed = text.trim_start();
+    let lead = &text[..text.len() - trimmed.len()];
+    match trimmed.get(..6) {
+        Some(create) if create.eq_ignore_ascii_case("create") => {
+            let rest = &trimmed[6..];
+            if rest.trim_start().to_ascii_lowercase().starts_with("or replace") {
+                text.to_string()
+            } else {
+                format!("{lead}CREATE OR REPLACE{rest}")
+            }
+        }
+        _ => text.to_string(),
+    }
+}
+
+/// Applies a project to a target; stops at the first error, naming the file.
+pub async fn apply(target: &mut dyn ApplyTarget, path: &Path) -> Result<ApplyReport> {
     let mut report = ApplyReport::default();
-    let mut created_here: BTreeSet<String> = BTreeSet::new();
+    let mut created_here: BTreeSet<ObjectName> = BTreeSet::new();
     for file in project_files(path)? {
         let text = std::fs::read_to_string(&file)?;
-        let prepared = session.parse(&text).map_err(|e| in_file(&file, e))?;
-        for mut p in prepared {
+        let in_file = |e: Error| Error::BadInput {
+            message: format!("{}: {e}", file.display()),
+            detail: None,
+        };
+        for statement_text in dialect::split_statements(&text).map_err(|e| in_file(e.into()))? {
             report.statements += 1;
-            let Some(statement) = p.statement.clone() else {
-                continue;
-            };
-            let schema = session.current_schema();
-            let defined = match &statement {
-                Statement::CreateModel(m) => Some((names::object_name(&m.name, &schema)?, true)),
-                Statement::CreateSource(s) => Some((names::object_name(&s.name, &schema)?, false)),
-                Statement::Sql(stmt) => match stmt.as_ref() {
-                    ast::Statement::CreateTable(t) => {
-                        Some((names::object_name(&t.name, &schema)?, false))
+            let statement = dialect::parse_statement(&statement_text).map_err(|e| in_file(e.into()))?;
+            match classify(&statement).map_err(in_file)? {
+                Defines::Schema(name) => {
+                    if target.schema_exists(&name).await.map_err(in_file)? {
+                        report.unchanged.push(format!("schema {name}"));
+                        continue;
                     }
-                    ast::Statement::CreateView(v) => {
-                        Some((names::object_name(&v.name, &schema)?, true))
+                }
+                Defines::WriteInto(name) => {
+                    if !created_here.contains(&name) {
+                        continue;
                     }
-                    ast::Statement::CreateSchema {
-                        schema_name: ast::SchemaName::Simple(n),
-                        ..
-                    } => {
-                        let name = names::object_name(n, "")?.name;
-                        if session.engine.catalog().schema_exists(&name)? {
-                            report.unchanged.push(format!("schema {name}"));
-                            continue;
+                }
+                Defines::Object { name, replaceable } => {
+                    match target.definition(&name).await.map_err(in_file)? {
+                        Some(existing)
+                            if or_replace(existing.trim()) == or_replace(statement_text.trim()) =>
+                        {
+                            report.unchanged.push(name.to_string());
                         }
-                        None
-                    }
-                    ast::Statement::Insert(ast::Insert {
-                        table: ast::TableObject::TableName(n),
-                        ..
-                    })
-                    | ast::Statement::Copy {
-                        source: ast::CopySource::Table { table_name: n, .. },
-                        to: false,
-                        ..
-                    } => {
-                        let name = names::object_name(n, &schema)?;
-                        if !created_here.contains(&name.to_string()) {
-                            continue;
+                        Some(_) if !replaceable => report.kept.push(name.to_string()),
+                        Some(_) => {
+                            target
+                                .execute(&or_replace(&statement_text))
+                                .await
+                                .map_err(in_file)?;
+                            report.replaced.push(name.to_string());
                         }
-                        None
+                        None => {
+                            target.execute(&statement_text).await.map_err(in_file)?;
+                            report.created.push(name.to_string());
+                            created_here.insert(name);
+                        }
                     }
-                    _ => None,
-                },
-                _ => None,
-            };
-            if let Some((name, replaceable)) = &defined
-                && let Some(existing) = session.engine.catalog().object(name)?
-            {
-                if existing.sql.trim() == p.text.trim() {
-                    report.unchanged.push(name.to_string());
                     continue;
                 }
-                if !*replaceable {
-                    report.kept.push(name.to_string());
-                    continue;
-                }
-                p.statement = Some(or_replace(statement));
-                session
-                    .execute(&p, None)
-                    .await
-                    .map_err(|e| in_file(&file, e))?;
-                report.replaced.push(name.to_string());
-                continue;
+                Defines::Other => {}
             }
-            session
-                .execute(&p, None)
-                .await
-                .map_err(|e| in_file(&file, e))?;
-            if let Some((name, _)) = defined {
-                created_here.insert(name.to_string());
-                report.created.push(name.to_string());
-            }
+            target.execute(&statement_text).await.map_err(in_file)?;
         }
     }
     Ok(report)
 }
 
-fn or_replace(statement: Statement) -> Statement {
-    match statement {
-        Statement::CreateModel(mut m) => {
-            m.or_replace = true;
-            Statement::CreateModel(m)
-        }
-        Statement::Sql(stmt) => match *stmt {
-            ast::Statement::CreateView(mut v) => {
-                v.or_replace = true;
-                Statement::Sql(Box::new(ast::Statement::CreateView(v)))
-            }
-            other => Statement::Sql(Box::new(other)),
-        },
-        other => other,
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::or_replace;
 
-fn in_file(file: &Path, e: Error) -> Error {
-    Error::BadInput {
-        message: format!("{}: {e}", file.display()),
-        detail: None,
+    #[test]
+    fn or_replace_keeps_the_rest_of_the_statement() {
+        assert_eq!(
+            or_replace("create model m as select 1"),
+            "CREATE OR REPLACE model m as select 1"
+        );
+        assert_eq!(
+            or_replace("\nCREATE OR REPLACE VIEW v AS SELECT 1"),
+            "\nCREATE OR REPLACE VIEW v AS SELECT 1"
+        );
     }
 }

@@ -24,6 +24,21 @@ pub struct Cli {
 pub enum Command {
     /// Run the server.
     Serve(ServeArgs),
+    /// Apply a project (a folder of .sql files) to a running server, idempotently.
+    Apply(ApplyArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ApplyArgs {
+    /// The project: a folder of .sql files (applied in path order) or one file.
+    pub path: PathBuf,
+    /// The server to apply to.
+    #[arg(
+        long,
+        env = "TRIBUTARY_URL",
+        default_value = "postgresql://tributary@127.0.0.1:6543/tributary"
+    )]
+    pub url: String,
 }
 
 #[derive(Args, Debug, Default)]

@@ -1,6 +1,7 @@
 //! `tributary`: one binary that serves SQL over the PostgreSQL wire protocol, stores tables
 //! and models as Delta tables, and refreshes models in dependency order.
 
+mod apply;
 mod config;
 mod http;
 mod pg;
@@ -39,6 +40,7 @@ fn main() -> ExitCode {
                 let settings = Settings::resolve(cli.config.as_ref(), args)?;
                 serve(settings).await
             }
+            Command::Apply(args) => apply::run(args).await,
         }
     });
     match result {

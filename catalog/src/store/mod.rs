@@ -181,11 +181,13 @@ impl Catalog {
     }
 
     /// Replaces an object's definition in place, keeping its id (and so its dependents).
+    /// A new storage location starts unpublished.
     pub fn replace_object(&self, id: i64, new: &NewObject, upstream: &[i64]) -> Result<()> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         tx.execute(
             "UPDATE objects SET kind = ?2, sql = ?3, query = ?4, options = ?5, columns = ?6, \
+             published_version = CASE WHEN location IS ?7 THEN published_version ELSE NULL END, \
              location = ?7, comment = COALESCE(?8, comment), updated_at = ?9 WHERE id = ?1",
             params![
                 id,

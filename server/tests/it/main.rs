@@ -2,6 +2,7 @@
 
 mod support;
 
+mod apply;
 mod auth;
 mod protocol;
 mod restart;
