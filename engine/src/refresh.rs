@@ -164,16 +164,55 @@ async fn run_full(
     let mut metadata = serde_json::Map::new();
     metadata.insert(RUN_ID_KEY.into(), json!(run_id));
     metadata.insert(INPUTS_KEY.into(), inputs.clone());
-    let table = table
+    let written = table
         .write(Vec::new())
-        .with_input_plan(plan)
-        .with_session_state(Arc::new(state))
+        .with_input_plan(plan.clone())
+        .with_session_state(Arc::new(state.clone()))
         .with_save_mode(SaveMode::Overwrite)
         .with_commit_properties(delta::commit_properties(metadata))
-        .await?;
+        .await;
+    let table = match written {
+        Ok(table) => table,
+        Err(e) => return Err(explain_read_error(engine, &state, &plan, e.into()).await),
+    };
     let rows = delta::last_commit_rows(&table).await.unwrap_or(0);
     let version = engine.publish(object, table)?;
     Ok((version, rows, inputs))
+}
+
+/// A value that does not parse while reading file sources: name the file (and keep the line).
+async fn explain_read_error(
+    engine: &EngineInner,
+    state: &datafusion::execution::context::SessionState,
+    plan: &datafusion::logical_expr::LogicalPlan,
+    error: Error,
+) -> Error {
+    let is_bad_input = matches!(error, Error::BadInput { .. })
+        || matches!(&error, Error::DataFusion(e) if matches!(e.find_root(), datafusion::error::DataFusionError::ArrowError(..)));
+    if !is_bad_input {
+        return error;
+    }
+    for name in planning::plan_inputs(plan, "public") {
+        let Ok(Some(object)) = engine.catalog.object(&name) else {
+            continue;
+        };
+        if object.kind != ObjectKind::Source {
+            continue;
+        }
+        let (Ok(spec), Ok(schema)) = (
+            crate::sources::files::FileSourceSpec::from_options(&object.options),
+            crate::types::schema_of_columns(&object.columns),
+        ) else {
+            continue;
+        };
+        if let Some(located) = spec.locate_bad_file(state, schema).await {
+            return Error::BadInput {
+                message: format!("source \"{}\", {located}", object.name),
+                detail: None,
+            };
+        }
+    }
+    error
 }
 
 /// `REFRESH MODEL name [FULL] [WITH UPSTREAM] [WITH DOWNSTREAM]`

@@ -195,6 +195,40 @@ impl FileSourceSpec {
     }
 }
 
+impl FileSourceSpec {
+    /// Finds the file a read error comes from by reading each file on its own; the message
+    /// names the file and keeps the reader's line number. Only used after a failure.
+    pub async fn locate_bad_file(&self, state: &SessionState, schema: SchemaRef) -> Option<String> {
+        use futures::TryStreamExt;
+        let (url, extension) = self.url().ok()?;
+        let store = state.runtime_env().object_store(&url).ok()?;
+        let files: Vec<_> = url
+            .list_all_files(state, store.as_ref(), extension)
+            .await
+            .ok()?
+            .try_collect()
+            .await
+            .ok()?;
+        let ctx = datafusion::prelude::SessionContext::new_with_state(state.clone());
+        for meta in files {
+            let path = format!("/{}", meta.location);
+            let single = FileSourceSpec {
+                path: path.clone(),
+                ..self.clone()
+            };
+            let provider = single.provider(schema.clone()).ok()?;
+            let result = match ctx.read_table(provider) {
+                Ok(df) => df.collect().await.map(|_| ()),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = result {
+                return Some(format!("file \"{path}\": {}", Error::from(e)));
+            }
+        }
+        None
+    }
+}
+
 fn regex_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
