@@ -106,11 +106,12 @@ async fn failed_refresh_keeps_previous_version_and_records_error() {
         .await
         .unwrap();
     assert_eq!(row.get::<_, &str>(0), "failed");
-    assert!(
-        row.get::<_, &str>(1).contains("line"),
-        "{}",
-        row.get::<_, &str>(1)
-    );
+    let error = row.get::<_, &str>(1);
+    assert!(error.contains("line 2"), "{error}");
+    assert!(error.contains("orders.csv"), "{error}");
+    // The statement's own error names the file too.
+    let message = e.as_db_error().expect("db error").message();
+    assert!(message.contains("orders.csv"), "{message}");
 }
 
 #[tokio::test]
