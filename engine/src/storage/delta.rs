@@ -30,6 +30,7 @@ pub struct Warehouse {
 impl Warehouse {
     /// Opens the warehouse at a local folder (created if missing) or a URL.
     pub fn open(dir_or_url: &str) -> Result<Self> {
+        super::durable::install();
         let root = if dir_or_url.contains("://") {
             let mut url = Url::parse(dir_or_url).map_err(|e| {
                 Error::bad_input(format!("invalid warehouse url \"{dir_or_url}\": {e}"))

@@ -1,3 +1,4 @@
 //! Storage: every table and model is a Delta table under the warehouse root.
 
 pub mod delta;
+pub mod durable;
