@@ -261,7 +261,10 @@ pub async fn create_source(
 /// The catalog ids of the user objects a plan reads. Planning already rejected unknown
 /// tables, so a scanned name the catalog does not know is a table function
 /// (`generate_series(...)`), not an input.
-fn upstream_ids(session: &Session, plan: &datafusion::logical_expr::LogicalPlan) -> Result<Vec<i64>> {
+fn upstream_ids(
+    session: &Session,
+    plan: &datafusion::logical_expr::LogicalPlan,
+) -> Result<Vec<i64>> {
     let catalog = session.engine.catalog();
     let mut ids = Vec::new();
     for name in planning::plan_inputs(plan, &session.current_schema()) {

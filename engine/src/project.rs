@@ -104,7 +104,10 @@ pub fn project_files(path: &Path) -> Result<Vec<PathBuf>> {
 /// What a statement defines, for change detection.
 enum Defines {
     /// An object: replaceable ones (models, views) are replaced when changed.
-    Object { name: ObjectName, replaceable: bool },
+    Object {
+        name: ObjectName,
+        replaceable: bool,
+    },
     Schema(String),
     /// A write into a table: runs only if this apply created the table.
     WriteInto(ObjectName),
@@ -157,7 +160,11 @@ fn or_replace(text: &str) -> String {
     match trimmed.get(..6) {
         Some(create) if create.eq_ignore_ascii_case("create") => {
             let rest = &trimmed[6..];
-            if rest.trim_start().to_ascii_lowercase().starts_with("or replace") {
+            if rest
+                .trim_start()
+                .to_ascii_lowercase()
+                .starts_with("or replace")
+            {
                 text.to_string()
             } else {
                 format!("{lead}CREATE OR REPLACE{rest}")
@@ -179,7 +186,8 @@ pub async fn apply(target: &mut dyn ApplyTarget, path: &Path) -> Result<ApplyRep
         };
         for statement_text in dialect::split_statements(&text).map_err(|e| in_file(e.into()))? {
             report.statements += 1;
-            let statement = dialect::parse_statement(&statement_text).map_err(|e| in_file(e.into()))?;
+            let statement =
+                dialect::parse_statement(&statement_text).map_err(|e| in_file(e.into()))?;
             match classify(&statement).map_err(in_file)? {
                 Defines::Schema(name) => {
                     if target.schema_exists(&name).await.map_err(in_file)? {
