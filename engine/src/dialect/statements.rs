@@ -21,6 +21,12 @@ pub enum Statement {
     RefreshAll,
     Drop(DropObjects),
     Show(ObjectKindSyntax),
+    /// `COMMENT ON MODEL | SOURCE name IS 'text' | NULL` (tables, views and columns use
+    /// sqlparser's own COMMENT).
+    CommentOn {
+        name: ObjectName,
+        comment: Option<String>,
+    },
 }
 
 /// The object kinds as they are spelled in statements.
@@ -209,6 +215,20 @@ fn parse_tributary(p: &mut Parser, sql: &str) -> Result<Option<Statement>, Parse
                 cascade,
             })));
         }
+    }
+    if word_is(p, 0, "comment")
+        && word_is(p, 1, "on")
+        && (word_is(p, 2, "model") || word_is(p, 2, "source"))
+    {
+        advance(p, 3);
+        let name = p.parse_object_name(false)?;
+        p.expect_keyword(Keyword::IS)?;
+        let comment = if p.parse_keyword(Keyword::NULL) {
+            None
+        } else {
+            Some(p.parse_literal_string()?)
+        };
+        return Ok(Some(Statement::CommentOn { name, comment }));
     }
     if word_is(p, 0, "show") {
         let kind = if word_is(p, 1, "sources") {
