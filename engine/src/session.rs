@@ -181,12 +181,9 @@ impl Session {
             Statement::RefreshAll => crate::refresh::refresh_all(self).await,
             Statement::Drop(d) => crate::ddl::drop_objects(self, d).await,
             Statement::Show(kind) => crate::ddl::show_objects(self, kind).await,
-            Statement::CommentOn { name, comment } => crate::ddl::comment_on(
-                self,
-                ast::CommentObject::Table,
-                &name,
-                comment.as_deref(),
-            ),
+            Statement::CommentOn { name, comment } => {
+                crate::ddl::comment_on(self, ast::CommentObject::Table, &name, comment.as_deref())
+            }
         }
     }
 
