@@ -330,10 +330,11 @@ pub async fn create_model(session: &mut Session, model: CreateModel, text: &str)
     )
     .await?;
     let upstream = upstream_ids(session, &plan)?;
+    let schema = plan.schema().inner().clone();
     if let Some(existing) = &existing {
         check_no_cycle(session, existing.id, &upstream)?;
+        check_dropped_columns_unused(session, existing, &schema)?;
     }
-    let schema = plan.schema().inner().clone();
     let location = location_for(&name);
     let engine = session.engine.inner.clone();
     let table = engine
@@ -381,6 +382,48 @@ pub async fn create_model(session: &mut Session, model: CreateModel, text: &str)
         "SELECT {}",
         outcome.rows_written.unwrap_or(0)
     )))
+}
+
+/// CREATE OR REPLACE must not drop a column that a dependent reads (RESTRICT). A dependent
+/// reads a column when its query names it.
+fn check_dropped_columns_unused(
+    session: &Session,
+    existing: &CatalogObject,
+    new_schema: &Schema,
+) -> Result<()> {
+    let dropped: Vec<&str> = existing
+        .columns
+        .iter()
+        .map(|c| c.name.as_str())
+        .filter(|c| new_schema.field_with_name(c).is_err())
+        .collect();
+    if dropped.is_empty() {
+        return Ok(());
+    }
+    let catalog = session.engine.catalog();
+    let dependents: Vec<i64> = catalog
+        .dependencies()?
+        .into_iter()
+        .filter(|(_, up)| *up == existing.id)
+        .map(|(down, _)| down)
+        .collect();
+    for id in dependents {
+        let Some(dependent) = catalog.object_by_id(id)? else {
+            continue;
+        };
+        let Some(query) = &dependent.query else {
+            continue;
+        };
+        let used: BTreeSet<String> = crate::dialect::identifiers(query);
+        if let Some(column) = dropped.iter().find(|c| used.contains(**c)) {
+            return Err(Error::DependentObjects {
+                kind: "column",
+                name: format!("{}.{column}", existing.name),
+                dependents: vec![dependent.name.to_string()],
+            });
+        }
+    }
+    Ok(())
 }
 
 fn kind_of(syntax: ObjectKindSyntax) -> ObjectKind {

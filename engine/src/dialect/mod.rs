@@ -118,6 +118,21 @@ pub fn split_statements(sql: &str) -> Result<Vec<String>, ParserError> {
     Ok(out)
 }
 
+/// Every identifier in a SQL text, folded as PostgreSQL folds unquoted names.
+pub fn identifiers(sql: &str) -> std::collections::BTreeSet<String> {
+    let dialect = TributaryDialect::default();
+    Tokenizer::new(&dialect, sql)
+        .tokenize()
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|t| match t {
+            Token::Word(w) if w.quote_style.is_some() => Some(w.value),
+            Token::Word(w) => Some(w.value.to_lowercase()),
+            _ => None,
+        })
+        .collect()
+}
+
 fn push_statement(out: &mut Vec<String>, text: &str) {
     let dialect = TributaryDialect::default();
     let meaningful = Tokenizer::new(&dialect, text)
