@@ -36,6 +36,8 @@ pub enum Error {
     InsufficientPrivilege(String),
     #[error("canceling statement due to user request")]
     Cancelled,
+    #[error("canceling statement due to statement timeout")]
+    StatementTimeout,
     #[error("refresh of model \"{model}\" failed: {source}")]
     RefreshFailed {
         model: String,

@@ -326,6 +326,29 @@ impl Session {
         crate::ddl::single_text_row(&name.replace(' ', "_"), &value)
     }
 
+    /// `statement_timeout` as a duration (`None` when 0, the default). PostgreSQL's units:
+    /// a bare number is milliseconds; `ms`, `s`, `min`, `h` suffixes are accepted.
+    pub fn statement_timeout(&self) -> Option<std::time::Duration> {
+        let value = self
+            .settings
+            .get("statement_timeout")?
+            .trim()
+            .to_lowercase();
+        let split = value
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(value.len());
+        let (number, unit) = value.split_at(split);
+        let number: f64 = number.parse().ok()?;
+        let ms = match unit.trim() {
+            "" | "ms" => number,
+            "s" => number * 1000.0,
+            "min" => number * 60_000.0,
+            "h" => number * 3_600_000.0,
+            _ => return None,
+        };
+        (ms > 0.0).then(|| std::time::Duration::from_secs_f64(ms / 1000.0))
+    }
+
     /// A setting's current value (SET by the session, or the server default).
     pub fn setting(&self, name: &str) -> Option<String> {
         if let Some(v) = self.settings.get(name) {

@@ -167,7 +167,12 @@ impl SimpleQueryHandler for Connection {
         };
         let mut responses = Vec::new();
         for prepared in statements {
-            match session.execute(&prepared, None).await {
+            match with_timeout(
+                session.statement_timeout(),
+                session.execute(&prepared, None),
+            )
+            .await
+            {
                 Ok(output) => {
                     let is_copy_in = matches!(output, Output::CopyIn(_));
                     responses.push(
@@ -366,8 +371,8 @@ impl ExtendedQueryHandler for Connection {
         let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
         let mut guard = self.session(client).await;
         let session = guard.as_mut().expect("session created");
-        let output = session
-            .execute(&stmt.prepared, params)
+        let timeout = session.statement_timeout();
+        let output = with_timeout(timeout, session.execute(&stmt.prepared, params))
             .await
             .map_err(|e| pg_error(&e))?;
         drop(guard);
@@ -439,6 +444,20 @@ impl CopyHandler for Connection {
             "57014".into(),
             format!("COPY from stdin failed: {}", fail.message),
         )))
+    }
+}
+
+/// Runs a statement under the session's `statement_timeout` (dropping it on expiry, which
+/// cancels it as a CancelRequest would).
+async fn with_timeout<T>(
+    timeout: Option<std::time::Duration>,
+    work: impl std::future::Future<Output = tributary_engine::Result<T>>,
+) -> tributary_engine::Result<T> {
+    match timeout {
+        Some(limit) => tokio::time::timeout(limit, work)
+            .await
+            .unwrap_or(Err(tributary_engine::Error::StatementTimeout)),
+        None => work.await,
     }
 }
 

@@ -27,7 +27,7 @@ pub fn sqlstate(e: &Error) -> &'static str {
         Error::InvalidOption { .. } => "22023",
         Error::NotSupported(_) => "0A000",
         Error::InsufficientPrivilege(_) => "42501",
-        Error::Cancelled => "57014",
+        Error::Cancelled | Error::StatementTimeout => "57014",
         Error::RefreshFailed { source, .. } => sqlstate(source),
         Error::Catalog(c) => match c {
             tributary_catalog::Error::Duplicate { .. } => "42P07",

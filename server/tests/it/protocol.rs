@@ -255,9 +255,42 @@ async fn cancel_request_stops_a_long_refresh() {
         .unwrap();
     assert_eq!(code(&result.unwrap_err()), "57014");
     let row = client
-        .query_one("SELECT status, error FROM tributary.runs ORDER BY run_id DESC LIMIT 1", &[])
+        .query_one(
+            "SELECT status, error FROM tributary.runs ORDER BY run_id DESC LIMIT 1",
+            &[],
+        )
         .await
         .unwrap();
     assert_eq!(row.get::<_, &str>(0), "failed");
     assert!(row.get::<_, &str>(1).starts_with("canceled"));
+}
+
+#[tokio::test]
+async fn statement_timeout_cancels_long_statements() {
+    let (server, _dir) = TestServer::start(&[]);
+    let client = server.connect().await;
+    client
+        .batch_execute(
+            "CREATE MODEL slow AS SELECT sum(value) AS total FROM generate_series(1, 5000000000) WITH NO DATA;
+             SET statement_timeout = '300ms'",
+        )
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let e = client
+        .batch_execute("REFRESH MODEL slow")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "57014");
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+    client
+        .batch_execute("SET statement_timeout = 0")
+        .await
+        .unwrap();
+    let n: i64 = client
+        .query_one("SELECT CAST(1 AS BIGINT)", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1);
 }
