@@ -129,7 +129,9 @@ fn base_state(inner: &Arc<EngineInner>, memory_limit: usize) -> Result<SessionSt
             "datafusion.execution.parquet.schema_force_view_types",
             false,
         )
-        .set_bool("datafusion.sql_parser.map_string_types_to_utf8view", false);
+        .set_bool("datafusion.sql_parser.map_string_types_to_utf8view", false)
+        // Sessions run in UTC, as PostgreSQL's TimeZone parameter reports.
+        .set_str("datafusion.execution.time_zone", "UTC");
     let runtime = RuntimeEnvBuilder::new()
         .with_memory_pool(Arc::new(FairSpillPool::new(memory_limit)))
         .build_arc()?;
@@ -151,6 +153,7 @@ fn base_state(inner: &Arc<EngineInner>, memory_limit: usize) -> Result<SessionSt
         datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider,
     )
     .map_err(|e| Error::DataFusion(*e))?;
+    crate::system::pg_compat::install(&ctx, &inner.database, Arc::downgrade(inner))?;
     Ok(ctx.state())
 }
 

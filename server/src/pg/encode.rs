@@ -40,8 +40,13 @@ pub fn rows_response(
 ) -> PgWireResult<QueryResponse> {
     let fields = Arc::new(arrow_schema_to_pg_fields(schema, format, options)?);
     let row_fields = fields.clone();
+    let format = format.clone();
     let rows = stream.flat_map(move |batch| match batch {
-        Ok(batch) => stream::iter(encode_recordbatch(row_fields.clone(), batch)).boxed(),
+        Ok(batch) => stream::iter(encode_recordbatch(
+            row_fields.clone(),
+            super::text::render(batch, &format),
+        ))
+        .boxed(),
         Err(e) => stream::iter(vec![Err(df_error(e))]).boxed(),
     });
     let mut response = QueryResponse::new(fields, rows);
@@ -130,7 +135,11 @@ fn copy_out(
     };
     let rows = stream.flat_map(move |batch| {
         let encoded: Vec<PgWireResult<CopyData>> = match batch {
-            Ok(batch) => encode_copy_rows(&batch, &fields, &mut new_encoder()),
+            Ok(batch) => encode_copy_rows(
+                &super::text::render(batch, &Format::UnifiedText),
+                &fields,
+                &mut new_encoder(),
+            ),
             Err(e) => vec![Err(df_error(e))],
         };
         stream::iter(encoded)

@@ -5,6 +5,7 @@ mod auth;
 mod encode;
 mod handler;
 pub mod sqlstate;
+mod text;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
