@@ -14,11 +14,14 @@ use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::{
     self, Expr, Ident, ObjectNamePart, TableFactor, TableVersion, Value, VisitMut, VisitorMut,
 };
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::Parser;
 use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
 use tributary_catalog::ObjectName;
 
 use crate::dialect::{Statement, parse_statement};
 use crate::error::{Error, Result};
+use crate::system::pg_compat;
 
 /// Schema where time-travel snapshots are registered while a statement is planned.
 pub const TIME_TRAVEL_SCHEMA: &str = "__time_travel";
@@ -26,17 +29,39 @@ pub const TIME_TRAVEL_SCHEMA: &str = "__time_travel";
 static COMPAT: LazyLock<PostgresCompatibilityParser> =
     LazyLock::new(PostgresCompatibilityParser::new);
 
-/// Applies the rewrites real clients need (psql's `OPERATOR(pg_catalog.~)`, `::regclass`, ...).
-pub fn rewrite_for_clients(stmt: ast::Statement) -> ast::Statement {
+/// Applies the rewrites real clients need: PostgreSQL's result column names and the
+/// constructs DataFusion cannot plan as written ([`pg_compat`]), then the compatibility
+/// parser's rules (psql's `OPERATOR(pg_catalog.~)`, `::regclass`, ...).
+pub fn rewrite_for_clients(mut stmt: ast::Statement) -> ast::Statement {
+    pg_compat::name_columns(&mut stmt);
+    pg_compat::fix_for_planning(&mut stmt);
     COMPAT.rewrite(stmt)
 }
 
-/// Parses one statement the way PostgreSQL clients' catalog queries need (known queries that
-/// DataFusion cannot plan are substituted, then rewritten). `None` when the compatibility parser
-/// does not understand the text (Tributary syntax such as time travel), or it holds several
-/// statements.
+/// Parses one statement the way PostgreSQL clients' catalog queries need. `None` when the
+/// compatibility parser does not understand the text (Tributary syntax such as time travel),
+/// or it holds several statements.
+///
+/// The compatibility parser substitutes a few whole client queries DataFusion could not plan
+/// (with stand-ins that lose PostgreSQL's column names); its substitution is used only when
+/// [`rewrite_for_clients`] has nothing to fix in the query as the client wrote it.
 pub fn parse_for_clients(sql: &str) -> Option<ast::Statement> {
-    let mut statements = COMPAT.parse(sql).ok()?;
+    let compat = single(COMPAT.parse(sql).ok()?)?;
+    let Some(raw) = Parser::parse_sql(&PostgreSqlDialect {}, sql)
+        .ok()
+        .and_then(single)
+    else {
+        return Some(compat);
+    };
+    let mut fixed = raw.clone();
+    pg_compat::name_columns(&mut fixed);
+    if !pg_compat::fix_for_planning(&mut fixed) && COMPAT.rewrite(raw) != compat {
+        return Some(compat);
+    }
+    Some(COMPAT.rewrite(fixed))
+}
+
+fn single(mut statements: Vec<ast::Statement>) -> Option<ast::Statement> {
     if statements.len() == 1 {
         statements.pop()
     } else {
