@@ -5,4 +5,5 @@ mod support;
 mod apply;
 mod auth;
 mod protocol;
+mod psql_compat;
 mod restart;
