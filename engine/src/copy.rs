@@ -24,6 +24,8 @@ pub enum CopyKind {
     Text,
     Csv,
     Binary,
+    /// Parquet files, for `COPY ... TO 'file'` exports only.
+    Parquet,
 }
 
 /// A COPY data format with its options.
@@ -48,6 +50,7 @@ impl CopyFormat {
                 "text" => Ok(CopyKind::Text),
                 "csv" => Ok(CopyKind::Csv),
                 "binary" => Ok(CopyKind::Binary),
+                "parquet" => Ok(CopyKind::Parquet),
                 other => Err(Error::bad_input(format!(
                     "COPY format \"{other}\" not recognized"
                 ))),
@@ -121,6 +124,11 @@ pub async fn copy_statement(
     if format.kind == CopyKind::Binary {
         return Err(Error::NotSupported("COPY in binary format".into()));
     }
+    if format.kind == CopyKind::Parquet && !(to && matches!(target, CopyTarget::File { .. })) {
+        return Err(Error::NotSupported(
+            "COPY in parquet format other than TO a file".into(),
+        ));
+    }
     if !to {
         let CopySource::Table {
             table_name,
@@ -185,6 +193,26 @@ pub async fn copy_statement(
             }
         }
     };
+    if let (CopyKind::Parquet, CopyTarget::File { filename }) = (format.kind, &target) {
+        let plan = crate::planning::plan_statement(&session.ctx.state(), query).await?;
+        let df = session.ctx.execute_logical_plan(plan).await?;
+        let written = df
+            .write_parquet(
+                filename,
+                datafusion::dataframe::DataFrameWriteOptions::new().with_single_file_output(true),
+                None,
+            )
+            .await?;
+        let rows: u64 = written
+            .first()
+            .and_then(|b| {
+                b.column(0)
+                    .as_any()
+                    .downcast_ref::<datafusion::arrow::array::UInt64Array>()
+            })
+            .map_or(0, |a| a.value(0));
+        return Ok(Output::Command(format!("COPY {rows}")));
+    }
     let Output::Rows { schema, stream, .. } = session.query(query, None).await? else {
         return Err(Error::Internal("COPY query returned no rows".into()));
     };
