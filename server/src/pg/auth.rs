@@ -31,6 +31,15 @@ static PIDS: LazyLock<Arc<RandomPidSecretKeyGenerator>> =
 pub static CONNECTIONS: LazyLock<Arc<ConnectionManager>> =
     LazyLock::new(|| Arc::new(ConnectionManager::new()));
 
+/// Set on a connection once it has authenticated. pgwire keeps reading a connection after a
+/// FATAL authentication error, so every handler checks this marker before doing anything.
+pub struct Authenticated;
+
+/// The error for a message on a connection that has not authenticated.
+pub fn not_authenticated() -> PgWireError {
+    fatal("28000", "the connection is not authenticated".into())
+}
+
 /// How clients authenticate.
 #[derive(Debug)]
 pub struct AuthConfig {
@@ -183,12 +192,21 @@ impl StartupHandler for Startup {
                 let (handle, guard) = CONNECTIONS.register(pid, key);
                 client.session_extensions().insert(handle);
                 client.session_extensions().insert(guard);
-                return finish_authentication(client, &Params).await;
+                finish_authentication(client, &Params).await?;
+                client.session_extensions().insert(Authenticated);
+                return Ok(());
             }
         }
         if self.auth.trust {
             return Ok(());
         }
-        self.sasl.on_startup(client, message).await
+        self.sasl.on_startup(client, message).await?;
+        if matches!(
+            client.state(),
+            pgwire::api::PgWireConnectionState::ReadyForQuery
+        ) {
+            client.session_extensions().insert(Authenticated);
+        }
+        Ok(())
     }
 }

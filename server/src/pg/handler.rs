@@ -154,6 +154,7 @@ impl SimpleQueryHandler for Connection {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        ensure_authenticated(client)?;
         let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
         let mut guard = self.session(client).await;
         let session = guard.as_mut().expect("session created");
@@ -218,6 +219,7 @@ impl QueryParser for Parser {
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
+        ensure_authenticated(client)?;
         let guard = self.conn.session(client).await;
         let session = guard.as_ref().expect("session created");
         let prepared = session.prepare(sql).map_err(|e| pg_error(&e))?;
@@ -345,6 +347,7 @@ impl ExtendedQueryHandler for Connection {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        ensure_authenticated(client)?;
         let stmt = &portal.statement.statement;
         if portal.parameter_len() != stmt.parameter_types.len() {
             return Err(PgWireError::UserError(Box::new(
@@ -383,12 +386,13 @@ impl ExtendedQueryHandler for Connection {
 
 #[async_trait]
 impl CopyHandler for Connection {
-    async fn on_copy_data<C>(&self, _client: &mut C, copy_data: CopyData) -> PgWireResult<()>
+    async fn on_copy_data<C>(&self, client: &mut C, copy_data: CopyData) -> PgWireResult<()>
     where
         C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        ensure_authenticated(client)?;
         let mut pending = self.copy.lock().await;
         let Some(p) = pending.as_mut() else {
             return Err(protocol_error("copy data received outside of COPY"));
@@ -458,6 +462,16 @@ async fn with_timeout<T>(
             .await
             .unwrap_or(Err(tributary_engine::Error::StatementTimeout)),
         None => work.await,
+    }
+}
+
+fn ensure_authenticated<C: ClientInfo>(client: &C) -> PgWireResult<()> {
+    match client
+        .session_extensions()
+        .get::<super::auth::Authenticated>()
+    {
+        Some(_) => Ok(()),
+        None => Err(super::auth::not_authenticated()),
     }
 }
 
