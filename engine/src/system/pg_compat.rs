@@ -54,6 +54,8 @@ const PG_CATALOG: &str = "pg_catalog";
 const OWNER: &str = "postgres";
 /// The function `x = ANY(column)` is rewritten to.
 const ANY_EQ: &str = "tributary_any_eq";
+/// The function `array_to_string(column, ...)` is rewritten to.
+const ARRAY_TO_STRING: &str = "tributary_array_to_string";
 
 /// State shared by the wrapped `pg_catalog` tables and the functions that take relation OIDs.
 #[derive(Debug)]
@@ -287,7 +289,11 @@ impl TableProvider for CompatTable {
     }
 
     fn table_type(&self) -> TableType {
-        TableType::View
+        // What `pg_class` says about the catalog itself, as in PostgreSQL.
+        match self.kind {
+            CompatKind::Tables | CompatKind::Matviews | CompatKind::Views => TableType::View,
+            _ => TableType::Base,
+        }
     }
 
     async fn scan(
@@ -693,12 +699,29 @@ fn functions(compat: &Arc<PgCompat>) -> Vec<ScalarUDF> {
             DataType::Boolean,
             publishable,
         ),
-        ScalarUDF::new_from_impl(AnyEq::new()),
+        function("pg_has_role", &[2, 3], DataType::Boolean, always_true),
+        function(
+            "pg_function_is_visible",
+            &[1],
+            DataType::Boolean,
+            always_true,
+        ),
+        function("pg_type_is_visible", &[1], DataType::Boolean, always_true),
+        function("pg_get_function_result", &[1], DataType::Utf8, null_text),
+        function("pg_get_function_arguments", &[1], DataType::Utf8, null_text),
+        function("pg_database_size", &[1], DataType::Int64, null_int),
+        ScalarUDF::new_from_impl(TextArrayFunction::new(TextArrayOp::AnyEq)),
+        ScalarUDF::new_from_impl(TextArrayFunction::new(TextArrayOp::ToString)),
     ]
 }
 
 fn null_text(_: &PgCompat, _: &[ArrayRef], rows: usize) -> DfResult<ArrayRef> {
     Ok(new_null_array(&DataType::Utf8, rows))
+}
+
+/// Tributary has one role that sees everything.
+fn always_true(_: &PgCompat, _: &[ArrayRef], rows: usize) -> DfResult<ArrayRef> {
+    Ok(Arc::new(BooleanArray::from(vec![true; rows])))
 }
 
 fn null_int(_: &PgCompat, _: &[ArrayRef], rows: usize) -> DfResult<ArrayRef> {
@@ -794,25 +817,45 @@ fn pretty_size(bytes: i64) -> String {
     unreachable!()
 }
 
-/// `tributary_any_eq(haystack, needle)`: `needle = ANY(haystack)` where the haystack may be
-/// an Arrow list or, as in the bundled PostgreSQL catalog tables, PostgreSQL's text form of
-/// an array (`{a,b}`) or vector (`1 2`). Lists are handed back to DataFusion's `array_has`.
+/// Array functions applied to catalog columns, which may be Arrow lists or, as in the bundled
+/// PostgreSQL catalog tables, PostgreSQL's text form of an array (`{a,b}`) or vector (`1 2`).
+/// When the argument turns out to be a list, DataFusion's own function takes over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum TextArrayOp {
+    /// `tributary_any_eq(array, x)`: `x = ANY(array)`.
+    AnyEq,
+    /// `tributary_array_to_string(array, delimiter [, null_string])`.
+    ToString,
+}
+
 #[derive(Debug, PartialEq, Eq, Hash)]
-struct AnyEq {
+struct TextArrayFunction {
+    op: TextArrayOp,
     signature: Signature,
 }
 
-impl AnyEq {
-    fn new() -> Self {
+impl TextArrayFunction {
+    fn new(op: TextArrayOp) -> Self {
+        let arities: &[usize] = match op {
+            TextArrayOp::AnyEq => &[2],
+            TextArrayOp::ToString => &[2, 3],
+        };
         Self {
-            signature: Signature::any(2, Volatility::Immutable),
+            op,
+            signature: Signature::one_of(
+                arities.iter().map(|n| TypeSignature::Any(*n)).collect(),
+                Volatility::Immutable,
+            ),
         }
     }
 }
 
-impl ScalarUDFImpl for AnyEq {
+impl ScalarUDFImpl for TextArrayFunction {
     fn name(&self) -> &str {
-        ANY_EQ
+        match self.op {
+            TextArrayOp::AnyEq => ANY_EQ,
+            TextArrayOp::ToString => ARRAY_TO_STRING,
+        }
     }
 
     fn signature(&self) -> &Signature {
@@ -820,73 +863,111 @@ impl ScalarUDFImpl for AnyEq {
     }
 
     fn return_type(&self, _arg_types: &[DataType]) -> DfResult<DataType> {
-        Ok(DataType::Boolean)
+        Ok(match self.op {
+            TextArrayOp::AnyEq => DataType::Boolean,
+            TextArrayOp::ToString => DataType::Utf8,
+        })
     }
 
-    fn simplify(
-        &self,
-        mut args: Vec<DfExpr>,
-        info: &SimplifyContext,
-    ) -> DfResult<ExprSimplifyResult> {
-        if args.len() == 2
-            && let DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _) =
-                info.get_data_type(&args[0])?
-        {
-            let needle = args.pop().expect("two arguments");
-            let haystack = args.pop().expect("two arguments");
-            let needle = needle.cast_to(f.data_type(), info.schema())?;
-            return Ok(ExprSimplifyResult::Simplified(
-                datafusion::functions_nested::expr_fn::array_has(haystack, needle),
-            ));
-        }
-        Ok(ExprSimplifyResult::Original(args))
+    fn simplify(&self, args: Vec<DfExpr>, info: &SimplifyContext) -> DfResult<ExprSimplifyResult> {
+        let (DataType::List(element)
+        | DataType::LargeList(element)
+        | DataType::FixedSizeList(element, _)) = info.get_data_type(&args[0])?
+        else {
+            return Ok(ExprSimplifyResult::Original(args));
+        };
+        Ok(ExprSimplifyResult::Simplified(match self.op {
+            TextArrayOp::AnyEq => {
+                let [haystack, needle] = <[DfExpr; 2]>::try_from(args)
+                    .map_err(|_| DataFusionError::Internal("two arguments".into()))?;
+                let needle = needle.cast_to(element.data_type(), info.schema())?;
+                datafusion::functions_nested::expr_fn::array_has(haystack, needle)
+            }
+            TextArrayOp::ToString => {
+                datafusion::functions_nested::string::array_to_string_udf().call(args)
+            }
+        }))
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
         let rows = args.number_rows;
-        let haystack = args.args[0].to_array(rows)?;
-        let needle = strings(&args.args[1].to_array(rows)?)?;
-        let elements: Vec<Option<Vec<Option<String>>>> = match haystack.data_type() {
-            DataType::List(_) | DataType::LargeList(_) | DataType::FixedSizeList(_, _) => {
-                let as_list = cast(
-                    &haystack,
-                    &DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true))),
-                )?;
-                let list = as_list.as_list::<i32>();
-                (0..rows)
-                    .map(|i| {
-                        list.is_valid(i).then(|| {
-                            let values = list.value(i);
-                            values
-                                .as_string::<i32>()
-                                .iter()
-                                .map(|v| v.map(String::from))
-                                .collect()
-                        })
-                    })
-                    .collect()
-            }
-            _ => strings(&haystack)?
-                .iter()
-                .map(|text| text.map(parse_array_text))
-                .collect(),
-        };
-        let out: BooleanArray = elements
+        let arrays = args
+            .args
             .iter()
-            .zip(needle.iter())
-            .map(|(elements, needle)| {
-                let (elements, needle) = (elements.as_ref()?, needle?);
-                if elements.iter().any(|e| e.as_deref() == Some(needle)) {
-                    Some(true)
-                } else if elements.iter().any(Option::is_none) {
-                    None
-                } else {
-                    Some(false)
-                }
-            })
-            .collect();
-        Ok(ColumnarValue::Array(Arc::new(out)))
+            .map(|a| a.to_array(rows))
+            .collect::<DfResult<Vec<_>>>()?;
+        let elements = array_elements(&arrays[0], rows)?;
+        let second = strings(&arrays[1])?;
+        let out: ArrayRef = match self.op {
+            TextArrayOp::AnyEq => Arc::new(
+                elements
+                    .iter()
+                    .zip(second.iter())
+                    .map(|(elements, needle)| {
+                        let (elements, needle) = (elements.as_ref()?, needle?);
+                        if elements.iter().any(|e| e.as_deref() == Some(needle)) {
+                            Some(true)
+                        } else if elements.iter().any(Option::is_none) {
+                            None
+                        } else {
+                            Some(false)
+                        }
+                    })
+                    .collect::<BooleanArray>(),
+            ),
+            TextArrayOp::ToString => {
+                let null_strings = arrays.get(2).map(strings).transpose()?;
+                Arc::new(
+                    elements
+                        .iter()
+                        .zip(second.iter())
+                        .enumerate()
+                        .map(|(row, (elements, delimiter))| {
+                            let (elements, delimiter) = (elements.as_ref()?, delimiter?);
+                            let null_string = match &null_strings {
+                                Some(n) => Some(n.is_valid(row).then(|| n.value(row))?),
+                                None => None,
+                            };
+                            let parts: Vec<&str> = elements
+                                .iter()
+                                .filter_map(|e| e.as_deref().or(null_string))
+                                .collect();
+                            Some(parts.join(delimiter))
+                        })
+                        .collect::<StringArray>(),
+                )
+            }
+        };
+        Ok(ColumnarValue::Array(out))
     }
+}
+
+/// The elements of each row of an array argument: a list, or PostgreSQL array text.
+fn array_elements(array: &ArrayRef, rows: usize) -> DfResult<Vec<Option<Vec<Option<String>>>>> {
+    Ok(match array.data_type() {
+        DataType::List(_) | DataType::LargeList(_) | DataType::FixedSizeList(_, _) => {
+            let as_list = cast(
+                array,
+                &DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true))),
+            )?;
+            let list = as_list.as_list::<i32>();
+            (0..rows)
+                .map(|i| {
+                    list.is_valid(i).then(|| {
+                        list.value(i)
+                            .as_string::<i32>()
+                            .iter()
+                            .map(|v| v.map(String::from))
+                            .collect()
+                    })
+                })
+                .collect()
+        }
+        _ => strings(array)?
+            .iter()
+            .map(|text| text.map(parse_array_text))
+            .collect(),
+    })
 }
 
 /// The elements of PostgreSQL's text form of an array (`{a,"b c",NULL}`, nested braces
@@ -1173,8 +1254,9 @@ fn type_name(written: &str) -> String {
 ///   `coalesce((SELECT array_agg(e ORDER BY ...) FROM ...), make_array())` (an empty array
 ///   when there are no rows, as in PostgreSQL). A subquery correlated through anything but
 ///   `inner = outer` conditions cannot be decorrelated by DataFusion and becomes NULL.
-/// - `x = ANY(column)` becomes `tributary_any_eq(column, x)`, which also accepts the
-///   PostgreSQL array text of the bundled catalog tables.
+/// - `x = ANY(column)` becomes `tributary_any_eq(column, x)` and `array_to_string(column,
+///   ...)` `tributary_array_to_string(column, ...)`, which also accept the PostgreSQL array
+///   text of the bundled catalog tables.
 /// - A scalar subquery that calls a set-returning function on outer columns
 ///   (`FROM unnest(outer.col)`, a LATERAL call DataFusion cannot plan) becomes NULL.
 pub fn fix_for_planning(stmt: &mut Statement) -> bool {
@@ -1197,6 +1279,17 @@ impl VisitorMut for Fixes {
                     if name.value.eq_ignore_ascii_case("array") =>
                 {
                     Some(array_from_subquery(query))
+                }
+                (FunctionArguments::List(list), [.., ObjectNamePart::Identifier(name)])
+                    if name.value.eq_ignore_ascii_case("array_to_string")
+                        && matches!(list.args.first(),
+                            Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(e))) if is_column_like(e)) =>
+                {
+                    let mut f = f.clone();
+                    f.name = SqlName(vec![ObjectNamePart::Identifier(Ident::new(
+                        ARRAY_TO_STRING,
+                    ))]);
+                    Some(Expr::Function(f))
                 }
                 _ => None,
             },
@@ -1601,6 +1694,10 @@ mod tests {
             rewritten("SELECT array(SELECT 'x' || v FROM unnest(o.arr) v) FROM o"),
             r#"SELECT CAST(NULL AS TEXT[]) AS "array" FROM o"#
         );
+        assert_eq!(
+            rewritten("SELECT array(SELECT DISTINCT name FROM t ORDER BY 1)"),
+            r#"SELECT coalesce((SELECT array_agg("__array"."v") FROM (SELECT DISTINCT name FROM t ORDER BY 1) AS "__array" ("v")), make_array()) AS "array""#
+        );
     }
 
     #[test]
@@ -1608,6 +1705,10 @@ mod tests {
         assert_eq!(
             rewritten("SELECT 'd' = any(stxkind) AS d FROM s WHERE x = ANY($1)"),
             "SELECT tributary_any_eq(stxkind, 'd') AS d FROM s WHERE x = ANY($1)"
+        );
+        assert_eq!(
+            rewritten("SELECT pg_catalog.array_to_string(n.nspacl, E'\\n') FROM n"),
+            r#"SELECT tributary_array_to_string(n.nspacl, E'\n') AS "array_to_string" FROM n"#
         );
         assert_eq!(
             parse_array_text(r#"{a,"b,c",NULL,"NULL"}"#),
@@ -1630,6 +1731,34 @@ mod tests {
             parse_array_text(&text),
             vec![Some("a=b".into()), Some("x y".into()), Some("q\"".into())]
         );
+    }
+
+    #[test]
+    fn client_parser_fixes_rather_than_substitutes() {
+        // psql's row-policy query, which the compatibility parser would replace by a stand-in
+        // with other column names.
+        let sql = "SELECT pol.polname, pol.polpermissive,
+  CASE WHEN pol.polroles = '{0}' THEN NULL ELSE pg_catalog.array_to_string(array(select rolname from pg_catalog.pg_roles where oid = any (pol.polroles) order by 1),',') END,
+  pg_catalog.pg_get_expr(pol.polqual, pol.polrelid),
+  pg_catalog.pg_get_expr(pol.polwithcheck, pol.polrelid),
+  CASE pol.polcmd
+    WHEN 'r' THEN 'SELECT'
+    WHEN 'a' THEN 'INSERT'
+    WHEN 'w' THEN 'UPDATE'
+    WHEN 'd' THEN 'DELETE'
+    END AS cmd
+FROM pg_catalog.pg_policy pol
+WHERE pol.polrelid = '16384' ORDER BY 1;";
+        let parsed = crate::planning::parse_for_clients(sql).unwrap().to_string();
+        assert!(parsed.contains(r#"AS "array_to_string""#), "{parsed}");
+        assert!(parsed.contains(r#"AS "pg_get_expr_1""#), "{parsed}");
+        // Queries with nothing to fix still get the parser's substitutions and rules.
+        let parsed = crate::planning::parse_for_clients(
+            "SELECT c.relname FROM pg_class c WHERE c.relname OPERATOR(pg_catalog.~) '^t$'",
+        )
+        .unwrap()
+        .to_string();
+        assert!(parsed.contains("pg_catalog.pg_class"), "{parsed}");
     }
 
     #[test]

@@ -261,6 +261,22 @@ async fn psql_meta_command_queries_answer_like_postgres() {
             .replace("'16384'", &format!("'{t_oid}'"));
         let (columns, rows) = run(&client, &sql).await;
         assert_eq!(columns, expected(label), "column names of {label}");
+        // The same through the extended protocol (Parse/Describe/Bind/Execute).
+        let statement = client
+            .prepare(&sql)
+            .await
+            .unwrap_or_else(|e| panic!("{label}: {e:?}"));
+        let described: Vec<String> = statement
+            .columns()
+            .iter()
+            .map(|c| c.name().to_string())
+            .collect();
+        assert_eq!(described, expected(label), "described columns of {label}");
+        let extended = client
+            .query(&statement, &[])
+            .await
+            .unwrap_or_else(|e| panic!("{label}: {e:?}"));
+        assert_eq!(extended.len(), rows.len(), "{label}");
         if describes_t(label, 1) {
             assert_eq!(
                 rows,
