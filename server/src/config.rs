@@ -108,7 +108,7 @@ pub struct Settings {
 }
 
 impl Settings {
-    pub fn resolve(config: Option<&PathBuf>, args: ServeArgs) -> anyhow_lite::Result<Self> {
+    pub fn resolve(config: Option<&PathBuf>, args: ServeArgs) -> Result<Self, String> {
         let file = match config {
             Some(path) => Some(path.clone()),
             None => Some(PathBuf::from("tributary.toml")).filter(|p| p.exists()),
@@ -155,7 +155,47 @@ impl Settings {
     }
 }
 
-/// Errors of the command line layer are plain messages.
-pub mod anyhow_lite {
-    pub type Result<T> = std::result::Result<T, String>;
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_beat_the_file_and_the_file_beats_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("tributary.toml");
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:7000\"\nwarehouse = \"/data/wh\"\nmax_connections = 7\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            listen: Some("127.0.0.1:7001".into()),
+            ..Default::default()
+        };
+        let settings = Settings::resolve(Some(&file), args).unwrap();
+        assert_eq!(settings.listen, "127.0.0.1:7001");
+        assert_eq!(settings.warehouse, "/data/wh");
+        assert_eq!(settings.max_connections, 7);
+        assert_eq!(settings.http, "127.0.0.1:6544");
+        assert_eq!(settings.database, "tributary");
+    }
+
+    #[test]
+    fn unknown_keys_in_the_file_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("tributary.toml");
+        std::fs::write(&file, "lisen = \"x\"\n").unwrap();
+        let e = Settings::resolve(Some(&file), ServeArgs::default()).unwrap_err();
+        assert!(e.contains("lisen"), "{e}");
+    }
+
+    #[test]
+    fn sqlite_urls_name_a_file() {
+        let args = ServeArgs {
+            catalog: Some("sqlite:///tmp/c.db".into()),
+            ..Default::default()
+        };
+        let settings = Settings::resolve(None, args).unwrap();
+        assert_eq!(settings.catalog, Some(PathBuf::from("/tmp/c.db")));
+    }
 }

@@ -294,3 +294,25 @@ async fn statement_timeout_cancels_long_statements() {
         .get(0);
     assert_eq!(n, 1);
 }
+
+#[tokio::test]
+async fn connections_beyond_the_limit_are_refused() {
+    let (server, _dir) = TestServer::start(&["--max-connections", "2"]);
+    let a = server.connect().await;
+    let _b = server.connect().await;
+    let e = server
+        .connect_with(&server.conn_str("tributary"))
+        .await
+        .err()
+        .expect("third connection refused");
+    assert_eq!(code(&e), "53300");
+    drop(a);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let c = server.connect().await;
+    let n: i64 = c
+        .query_one("SELECT CAST(3 AS BIGINT)", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 3);
+}
