@@ -3,7 +3,8 @@
 //!
 //! - `pg_catalog` describing Tributary's objects as PostgreSQL would: `pg_class.relkind` is `r`
 //!   for tables, `m` for models (materialized views), `f` for sources (foreign tables) and `v`
-//!   for views; `pg_tables`, `pg_matviews` and `pg_views` list them accordingly
+//!   for views; `pg_tables`, `pg_matviews` and `pg_views` list them accordingly, sources
+//!   appear in `pg_foreign_table` (on a `files` server) and comments in `pg_description`
 //!   ([`install`] wraps the schema the library registers);
 //! - functions clients call on catalog rows (`pg_get_indexdef`, `pg_get_viewdef`,
 //!   `col_description`, `obj_description`, `pg_size_pretty`, ...);
