@@ -34,14 +34,7 @@ pub fn create_schema(
     session
         .engine
         .catalog()
-        .create_schema(&schema, if_not_exists)
-        .map_err(|e| match e {
-            tributary_catalog::Error::Duplicate { name, .. } => Error::DuplicateObject {
-                kind: "schema",
-                name,
-            },
-            other => other.into(),
-        })?;
+        .create_schema(&schema, if_not_exists)?;
     Ok(Output::Command("CREATE SCHEMA".into()))
 }
 
@@ -512,18 +505,7 @@ fn drop_ids(session: &Session, ids: &[i64]) -> Result<()> {
         .iter()
         .filter_map(|id| catalog.object_by_id(*id).transpose())
         .collect::<Result<_, _>>()?;
-    catalog.drop_objects(ids).map_err(|e| match e {
-        tributary_catalog::Error::HasDependents {
-            kind,
-            name,
-            dependents,
-        } => Error::DependentObjects {
-            kind,
-            name,
-            dependents,
-        },
-        other => other.into(),
-    })?;
+    catalog.drop_objects(ids)?;
     for o in objects {
         session.engine.inner.forget(o.id);
         if let Some(location) = &o.location
@@ -563,18 +545,7 @@ pub async fn drop_schemas(
             let all = with_dependents(session, &ids)?;
             drop_ids(session, &all)?;
         }
-        catalog.drop_schema(&name).map_err(|e| match e {
-            tributary_catalog::Error::HasDependents {
-                kind,
-                name,
-                dependents,
-            } => Error::DependentObjects {
-                kind,
-                name,
-                dependents,
-            },
-            other => other.into(),
-        })?;
+        catalog.drop_schema(&name)?;
     }
     Ok(Output::Command("DROP SCHEMA".into()))
 }

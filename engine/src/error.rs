@@ -45,7 +45,7 @@ pub enum Error {
         source: Box<Error>,
     },
     #[error(transparent)]
-    Catalog(#[from] tributary_catalog::Error),
+    Catalog(tributary_catalog::Error),
     #[error("{}", clean_datafusion_message(.0))]
     DataFusion(#[from] DataFusionError),
     #[error("storage error: {0}")]
@@ -65,6 +65,28 @@ impl From<datafusion::sql::sqlparser::parser::ParserError> for Error {
             P::ParserError(m) | P::TokenizerError(m) => m,
             P::RecursionLimitExceeded => "statement nests too deeply".into(),
         })
+    }
+}
+
+/// Catalog errors that are about the user's objects become the same variants the engine
+/// raises itself; the rest stay catalog (storage) errors.
+impl From<tributary_catalog::Error> for Error {
+    fn from(e: tributary_catalog::Error) -> Self {
+        use tributary_catalog::Error as C;
+        match e {
+            C::Duplicate { kind, name } => Error::DuplicateObject { kind, name },
+            C::NotFound { kind, name } => Error::UndefinedObject { kind, name },
+            C::HasDependents {
+                kind,
+                name,
+                dependents,
+            } => Error::DependentObjects {
+                kind,
+                name,
+                dependents,
+            },
+            other => Error::Catalog(other),
+        }
     }
 }
 
