@@ -92,6 +92,8 @@ pub struct NewObject {
     pub sql: String,
     /// For models and views: the defining query.
     pub query: Option<String>,
+    /// The schema unqualified names in `query` resolve to (the creator's search path).
+    pub default_schema: Option<String>,
     /// `WITH (...)` options, plus source settings such as `path` and `format`.
     pub options: BTreeMap<String, String>,
     pub columns: Vec<ColumnDef>,
@@ -108,6 +110,7 @@ pub struct CatalogObject {
     pub kind: ObjectKind,
     pub sql: String,
     pub query: Option<String>,
+    pub default_schema: Option<String>,
     pub options: BTreeMap<String, String>,
     pub columns: Vec<ColumnDef>,
     pub location: Option<String>,

@@ -238,7 +238,10 @@ impl EngineInner {
                     .query
                     .as_deref()
                     .ok_or_else(|| Error::Internal(format!("view {} has no query", object.name)))?;
-                let state = self.base_state().clone();
+                let state = crate::planning::state_in_schema(
+                    self.base_state(),
+                    object.default_schema.as_deref(),
+                );
                 let plan = crate::planning::plan_query_text(&state, query).await?;
                 Ok(Arc::new(ViewTable::new(plan, Some(query.to_string()))))
             }

@@ -69,6 +69,16 @@ fn single(mut statements: Vec<ast::Statement>) -> Option<ast::Statement> {
     }
 }
 
+/// A copy of `state` whose unqualified names resolve to `schema` (a stored definition's
+/// search path), or `state` itself when there is none.
+pub fn state_in_schema(state: &SessionState, schema: Option<&str>) -> SessionState {
+    let mut state = state.clone();
+    if let Some(schema) = schema {
+        state.config_mut().options_mut().catalog.default_schema = schema.to_string();
+    }
+    state
+}
+
 /// Parses a SELECT text (a model or view definition) and plans it.
 pub async fn plan_query_text(state: &SessionState, sql: &str) -> Result<LogicalPlan> {
     match parse_statement(sql)? {

@@ -146,10 +146,11 @@ async fn run_full(
         .query
         .as_deref()
         .ok_or_else(|| Error::Internal(format!("model {} has no query", object.name)))?;
-    let state = engine.base_state().clone();
+    let default_schema = object.default_schema.as_deref().unwrap_or("public");
+    let state = planning::state_in_schema(engine.base_state(), Some(default_schema));
     let plan = planning::plan_query_text(&state, query).await?;
     let mut inputs = serde_json::Map::new();
-    for name in planning::plan_inputs(&plan, "public") {
+    for name in planning::plan_inputs(&plan, default_schema) {
         if let Some(input) = engine.catalog.object(&name)?
             && input.kind.is_stored()
         {
@@ -192,7 +193,8 @@ async fn explain_read_error(
     if !is_bad_input {
         return error;
     }
-    for name in planning::plan_inputs(plan, "public") {
+    let default_schema = state.config().options().catalog.default_schema.clone();
+    for name in planning::plan_inputs(plan, &default_schema) {
         let Ok(Some(object)) = engine.catalog.object(&name) else {
             continue;
         };

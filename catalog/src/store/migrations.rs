@@ -51,6 +51,8 @@ const STEPS: &[&str] = &[
         error TEXT
      );
      CREATE INDEX runs_object ON runs (object_id, id);",
+    // 2: the schema unqualified names in a model's or view's query resolve to.
+    "ALTER TABLE objects ADD COLUMN default_schema TEXT;",
 ];
 
 pub(super) fn apply(conn: &mut Connection) -> Result<()> {

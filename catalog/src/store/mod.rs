@@ -20,7 +20,7 @@ pub struct Catalog {
 }
 
 const OBJECT_COLUMNS: &str = "id, schema_name, name, kind, sql, query, options, columns, \
-     location, comment, published_version, created_at, updated_at";
+     location, comment, published_version, created_at, updated_at, default_schema";
 
 const RUN_COLUMNS: &str = "id, object_id, object_name, trigger, strategy, reason, status, \
      started_at, finished_at, rows_read, rows_written, delta_version, input_versions, error";
@@ -157,8 +157,8 @@ impl Catalog {
         let ts = now();
         tx.execute(
             "INSERT INTO objects (schema_name, name, kind, sql, query, options, columns, location, \
-             comment, published_version, created_at, updated_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, NULL, ?10, ?10)",
+             comment, published_version, created_at, updated_at, default_schema) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, NULL, ?10, ?10, ?11)",
             params![
                 new.name.schema,
                 new.name.name,
@@ -169,7 +169,8 @@ impl Catalog {
                 serde_json::to_string(&new.columns)?,
                 new.location,
                 new.comment,
-                ts
+                ts,
+                new.default_schema
             ],
         )?;
         let id = tx.last_insert_rowid();
@@ -188,7 +189,8 @@ impl Catalog {
         tx.execute(
             "UPDATE objects SET kind = ?2, sql = ?3, query = ?4, options = ?5, columns = ?6, \
              published_version = CASE WHEN location IS ?7 THEN published_version ELSE NULL END, \
-             location = ?7, comment = COALESCE(?8, comment), updated_at = ?9 WHERE id = ?1",
+             location = ?7, comment = COALESCE(?8, comment), updated_at = ?9, \
+             default_schema = ?10 WHERE id = ?1",
             params![
                 id,
                 new.kind.as_str(),
@@ -198,7 +200,8 @@ impl Catalog {
                 serde_json::to_string(&new.columns)?,
                 new.location,
                 new.comment,
-                now()
+                now(),
+                new.default_schema
             ],
         )?;
         tx.execute("DELETE FROM dependencies WHERE object_id = ?1", [id])?;
@@ -409,6 +412,7 @@ fn read_object(r: &Row<'_>) -> rusqlite::Result<Result<CatalogObject>> {
             published_version: r.get(10)?,
             created_at: r.get(11)?,
             updated_at: r.get(12)?,
+            default_schema: r.get(13)?,
         })
     };
     Ok(build())

@@ -12,6 +12,7 @@ fn new_object(schema: &str, name: &str, kind: ObjectKind) -> NewObject {
         kind,
         sql: format!("CREATE {kind} {schema}.{name}"),
         query: None,
+        default_schema: None,
         options: BTreeMap::new(),
         columns: vec![ColumnDef {
             name: "a".into(),

@@ -9,7 +9,10 @@ fn apply(server: &TestServer, path: &std::path::Path) -> (bool, String) {
         .arg("apply")
         .arg(path)
         .arg("--url")
-        .arg(format!("postgresql://tributary@127.0.0.1:{}/tributary", server.port))
+        .arg(format!(
+            "postgresql://tributary@127.0.0.1:{}/tributary",
+            server.port
+        ))
         .current_dir(repo_root())
         .output()
         .unwrap();
@@ -41,9 +44,10 @@ async fn apply_is_idempotent_and_replaces_changed_models() {
 
     // Change one model: it is replaced (and rebuilt), the rest is left alone.
     let marts = project.join("30_marts.sql");
-    let changed = std::fs::read_to_string(&marts)
-        .unwrap()
-        .replace("max(t.booked_on) AS last_booked_on", "max(t.booked_on) AS last_booked_on, count(*) AS entries");
+    let changed = std::fs::read_to_string(&marts).unwrap().replace(
+        "max(t.booked_on) AS last_booked_on",
+        "max(t.booked_on) AS last_booked_on, count(*) AS entries",
+    );
     std::fs::write(&marts, changed).unwrap();
     let (ok, text) = apply(&server, &project);
     assert!(ok, "{text}");
@@ -57,7 +61,11 @@ async fn apply_is_idempotent_and_replaces_changed_models() {
     assert_eq!(n, 240);
 
     // A broken statement fails the command and names the file.
-    std::fs::write(project.join("40_broken.sql"), "CREATE MODEL marts.broken AS SELECT * FROM raw.nothing;").unwrap();
+    std::fs::write(
+        project.join("40_broken.sql"),
+        "CREATE MODEL marts.broken AS SELECT * FROM raw.nothing;",
+    )
+    .unwrap();
     let (ok, text) = apply(&server, &project);
     assert!(!ok, "{text}");
     assert!(text.contains("40_broken.sql"), "{text}");

@@ -300,11 +300,9 @@ async fn connections_beyond_the_limit_are_refused() {
     let (server, _dir) = TestServer::start(&["--max-connections", "2"]);
     let a = server.connect().await;
     let _b = server.connect().await;
-    let e = server
-        .connect_with(&server.conn_str("tributary"))
-        .await
-        .err()
-        .expect("third connection refused");
+    let Err(e) = server.connect_with(&server.conn_str("tributary")).await else {
+        panic!("third connection refused");
+    };
     assert_eq!(code(&e), "53300");
     drop(a);
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;

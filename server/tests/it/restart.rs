@@ -162,20 +162,41 @@ async fn kill9_during_a_refresh_keeps_the_last_good_version() {
     let refresh = tokio::spawn(async move { client.batch_execute("REFRESH MODEL pairs").await });
     tokio::time::sleep(std::time::Duration::from_millis(800)).await;
     let pid = server.pid();
-    std::process::Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap();
+    std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
     assert!(refresh.await.unwrap().is_err());
     server.restart();
     let client = server.connect().await;
-    let n: i64 = client.query_one("SELECT n FROM pairs", &[]).await.unwrap().get(0);
+    let n: i64 = client
+        .query_one("SELECT n FROM pairs", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(n, 1, "the last good version is served");
     let row = client
-        .query_one("SELECT status, error FROM tributary.runs ORDER BY run_id DESC LIMIT 1", &[])
+        .query_one(
+            "SELECT status, error FROM tributary.runs ORDER BY run_id DESC LIMIT 1",
+            &[],
+        )
         .await
         .unwrap();
     assert_eq!(row.get::<_, &str>(0), "failed");
-    assert!(row.get::<_, &str>(1).starts_with("interrupted"), "{}", row.get::<_, &str>(1));
+    assert!(
+        row.get::<_, &str>(1).starts_with("interrupted"),
+        "{}",
+        row.get::<_, &str>(1)
+    );
     // The model refreshes again after the restart (nothing is stuck).
-    client.batch_execute("DELETE FROM t WHERE v > 1; REFRESH MODEL pairs").await.unwrap();
-    let n: i64 = client.query_one("SELECT n FROM pairs", &[]).await.unwrap().get(0);
+    client
+        .batch_execute("DELETE FROM t WHERE v > 1; REFRESH MODEL pairs")
+        .await
+        .unwrap();
+    let n: i64 = client
+        .query_one("SELECT n FROM pairs", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(n, 4, "two rows with v = 1 remain");
 }
