@@ -248,7 +248,7 @@ async fn psql_meta_command_queries_answer_like_postgres() {
     assert_eq!(kinds, [("m", "m"), ("s", "f"), ("t", "r"), ("v", "v")]);
     let t_oid = rows[2][2].clone().unwrap();
 
-    let corpus = std::fs::read_to_string(repo_root().join("../shared/compat/clients/index.json"))
+    let corpus = std::fs::read_to_string(repo_root().join("server/tests/fixtures/clients.json"))
         .expect("client corpus");
     let corpus: Vec<serde_json::Value> = serde_json::from_str(&corpus).unwrap();
     let mut ran = 0;
