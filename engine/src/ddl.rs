@@ -348,31 +348,60 @@ pub async fn create_model(session: &mut Session, model: CreateModel, text: &str)
         location: Some(location.clone()),
         comment: model.options.get("description").cloned(),
     };
-    let object = match &existing {
-        Some(old) => {
-            catalog
-                .replace_object(old.id, &new, &upstream)
-                .inspect_err(|_| {
-                    let _ = engine.warehouse.remove(&location);
-                })?;
-            engine.forget(old.id);
-            if let Some(old_location) = &old.location {
-                let _ = engine.warehouse.remove(old_location);
-            }
-            catalog
-                .object_by_id(old.id)?
-                .ok_or_else(|| Error::Internal("model vanished".into()))?
-        }
-        None => catalog.create_object(&new, &upstream).inspect_err(|_| {
-            let _ = engine.warehouse.remove(&location);
-        })?,
+    let old_upstream: Vec<i64> = match &existing {
+        Some(old) => catalog
+            .dependencies()?
+            .into_iter()
+            .filter(|(down, _)| *down == old.id)
+            .map(|(_, up)| up)
+            .collect(),
+        None => Vec::new(),
     };
-    let _ = table;
+    let stored = match &existing {
+        Some(old) => catalog
+            .replace_object(old.id, &new, &upstream)
+            .map(|_| old.id),
+        None => catalog.create_object(&new, &upstream).map(|o| o.id),
+    };
+    let id = stored.inspect_err(|_| {
+        let _ = engine.warehouse.remove(&location);
+    })?;
+    engine.forget(id);
+    drop(table);
+    let object = catalog
+        .object_by_id(id)?
+        .ok_or_else(|| Error::Internal("model vanished".into()))?;
     if !model.with_data {
+        if let Some(old_location) = existing.as_ref().and_then(|o| o.location.as_ref()) {
+            let _ = engine.warehouse.remove(old_location);
+        }
         return Ok(Output::Command("CREATE MODEL".into()));
     }
-    let outcome = crate::refresh::refresh_one(&session.engine, &object, "create", true).await?;
-    if existing.is_some() {
+    // The statement is atomic, as CREATE MATERIALIZED VIEW is in PostgreSQL: if the first
+    // refresh fails, a new model is not created and a replaced one gets its previous
+    // definition and data back.
+    let outcome = match crate::refresh::refresh_one(&session.engine, &object, "create", true).await
+    {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            match &existing {
+                Some(old) => {
+                    catalog.replace_object(old.id, &definition_of(old), &old_upstream)?;
+                    if let Some(version) = old.published_version {
+                        catalog.set_published_version(old.id, version)?;
+                    }
+                }
+                None => catalog.drop_objects(&[id])?,
+            }
+            engine.forget(id);
+            let _ = engine.warehouse.remove(&location);
+            return Err(e);
+        }
+    };
+    if let Some(old) = &existing {
+        if let Some(old_location) = &old.location {
+            let _ = engine.warehouse.remove(old_location);
+        }
         crate::refresh::refresh_downstream_of(&session.engine, object.id, "replace").await?;
     }
     Ok(Output::Command(format!(
@@ -421,6 +450,21 @@ fn check_dropped_columns_unused(
         }
     }
     Ok(())
+}
+
+/// The definition of a stored object, to put it back as it was.
+fn definition_of(object: &CatalogObject) -> NewObject {
+    NewObject {
+        name: object.name.clone(),
+        kind: object.kind,
+        sql: object.sql.clone(),
+        query: object.query.clone(),
+        default_schema: object.default_schema.clone(),
+        options: object.options.clone(),
+        columns: object.columns.clone(),
+        location: object.location.clone(),
+        comment: object.comment.clone(),
+    }
 }
 
 fn kind_of(syntax: ObjectKindSyntax) -> ObjectKind {

@@ -200,3 +200,46 @@ async fn kill9_during_a_refresh_keeps_the_last_good_version() {
         .get(0);
     assert_eq!(n, 4, "two rows with v = 1 remain");
 }
+
+#[tokio::test]
+async fn create_model_is_atomic_and_a_failed_replace_keeps_the_old_model() {
+    let (server, dir) = TestServer::start(&[]);
+    let data = dir.path().join("orders.csv");
+    std::fs::write(&data, "id,customer\n1,acme\n2,globex\n").unwrap();
+    let client = server.connect().await;
+    client
+        .batch_execute(&format!(
+            "CREATE SOURCE o (id BIGINT, customer TEXT) FROM FILES '{}' FORMAT CSV;
+             CREATE MODEL m AS SELECT customer, sum(id) AS total FROM o GROUP BY customer",
+            data.display()
+        ))
+        .await
+        .unwrap();
+    std::fs::write(&data, "id,customer\n1,acme\nnot-a-number,globex\n").unwrap();
+    // A replacement whose first refresh fails leaves the previous model as it was.
+    let e = client
+        .batch_execute("CREATE OR REPLACE MODEL m AS SELECT customer, max(id) AS total FROM o GROUP BY customer")
+        .await
+        .unwrap_err();
+    assert_eq!(crate::support::code(&e), "22P02");
+    let rows = client
+        .query("SELECT customer, total FROM m ORDER BY customer", &[])
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[1].get::<_, i64>(1), 2);
+    let query: String = client
+        .query_one("SELECT query FROM tributary.models WHERE name = 'm'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(query.contains("sum(id)"), "{query}");
+    // A new model whose first refresh fails is not created.
+    let e = client
+        .batch_execute("CREATE MODEL m2 AS SELECT sum(id) AS total FROM o")
+        .await
+        .unwrap_err();
+    assert_eq!(crate::support::code(&e), "22P02");
+    let e = client.batch_execute("SELECT * FROM m2").await.unwrap_err();
+    assert_eq!(crate::support::code(&e), "42P01");
+}
