@@ -1,0 +1,717 @@
+//! The SQL rewrites applied to client statements before the compatibility parser's rules
+//! (`crate::planning`): PostgreSQL's names for unnamed result columns ([`name_columns`]) and
+//! constructs DataFusion cannot plan as written ([`fix_for_planning`]). They edit the statement
+//! as the client wrote it, so its result columns keep PostgreSQL's names.
+
+use std::collections::HashSet;
+use std::ops::ControlFlow;
+
+use datafusion::sql::sqlparser::ast::{
+    ArrayElemTypeDef, BinaryOperator, CastKind, DataType as SqlDataType, Expr, Function,
+    FunctionArg, FunctionArgExpr, FunctionArgumentClause, FunctionArgumentList, FunctionArguments,
+    GroupByExpr, Ident, ObjectName as SqlName, ObjectNamePart, OrderByExpr, OrderByKind, Query,
+    Select, SelectItem, SetExpr, Statement, TableFactor, Value, Visit, VisitMut, Visitor,
+    VisitorMut,
+};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+
+use super::{ANY_EQ, ARRAY_TO_STRING};
+
+// ---------------------------------------------------------------------------------------------
+// SQL: result column names
+
+/// Names unnamed result columns the way PostgreSQL does (`count(*)` is `count`, a cast is
+/// named after its operand or else its type, `CASE` after its `ELSE` branch or else `case`,
+/// anything else `?column?`), in every SELECT of a query. DataFusion needs unique names in a
+/// SELECT list where PostgreSQL allows repeats, so a repeated name gets a `_1`, `_2`, ...
+/// suffix. SELECT lists with a wildcard are left alone (their other names are unknown here),
+/// and so is an item whose name a GROUP BY or HAVING clause uses as an identifier (DataFusion
+/// would resolve it to the item instead of the input column).
+pub fn name_columns(stmt: &mut Statement) {
+    if let Statement::Query(query) = stmt {
+        let _ = query.visit(&mut NameColumns);
+    }
+}
+
+struct NameColumns;
+
+impl VisitorMut for NameColumns {
+    type Break = ();
+
+    fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
+        name_set_expr(&mut query.body);
+        ControlFlow::Continue(())
+    }
+}
+
+fn name_set_expr(body: &mut SetExpr) {
+    match body {
+        SetExpr::Select(select) => name_select(select),
+        SetExpr::SetOperation { left, right, .. } => {
+            name_set_expr(left);
+            name_set_expr(right);
+        }
+        _ => {}
+    }
+}
+
+fn normalized(ident: &Ident) -> String {
+    match ident.quote_style {
+        Some(_) => ident.value.clone(),
+        None => ident.value.to_lowercase(),
+    }
+}
+
+fn is_column_ref(expr: &Expr) -> bool {
+    matches!(expr, Expr::Identifier(_) | Expr::CompoundIdentifier(_))
+}
+
+fn name_select(select: &mut Select) {
+    if select.projection.iter().any(|item| {
+        matches!(
+            item,
+            SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..)
+        )
+    }) {
+        return;
+    }
+    let mut grouping = HashSet::new();
+    let mut collect = |e: &Expr| {
+        if let Expr::Identifier(ident) = e {
+            grouping.insert(normalized(ident));
+        }
+        false
+    };
+    any_expr(&select.group_by, &mut collect);
+    any_expr(&select.having, &mut collect);
+
+    let mut used: HashSet<String> = select
+        .projection
+        .iter()
+        .filter_map(|item| match item {
+            SelectItem::UnnamedExpr(Expr::Identifier(ident)) => Some(normalized(ident)),
+            SelectItem::UnnamedExpr(Expr::CompoundIdentifier(idents)) => {
+                idents.last().map(normalized)
+            }
+            SelectItem::ExprWithAlias { alias, .. } => Some(normalized(alias)),
+            _ => None,
+        })
+        .collect();
+    for item in &mut select.projection {
+        let SelectItem::UnnamedExpr(expr) = item else {
+            continue;
+        };
+        if is_column_ref(expr) {
+            continue;
+        }
+        let name = figure_name(expr).map_or_else(|| "?column?".to_string(), |(name, _)| name);
+        if grouping.contains(&name) {
+            continue;
+        }
+        let mut unique = name.clone();
+        let mut n = 0;
+        while used.contains(&unique) {
+            n += 1;
+            unique = format!("{name}_{n}");
+        }
+        used.insert(unique.clone());
+        *item = SelectItem::ExprWithAlias {
+            expr: expr.clone(),
+            alias: Ident::with_quote('"', unique),
+        };
+    }
+}
+
+/// PostgreSQL's `FigureColname`: a name and its strength (2: from a column, function or
+/// keyword; 1: from a type name or `case`).
+fn figure_name(expr: &Expr) -> Option<(String, u8)> {
+    let keyword = |s: &str| Some((s.to_string(), 2));
+    match expr {
+        Expr::Identifier(ident) => Some((normalized(ident), 2)),
+        Expr::CompoundIdentifier(idents) => idents.last().map(|i| (normalized(i), 2)),
+        Expr::CompoundFieldAccess { root, access_chain } => match access_chain.last() {
+            Some(datafusion::sql::sqlparser::ast::AccessExpr::Dot(field)) => figure_name(field),
+            _ => figure_name(root),
+        },
+        Expr::Function(f) => match f.name.0.last() {
+            Some(ObjectNamePart::Identifier(ident)) => Some((normalized(ident), 2)),
+            _ => None,
+        },
+        Expr::Cast {
+            expr, data_type, ..
+        } => match figure_name(expr) {
+            Some((name, 2)) => Some((name, 2)),
+            _ => Some((type_name(&data_type.to_string()), 1)),
+        },
+        Expr::TypedString(typed) => Some((type_name(&typed.data_type.to_string()), 1)),
+        Expr::Interval(_) => Some(("interval".into(), 1)),
+        Expr::Nested(inner) => figure_name(inner),
+        Expr::Collate { expr, .. } => figure_name(expr),
+        Expr::Case { else_result, .. } => match else_result.as_deref().and_then(figure_name) {
+            Some((name, 2)) => Some((name, 2)),
+            _ => Some(("case".into(), 1)),
+        },
+        Expr::Subquery(query) => first_column_name(query).map(|name| (name, 2)),
+        Expr::Exists { .. } => keyword("exists"),
+        Expr::Array(_) => keyword("array"),
+        Expr::Tuple(_) => keyword("row"),
+        Expr::Extract { .. } => keyword("extract"),
+        Expr::Position { .. } => keyword("position"),
+        Expr::Substring { .. } => keyword("substring"),
+        Expr::Trim { .. } => keyword("trim"),
+        Expr::Overlay { .. } => keyword("overlay"),
+        Expr::Ceil { .. } => keyword("ceil"),
+        Expr::Floor { .. } => keyword("floor"),
+        Expr::AtTimeZone { .. } => keyword("timezone"),
+        _ => None,
+    }
+}
+
+/// The name of a query's first result column, as PostgreSQL would give it.
+fn first_column_name(query: &Query) -> Option<String> {
+    let mut body = query.body.as_ref();
+    loop {
+        match body {
+            SetExpr::Select(select) => {
+                return match select.projection.first()? {
+                    SelectItem::UnnamedExpr(e) => Some(
+                        figure_name(e).map_or_else(|| "?column?".to_string(), |(name, _)| name),
+                    ),
+                    SelectItem::ExprWithAlias { alias, .. } => Some(normalized(alias)),
+                    _ => None,
+                };
+            }
+            SetExpr::SetOperation { left, .. } => body = left,
+            SetExpr::Query(q) => body = q.body.as_ref(),
+            _ => return None,
+        }
+    }
+}
+
+/// PostgreSQL's name for a type as written in a cast (`int` is `int4`, `pg_catalog.text` is
+/// `text`, array and length modifiers dropped).
+fn type_name(written: &str) -> String {
+    let lower = written.to_lowercase();
+    let base = lower
+        .split('(')
+        .next()
+        .unwrap_or_default()
+        .trim_end_matches("[]")
+        .trim();
+    let base = base.rsplit('.').next().unwrap_or(base).trim_matches('"');
+    match base {
+        "int" | "integer" | "int4" => "int4",
+        "bigint" | "int8" => "int8",
+        "smallint" | "int2" => "int2",
+        "real" | "float4" => "float4",
+        "double precision" | "double" | "float" | "float8" => "float8",
+        "boolean" | "bool" => "bool",
+        "character varying" | "varchar" => "varchar",
+        "character" | "char" => "bpchar",
+        "decimal" | "dec" | "numeric" => "numeric",
+        "timestamp with time zone" | "timestamptz" => "timestamptz",
+        "timestamp" | "timestamp without time zone" => "timestamp",
+        "time with time zone" | "timetz" => "timetz",
+        "time" | "time without time zone" => "time",
+        other => other,
+    }
+    .to_string()
+}
+
+// ---------------------------------------------------------------------------------------------
+// SQL: constructs DataFusion cannot plan as written
+
+/// Rewrites what DataFusion cannot plan as PostgreSQL clients write it. Returns whether
+/// anything changed.
+///
+/// - `ARRAY(SELECT e FROM ... ORDER BY ...)` becomes
+///   `coalesce((SELECT array_agg(e ORDER BY ...) FROM ...), make_array())` (an empty array
+///   when there are no rows, as in PostgreSQL). A subquery correlated through anything but
+///   `inner = outer` conditions cannot be decorrelated by DataFusion and becomes NULL.
+/// - `x = ANY(column)` becomes `tributary_any_eq(column, x)` and `array_to_string(column,
+///   ...)` `tributary_array_to_string(column, ...)`, which also accept the PostgreSQL array
+///   text of the bundled catalog tables.
+/// - A scalar subquery that calls a set-returning function on outer columns
+///   (`FROM unnest(outer.col)`, a LATERAL call DataFusion cannot plan) becomes NULL.
+pub fn fix_for_planning(stmt: &mut Statement) -> bool {
+    let mut fixes = Fixes { changed: false };
+    let _ = stmt.visit(&mut fixes);
+    fixes.changed
+}
+
+struct Fixes {
+    changed: bool,
+}
+
+impl VisitorMut for Fixes {
+    type Break = ();
+
+    fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        let replacement = match expr {
+            Expr::Function(f) => match (&f.args, f.name.0.as_slice()) {
+                (FunctionArguments::Subquery(query), [ObjectNamePart::Identifier(name)])
+                    if name.value.eq_ignore_ascii_case("array") =>
+                {
+                    Some(array_from_subquery(query))
+                }
+                (FunctionArguments::List(list), [.., ObjectNamePart::Identifier(name)])
+                    if name.value.eq_ignore_ascii_case("array_to_string")
+                        && matches!(list.args.first(),
+                            Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(e))) if is_column_like(e)) =>
+                {
+                    let mut f = f.clone();
+                    f.name = SqlName(vec![ObjectNamePart::Identifier(Ident::new(
+                        ARRAY_TO_STRING,
+                    ))]);
+                    Some(Expr::Function(f))
+                }
+                _ => None,
+            },
+            Expr::AnyOp {
+                left,
+                compare_op: BinaryOperator::Eq,
+                right,
+                ..
+            } if is_column_like(right) => Some(call(ANY_EQ, vec![*right.clone(), *left.clone()])),
+            Expr::Subquery(query) if calls_lateral_function(query) => Some(null()),
+            _ => None,
+        };
+        if let Some(replacement) = replacement {
+            *expr = replacement;
+            self.changed = true;
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+fn is_column_like(expr: &Expr) -> bool {
+    match expr {
+        Expr::Nested(e) | Expr::Cast { expr: e, .. } => is_column_like(e),
+        e => is_column_ref(e),
+    }
+}
+
+fn null() -> Expr {
+    Expr::Value(Value::Null.with_empty_span())
+}
+
+/// A NULL array (of text: the element type is unknown here, and text is what catalog queries
+/// collect).
+fn null_array() -> Expr {
+    Expr::Cast {
+        kind: CastKind::Cast,
+        expr: Box::new(null()),
+        data_type: SqlDataType::Array(ArrayElemTypeDef::SquareBracket(
+            Box::new(SqlDataType::Text),
+            None,
+        )),
+        array: false,
+        format: None,
+    }
+}
+
+fn call(name: &str, args: Vec<Expr>) -> Expr {
+    call_with(name, args, vec![])
+}
+
+fn call_with(name: &str, args: Vec<Expr>, clauses: Vec<FunctionArgumentClause>) -> Expr {
+    Expr::Function(Function {
+        name: SqlName(vec![ObjectNamePart::Identifier(Ident::new(name))]),
+        uses_odbc_syntax: false,
+        parameters: FunctionArguments::None,
+        args: FunctionArguments::List(FunctionArgumentList {
+            duplicate_treatment: None,
+            args: args
+                .into_iter()
+                .map(|a| FunctionArg::Unnamed(FunctionArgExpr::Expr(a)))
+                .collect(),
+            clauses,
+        }),
+        filter: None,
+        null_treatment: None,
+        over: None,
+        within_group: vec![],
+    })
+}
+
+fn array_from_subquery(query: &Query) -> Expr {
+    let aggregated = match correlation(query) {
+        Correlation::None => aggregate_select(query).unwrap_or_else(|| aggregate_derived(query)),
+        Correlation::Equality => match aggregate_select(query) {
+            Some(q) => q,
+            None => return null_array(),
+        },
+        Correlation::Other => return null_array(),
+    };
+    call(
+        "coalesce",
+        vec![
+            Expr::Subquery(Box::new(aggregated)),
+            call("make_array", vec![]),
+        ],
+    )
+}
+
+const AGGREGATES: &[&str] = &[
+    "count",
+    "sum",
+    "min",
+    "max",
+    "avg",
+    "array_agg",
+    "string_agg",
+    "bool_and",
+    "bool_or",
+    "every",
+    "json_agg",
+    "jsonb_agg",
+];
+
+/// `SELECT array_agg(e ORDER BY ...) FROM ... WHERE ...` for a plain one-column SELECT.
+fn aggregate_select(query: &Query) -> Option<Query> {
+    if query.with.is_some() || query.limit_clause.is_some() || query.fetch.is_some() {
+        return None;
+    }
+    let SetExpr::Select(select) = query.body.as_ref() else {
+        return None;
+    };
+    let plain_group =
+        matches!(&select.group_by, GroupByExpr::Expressions(e, m) if e.is_empty() && m.is_empty());
+    if select.distinct.is_some() || !plain_group || select.having.is_some() {
+        return None;
+    }
+    let (expr, alias) = match select.projection.as_slice() {
+        [SelectItem::UnnamedExpr(e)] => (e, None),
+        [SelectItem::ExprWithAlias { expr, alias }] => (expr, Some(normalized(alias))),
+        _ => return None,
+    };
+    if any_expr(expr, &mut |e| {
+        matches!(e, Expr::Function(f) if f.over.is_none() && matches!(f.name.0.last(),
+            Some(ObjectNamePart::Identifier(i)) if AGGREGATES.contains(&i.value.to_lowercase().as_str())))
+    }) {
+        return None;
+    }
+    let mut order = Vec::new();
+    if let Some(order_by) = &query.order_by {
+        let OrderByKind::Expressions(exprs) = &order_by.kind else {
+            return None;
+        };
+        for o in exprs {
+            let resolved = match &o.expr {
+                Expr::Value(v) if matches!(&v.value, Value::Number(n, _) if n == "1") => {
+                    expr.clone()
+                }
+                Expr::Value(_) => return None,
+                Expr::Identifier(i) if alias.as_deref() == Some(normalized(i).as_str()) => {
+                    expr.clone()
+                }
+                other => other.clone(),
+            };
+            order.push(OrderByExpr {
+                expr: resolved,
+                ..o.clone()
+            });
+        }
+    }
+    let clauses = if order.is_empty() {
+        vec![]
+    } else {
+        vec![FunctionArgumentClause::OrderBy(order)]
+    };
+    let mut select = select.clone();
+    select.projection = vec![SelectItem::UnnamedExpr(call_with(
+        "array_agg",
+        vec![expr.clone()],
+        clauses,
+    ))];
+    let mut out = query.clone();
+    out.body = Box::new(SetExpr::Select(select));
+    out.order_by = None;
+    Some(out)
+}
+
+/// `SELECT array_agg(v) FROM (query) AS __array(v)` for any other one-column query.
+fn aggregate_derived(query: &Query) -> Query {
+    let template = r#"SELECT array_agg("__array"."v") FROM (SELECT 1) AS "__array"("v")"#;
+    let mut out = match parse_query(template) {
+        Some(q) => q,
+        None => return query.clone(),
+    };
+    if let SetExpr::Select(select) = out.body.as_mut()
+        && let Some(from) = select.from.first_mut()
+        && let TableFactor::Derived { subquery, .. } = &mut from.relation
+    {
+        **subquery = query.clone();
+    }
+    out
+}
+
+fn parse_query(sql: &str) -> Option<Query> {
+    match Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()?.pop()? {
+        Statement::Query(q) => Some(*q),
+        _ => None,
+    }
+}
+
+enum Correlation {
+    None,
+    /// Only through `inner = outer` conditions of the top-level WHERE.
+    Equality,
+    Other,
+}
+
+/// How a subquery refers to the query around it. Qualified column references whose qualifier
+/// is not a relation of the subquery are outer references (unqualified ones are assumed to
+/// be the subquery's own).
+fn correlation(query: &Query) -> Correlation {
+    if calls_lateral_function(query) {
+        return Correlation::Other;
+    }
+    let defined = relation_names(query);
+    let is_outer = |e: &Expr| match e {
+        Expr::CompoundIdentifier(parts) if parts.len() >= 2 => {
+            !defined.contains(&normalized(&parts[parts.len() - 2]))
+        }
+        _ => false,
+    };
+    let mut total = 0;
+    any_expr(query, &mut |e| {
+        if is_outer(e) {
+            total += 1;
+        }
+        false
+    });
+    if total == 0 {
+        return Correlation::None;
+    }
+    let SetExpr::Select(select) = query.body.as_ref() else {
+        return Correlation::Other;
+    };
+    let mut conjuncts = Vec::new();
+    if let Some(selection) = &select.selection {
+        split_and(selection, &mut conjuncts);
+    }
+    let count_outer = |e: &Expr| {
+        let mut n = 0;
+        any_expr(e, &mut |e| {
+            if is_outer(e) {
+                n += 1;
+            }
+            false
+        });
+        n
+    };
+    let equalities = conjuncts
+        .iter()
+        .filter(|c| match c {
+            Expr::BinaryOp {
+                left,
+                op: BinaryOperator::Eq,
+                right,
+            } => {
+                (is_outer(left) && count_outer(right) == 0)
+                    || (is_outer(right) && count_outer(left) == 0)
+            }
+            _ => false,
+        })
+        .count();
+    if equalities == total {
+        Correlation::Equality
+    } else {
+        Correlation::Other
+    }
+}
+
+fn split_and<'a>(expr: &'a Expr, out: &mut Vec<&'a Expr>) {
+    match expr {
+        Expr::BinaryOp {
+            left,
+            op: BinaryOperator::And,
+            right,
+        } => {
+            split_and(left, out);
+            split_and(right, out);
+        }
+        Expr::Nested(inner) => split_and(inner, out),
+        other => out.push(other),
+    }
+}
+
+/// Names the relations of a query (and of the queries nested in it) can be referred to by.
+fn relation_names(query: &Query) -> HashSet<String> {
+    struct Names(HashSet<String>);
+    impl Visitor for Names {
+        type Break = ();
+        fn pre_visit_table_factor(&mut self, factor: &TableFactor) -> ControlFlow<()> {
+            let alias = match factor {
+                TableFactor::Table { name, alias, .. } => {
+                    if alias.is_none()
+                        && let Some(ObjectNamePart::Identifier(ident)) = name.0.last()
+                    {
+                        self.0.insert(normalized(ident));
+                    }
+                    alias
+                }
+                TableFactor::Derived { alias, .. }
+                | TableFactor::Function { alias, .. }
+                | TableFactor::UNNEST { alias, .. }
+                | TableFactor::TableFunction { alias, .. }
+                | TableFactor::NestedJoin { alias, .. } => alias,
+                _ => &None,
+            };
+            if let Some(alias) = alias {
+                self.0.insert(normalized(&alias.name));
+            }
+            ControlFlow::Continue(())
+        }
+        fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<()> {
+            if let Some(with) = &query.with {
+                for cte in &with.cte_tables {
+                    self.0.insert(normalized(&cte.alias.name));
+                }
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let mut names = Names(HashSet::new());
+    let _ = query.visit(&mut names);
+    names.0
+}
+
+/// Whether a query calls a function in FROM with column arguments (a LATERAL reference to an
+/// outer row: `FROM unnest(t.arr)`), which DataFusion cannot plan in a subquery.
+fn calls_lateral_function(query: &Query) -> bool {
+    struct Lateral(bool);
+    impl Visitor for Lateral {
+        type Break = ();
+        fn pre_visit_table_factor(&mut self, factor: &TableFactor) -> ControlFlow<()> {
+            let mut column = |e: &Expr| is_column_ref(e);
+            let lateral = match factor {
+                TableFactor::Table {
+                    args: Some(args), ..
+                } => any_expr(args, &mut column),
+                TableFactor::Function { args, .. } => any_expr(args, &mut column),
+                TableFactor::UNNEST { array_exprs, .. } => any_expr(array_exprs, &mut column),
+                TableFactor::TableFunction { expr, .. } => any_expr(expr, &mut column),
+                _ => false,
+            };
+            if lateral {
+                self.0 = true;
+                return ControlFlow::Break(());
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let mut lateral = Lateral(false);
+    let _ = query.visit(&mut lateral);
+    lateral.0
+}
+
+/// Whether `pred` holds for any expression in `node` (every expression is visited until it
+/// does).
+fn any_expr<T: Visit + ?Sized>(node: &T, pred: &mut dyn FnMut(&Expr) -> bool) -> bool {
+    struct Find<'a>(&'a mut dyn FnMut(&Expr) -> bool);
+    impl Visitor for Find<'_> {
+        type Break = ();
+        fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
+            if (self.0)(expr) {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        }
+    }
+    node.visit(&mut Find(pred)).is_break()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rewritten(sql: &str) -> String {
+        let mut stmt = Parser::parse_sql(&PostgreSqlDialect {}, sql)
+            .unwrap()
+            .pop()
+            .unwrap();
+        name_columns(&mut stmt);
+        fix_for_planning(&mut stmt);
+        stmt.to_string()
+    }
+
+    #[test]
+    fn names_like_postgres() {
+        assert_eq!(
+            rewritten(
+                "SELECT a.x, count(*), y::regclass, '1'::int, CASE WHEN true THEN 1 ELSE b END, NULL, NULL FROM a"
+            ),
+            r#"SELECT a.x, count(*) AS "count", y::REGCLASS AS "y", '1'::INT AS "int4", CASE WHEN true THEN 1 ELSE b END AS "b", NULL AS "?column?", NULL AS "?column?_1" FROM a"#
+        );
+        // GROUP BY names and wildcards keep DataFusion's names.
+        assert_eq!(
+            rewritten("SELECT lower(k), count(*) FROM t GROUP BY lower"),
+            r#"SELECT lower(k), count(*) AS "count" FROM t GROUP BY lower"#
+        );
+        assert_eq!(rewritten("SELECT *, 1 FROM t"), "SELECT *, 1 FROM t");
+    }
+
+    #[test]
+    fn array_subqueries() {
+        assert_eq!(
+            rewritten("SELECT array(SELECT name FROM t WHERE x > 1 ORDER BY 1)"),
+            r#"SELECT coalesce((SELECT array_agg(name ORDER BY name) FROM t WHERE x > 1), make_array()) AS "array""#
+        );
+        assert_eq!(
+            rewritten("SELECT array(SELECT name FROM t WHERE t.id = o.id) FROM o"),
+            r#"SELECT coalesce((SELECT array_agg(name) FROM t WHERE t.id = o.id), make_array()) AS "array" FROM o"#
+        );
+        assert_eq!(
+            rewritten("SELECT array(SELECT 'x' || v FROM unnest(o.arr) v) FROM o"),
+            r#"SELECT CAST(NULL AS TEXT[]) AS "array" FROM o"#
+        );
+        assert_eq!(
+            rewritten("SELECT array(SELECT DISTINCT name FROM t ORDER BY 1)"),
+            r#"SELECT coalesce((SELECT array_agg("__array"."v") FROM (SELECT DISTINCT name FROM t ORDER BY 1) AS "__array" ("v")), make_array()) AS "array""#
+        );
+    }
+
+    #[test]
+    fn any_over_columns() {
+        assert_eq!(
+            rewritten("SELECT 'd' = any(stxkind) AS d FROM s WHERE x = ANY($1)"),
+            "SELECT tributary_any_eq(stxkind, 'd') AS d FROM s WHERE x = ANY($1)"
+        );
+        assert_eq!(
+            rewritten("SELECT pg_catalog.array_to_string(n.nspacl, E'\\n') FROM n"),
+            r#"SELECT tributary_array_to_string(n.nspacl, E'\n') AS "array_to_string" FROM n"#
+        );
+    }
+
+    #[test]
+    fn client_parser_fixes_rather_than_substitutes() {
+        // psql's row-policy query, which the compatibility parser would replace by a stand-in
+        // with other column names.
+        let sql = "SELECT pol.polname, pol.polpermissive,
+  CASE WHEN pol.polroles = '{0}' THEN NULL ELSE pg_catalog.array_to_string(array(select rolname from pg_catalog.pg_roles where oid = any (pol.polroles) order by 1),',') END,
+  pg_catalog.pg_get_expr(pol.polqual, pol.polrelid),
+  pg_catalog.pg_get_expr(pol.polwithcheck, pol.polrelid),
+  CASE pol.polcmd
+    WHEN 'r' THEN 'SELECT'
+    WHEN 'a' THEN 'INSERT'
+    WHEN 'w' THEN 'UPDATE'
+    WHEN 'd' THEN 'DELETE'
+    END AS cmd
+FROM pg_catalog.pg_policy pol
+WHERE pol.polrelid = '16384' ORDER BY 1;";
+        let parsed = crate::planning::parse_for_clients(sql).unwrap().to_string();
+        assert!(parsed.contains(r#"AS "array_to_string""#), "{parsed}");
+        assert!(parsed.contains(r#"AS "pg_get_expr_1""#), "{parsed}");
+        // Queries with nothing to fix still get the parser's substitutions and rules.
+        let parsed = crate::planning::parse_for_clients(
+            "SELECT c.relname FROM pg_class c WHERE c.relname OPERATOR(pg_catalog.~) '^t$'",
+        )
+        .unwrap()
+        .to_string();
+        assert!(parsed.contains("pg_catalog.pg_class"), "{parsed}");
+    }
+}
