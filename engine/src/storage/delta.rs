@@ -21,6 +21,8 @@ use crate::types::storage_schema;
 pub const RUN_ID_KEY: &str = "tributary.run_id";
 /// Commit metadata key holding the input bookmarks of a model commit (JSON object).
 pub const INPUTS_KEY: &str = "tributary.inputs";
+/// Commit metadata key holding the refresh strategy of a model commit.
+pub const STRATEGY_KEY: &str = "tributary.strategy";
 
 #[derive(Debug, Clone)]
 pub struct Warehouse {

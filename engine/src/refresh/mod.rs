@@ -1,6 +1,10 @@
-//! Refreshing models: full recomputation in dependency order, one Delta commit per refresh
-//! carrying the run id and the input versions it read, published only once committed.
+//! Refreshing models in dependency order, one Delta commit per refresh carrying the run id
+//! and the input versions it read (its bookmarks), published only once committed. Each
+//! refresh picks its strategy ([`strategy`]) from what changed in its inputs ([`changes`]).
 //! A failed refresh leaves the previous version served and its error in `tributary.runs`.
+
+pub mod changes;
+pub mod strategy;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -16,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::names;
 use crate::planning;
 use crate::session::{Output, Session};
-use crate::storage::delta::{self, INPUTS_KEY, RUN_ID_KEY};
+use crate::storage::delta::{self, INPUTS_KEY, RUN_ID_KEY, STRATEGY_KEY};
 
 /// Options `CREATE MODEL ... WITH (...)` accepts.
 pub const MODEL_OPTIONS: &[&str] = &[
@@ -51,7 +55,7 @@ pub async fn refresh_one(
     engine: &Engine,
     object: &CatalogObject,
     trigger: &str,
-    _full: bool,
+    full: bool,
 ) -> Result<RunOutcome> {
     let inner = &engine.inner;
     let lock = inner.write_lock(object.id);
@@ -71,21 +75,20 @@ pub async fn refresh_one(
     };
     tracing::info!(model = %object.name, run_id, trigger, "refresh started");
     let started = std::time::Instant::now();
-    let result = run_full(inner, &object, run_id).await;
+    let result = run(inner, &object, run_id, full).await;
     let outcome = match &result {
-        Ok((version, rows, inputs)) => RunOutcome {
+        Ok(done) => RunOutcome {
             status: Some(RunStatus::Succeeded),
-            strategy: Some("full".into()),
-            reason: Some("full recomputation".into()),
+            strategy: Some(done.strategy.as_str().into()),
+            reason: Some(done.reason.clone()),
             rows_read: None,
-            rows_written: Some(*rows),
-            delta_version: Some(*version),
-            input_versions: Some(inputs.to_string()),
+            rows_written: Some(done.rows),
+            delta_version: Some(done.version),
+            input_versions: Some(done.inputs.to_string()),
             error: None,
         },
         Err(e) => RunOutcome {
             status: Some(RunStatus::Failed),
-            strategy: Some("full".into()),
             error: Some(e.to_string()),
             ..Default::default()
         },
@@ -137,39 +140,67 @@ impl Drop for RunGuard {
     }
 }
 
-async fn run_full(
+/// What a successful refresh did.
+struct Done {
+    strategy: strategy::Strategy,
+    reason: String,
+    version: i64,
+    rows: i64,
+    inputs: serde_json::Value,
+}
+
+/// Plans the model, reads its inputs' changes, and runs the chosen strategy.
+async fn run(
     engine: &EngineInner,
     object: &CatalogObject,
     run_id: i64,
-) -> Result<(i64, i64, serde_json::Value)> {
-    let query = object
-        .query
-        .as_deref()
-        .ok_or_else(|| Error::Internal(format!("model {} has no query", object.name)))?;
-    let default_schema = object.default_schema.as_deref().unwrap_or("public");
-    let state = planning::state_in_schema(engine.base_state(), Some(default_schema));
-    let plan = planning::plan_query_text(&state, query).await?;
-    let mut inputs = serde_json::Map::new();
-    for name in planning::plan_inputs(&plan, default_schema) {
-        if let Some(input) = engine.catalog.object(&name)?
-            && input.kind.is_stored()
-        {
-            inputs.insert(
-                name.to_string(),
-                json!({ "version": input.published_version }),
-            );
-        }
+    full_requested: bool,
+) -> Result<Done> {
+    let planned = plan_refresh(engine, object, full_requested).await?;
+    let Planned {
+        state,
+        plan,
+        choice,
+        table,
+        inputs,
+    } = planned;
+    let inputs_json = serde_json::Value::Object(
+        inputs
+            .iter()
+            .map(|(name, (input, _))| {
+                let change = choice.changes.get(name).map(|c| c.describe());
+                (
+                    name.to_string(),
+                    json!({ "version": input.published_version, "change": change }),
+                )
+            })
+            .collect(),
+    );
+    if choice.strategy == strategy::Strategy::Unchanged {
+        return Ok(Done {
+            strategy: choice.strategy,
+            reason: choice.reason,
+            version: delta::version(&table),
+            rows: 0,
+            inputs: inputs_json,
+        });
     }
-    let inputs = serde_json::Value::Object(inputs);
-    let table = current_table(engine, object).await?;
+    let (plan, mode) = match choice.strategy {
+        strategy::Strategy::Append => {
+            let plan = incremental_plan(engine, &state, plan, &inputs, &choice).await?;
+            (plan, SaveMode::Append)
+        }
+        _ => (plan, SaveMode::Overwrite),
+    };
     let mut metadata = serde_json::Map::new();
     metadata.insert(RUN_ID_KEY.into(), json!(run_id));
-    metadata.insert(INPUTS_KEY.into(), inputs.clone());
+    metadata.insert(INPUTS_KEY.into(), inputs_json.clone());
+    metadata.insert(STRATEGY_KEY.into(), json!(choice.strategy.as_str()));
     let written = table
         .write(Vec::new())
         .with_input_plan(plan.clone())
         .with_session_state(Arc::new(state.clone()))
-        .with_save_mode(SaveMode::Overwrite)
+        .with_save_mode(mode)
         .with_commit_properties(delta::commit_properties(metadata))
         .await;
     let table = match written {
@@ -178,7 +209,121 @@ async fn run_full(
     };
     let rows = delta::last_commit_rows(&table).await.unwrap_or(0);
     let version = engine.publish(object, table)?;
-    Ok((version, rows, inputs))
+    Ok(Done {
+        strategy: choice.strategy,
+        reason: choice.reason,
+        version,
+        rows,
+        inputs: inputs_json,
+    })
+}
+
+/// Everything a refresh decides before it writes.
+struct Planned {
+    state: datafusion::execution::context::SessionState,
+    plan: datafusion::logical_expr::LogicalPlan,
+    choice: strategy::Choice,
+    table: DeltaTable,
+    /// Stored inputs by name, with the bookmark the last commit recorded for each.
+    inputs: BTreeMap<tributary_catalog::ObjectName, (CatalogObject, Option<i64>)>,
+}
+
+async fn plan_refresh(
+    engine: &EngineInner,
+    object: &CatalogObject,
+    full_requested: bool,
+) -> Result<Planned> {
+    let query = object
+        .query
+        .as_deref()
+        .ok_or_else(|| Error::Internal(format!("model {} has no query", object.name)))?;
+    let default_schema = object.default_schema.as_deref().unwrap_or("public");
+    let state = planning::state_in_schema(engine.base_state(), Some(default_schema));
+    let plan = planning::plan_query_text(&state, query).await?;
+    let table = current_table(engine, object).await?;
+    let bookmarks = if object.published_version.is_some() {
+        changes::bookmarks(&table).await
+    } else {
+        BTreeMap::new()
+    };
+    let mut inputs = BTreeMap::new();
+    let mut input_changes = BTreeMap::new();
+    for name in planning::plan_inputs(&plan, default_schema) {
+        let Some(input) = engine.catalog.object(&name)? else {
+            continue;
+        };
+        let bookmark = bookmarks.get(&name.to_string()).copied();
+        let change = if object.published_version.is_none() {
+            changes::Change::Unknown("first refresh".into())
+        } else {
+            changes::change_of(engine, &input, bookmark).await?
+        };
+        input_changes.insert(name.clone(), change);
+        inputs.insert(name, (input, bookmark));
+    }
+    let choice = strategy::choose(object, &plan, input_changes, full_requested)?;
+    Ok(Planned {
+        state,
+        plan,
+        choice,
+        table,
+        inputs,
+    })
+}
+
+/// The model's plan with every input scan replaced by that input's new rows (or by no rows,
+/// for inputs that did not change): for a linear query, exactly the rows to append.
+async fn incremental_plan(
+    engine: &EngineInner,
+    state: &datafusion::execution::context::SessionState,
+    plan: datafusion::logical_expr::LogicalPlan,
+    inputs: &BTreeMap<tributary_catalog::ObjectName, (CatalogObject, Option<i64>)>,
+    choice: &strategy::Choice,
+) -> Result<datafusion::logical_expr::LogicalPlan> {
+    use datafusion::common::tree_node::{Transformed, TreeNode};
+    use datafusion::datasource::empty::EmptyTable;
+    use datafusion::logical_expr::{LogicalPlan, TableScanBuilder};
+
+    let default_schema = state.config().options().catalog.default_schema.clone();
+    let mut replacements = HashMap::new();
+    let mut scans = Vec::new();
+    plan.apply(|node| {
+        if let LogicalPlan::TableScan(scan) = node {
+            scans.push(scan.clone());
+        }
+        Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+    })?;
+    for scan in scans {
+        let name = tributary_catalog::ObjectName::new(
+            scan.table_name.schema().unwrap_or(&default_schema),
+            scan.table_name.table(),
+        );
+        let like = datafusion::datasource::source_as_provider(&scan.source)?;
+        let provider: Arc<dyn datafusion::catalog::TableProvider> =
+            match (choice.changes.get(&name), inputs.get(&name)) {
+                (Some(changes::Change::Appended { from, to }), Some((input, _))) => {
+                    changes::appended_rows(engine, state, input, *from, *to, &like).await?
+                }
+                _ => Arc::new(EmptyTable::new(like.schema())),
+            };
+        replacements.insert(scan.table_name.to_string(), provider);
+    }
+    let rewritten = plan.transform_up(|node| match node {
+        LogicalPlan::TableScan(scan) => match replacements.get(&scan.table_name.to_string()) {
+            Some(provider) => {
+                let source = datafusion::datasource::provider_as_source(provider.clone());
+                let new = TableScanBuilder::new(scan.table_name.clone(), source)
+                    .with_projection(scan.projection.clone())
+                    .with_filters(scan.filters.clone())
+                    .with_fetch(scan.fetch)
+                    .build()?;
+                Ok(Transformed::yes(LogicalPlan::TableScan(new)))
+            }
+            None => Ok(Transformed::no(LogicalPlan::TableScan(scan))),
+        },
+        other => Ok(Transformed::no(other)),
+    })?;
+    Ok(rewritten.data)
 }
 
 /// A value that does not parse while reading file sources: name the file (and keep the line).
@@ -241,7 +386,7 @@ pub async fn refresh_statement(session: &mut Session, refresh: Refresh) -> Resul
     if refresh.downstream {
         ids.extend(graph.closure(object.id, &graph.downs));
     }
-    run_dag(&session.engine, &graph, &ids, "manual").await?;
+    run_dag(&session.engine, &graph, &ids, "manual", refresh.full).await?;
     Ok(Output::Command("REFRESH MODEL".into()))
 }
 
@@ -249,7 +394,7 @@ pub async fn refresh_statement(session: &mut Session, refresh: Refresh) -> Resul
 pub async fn refresh_all(session: &mut Session) -> Result<Output> {
     let graph = Graph::load(&session.engine)?;
     let ids: BTreeSet<i64> = graph.models.keys().copied().collect();
-    run_dag(&session.engine, &graph, &ids, "manual").await?;
+    run_dag(&session.engine, &graph, &ids, "manual", false).await?;
     Ok(Output::Command("REFRESH ALL".into()))
 }
 
@@ -257,7 +402,7 @@ pub async fn refresh_all(session: &mut Session) -> Result<Output> {
 pub async fn refresh_downstream_of(engine: &Engine, id: i64, trigger: &str) -> Result<()> {
     let graph = Graph::load(engine)?;
     let ids = graph.closure(id, &graph.downs);
-    run_dag(engine, &graph, &ids, trigger).await
+    run_dag(engine, &graph, &ids, trigger, false).await
 }
 
 /// The dependency graph between catalog objects.
@@ -308,7 +453,13 @@ impl Graph {
 
 /// Runs the selected models level by level: a model starts once every selected model it
 /// reads from has finished. A model whose upstream failed is skipped with that reason.
-async fn run_dag(engine: &Engine, graph: &Graph, ids: &BTreeSet<i64>, trigger: &str) -> Result<()> {
+async fn run_dag(
+    engine: &Engine,
+    graph: &Graph,
+    ids: &BTreeSet<i64>,
+    trigger: &str,
+    full: bool,
+) -> Result<()> {
     let mut pending: BTreeSet<i64> = ids
         .iter()
         .copied()
@@ -349,7 +500,7 @@ async fn run_dag(engine: &Engine, graph: &Graph, ids: &BTreeSet<i64>, trigger: &
         let results = futures::future::join_all(
             runnable
                 .iter()
-                .map(|object| refresh_one(engine, object, trigger, true)),
+                .map(|object| refresh_one(engine, object, trigger, full)),
         )
         .await;
         for (object, result) in runnable.iter().zip(results) {

@@ -1,0 +1,166 @@
+//! What changed in a model's inputs since its last refresh. A model commit records the Delta
+//! version of every stored input it read (its bookmarks, in the commit's metadata); comparing
+//! them with the inputs' published versions and reading the Delta log in between says whether
+//! an input is unchanged, only gained rows, or changed in other ways.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use datafusion::catalog::TableProvider;
+use datafusion::datasource::view::ViewTable;
+use datafusion::execution::context::SessionState;
+use datafusion::logical_expr::{cast, col, lit};
+use datafusion::prelude::SessionContext;
+use deltalake::DeltaTable;
+use deltalake::delta_datafusion::DeltaCdfTableProvider;
+use deltalake::kernel::Action;
+use deltalake::logstore::get_actions;
+use tributary_catalog::{CatalogObject, ObjectKind};
+
+use crate::engine::EngineInner;
+use crate::error::{Error, Result};
+use crate::storage::delta::INPUTS_KEY;
+
+/// How one input changed since the bookmark.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    Unchanged,
+    /// Only new rows, in Delta versions `from + 1 ..= to`.
+    Appended {
+        from: i64,
+        to: i64,
+    },
+    /// Updates, deletes, overwrites or schema changes.
+    Rewritten {
+        from: i64,
+        to: i64,
+    },
+    /// No bookmark (first refresh) or an input kind without change tracking yet.
+    Unknown(String),
+}
+
+impl Change {
+    pub fn describe(&self) -> String {
+        match self {
+            Change::Unchanged => "unchanged".into(),
+            Change::Appended { from, to } => format!("rows appended (versions {from} to {to})"),
+            Change::Rewritten { from, to } => {
+                format!("rows updated, deleted or replaced (versions {from} to {to})")
+            }
+            Change::Unknown(why) => why.clone(),
+        }
+    }
+}
+
+/// The input versions recorded with the model's latest commit.
+pub async fn bookmarks(table: &DeltaTable) -> BTreeMap<String, i64> {
+    use futures::TryStreamExt;
+    let Ok(infos) = table.history(Some(1)).try_collect::<Vec<_>>().await else {
+        return BTreeMap::new();
+    };
+    let Some(inputs) = infos.first().and_then(|i| i.info.get(INPUTS_KEY)) else {
+        return BTreeMap::new();
+    };
+    inputs
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.get("version")?.as_i64()?)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// How `input` changed since `bookmark`.
+pub(crate) async fn change_of(
+    engine: &EngineInner,
+    input: &CatalogObject,
+    bookmark: Option<i64>,
+) -> Result<Change> {
+    match input.kind {
+        ObjectKind::Source => {
+            return Ok(Change::Unknown(format!(
+                "source \"{}\" is not change-tracked yet",
+                input.name
+            )));
+        }
+        ObjectKind::View => {
+            return Ok(Change::Unknown(format!("reads view \"{}\"", input.name)));
+        }
+        ObjectKind::Table | ObjectKind::Model => {}
+    }
+    let Some(from) = bookmark else {
+        return Ok(Change::Unknown(format!(
+            "no bookmark for \"{}\" (first refresh)",
+            input.name
+        )));
+    };
+    let to = input.published_version.unwrap_or(-1);
+    if to == from {
+        return Ok(Change::Unchanged);
+    }
+    if to < from {
+        return Ok(Change::Unknown(format!(
+            "\"{}\" went back from version {from} to {to}",
+            input.name
+        )));
+    }
+    let table = engine.published_table(input).await?;
+    let log = table.log_store();
+    for version in (from + 1)..=to {
+        let Some(bytes) = log.read_commit_entry(version as u64).await? else {
+            return Ok(Change::Unknown(format!(
+                "version {version} of \"{}\" is no longer in its log",
+                input.name
+            )));
+        };
+        let only_adds = get_actions(version as u64, &bytes)?
+            .iter()
+            .all(|action| match action {
+                Action::Add(_) | Action::CommitInfo(_) | Action::Txn(_) => true,
+                Action::Remove(remove) => !remove.data_change,
+                _ => false,
+            });
+        if !only_adds {
+            return Ok(Change::Rewritten { from, to });
+        }
+    }
+    Ok(Change::Appended { from, to })
+}
+
+/// A provider with exactly the rows appended to `input` in versions `from + 1 ..= to`, and
+/// the same columns and types as `like` (the provider the model's plan scans).
+pub(crate) async fn appended_rows(
+    engine: &EngineInner,
+    state: &SessionState,
+    input: &CatalogObject,
+    from: i64,
+    to: i64,
+    like: &Arc<dyn TableProvider>,
+) -> Result<Arc<dyn TableProvider>> {
+    let table = engine.published_table(input).await?;
+    let cdf = table
+        .scan_cdf()
+        .with_starting_version((from + 1) as u64)
+        .with_ending_version(to as u64);
+    let provider = Arc::new(DeltaCdfTableProvider::try_new(cdf)?);
+    let ctx = SessionContext::new_with_state(state.clone());
+    let columns = like
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| cast(col(format!("\"{}\"", f.name())), f.data_type().clone()).alias(f.name()))
+        .collect::<Vec<_>>();
+    let plan = ctx
+        .read_table(provider)?
+        .filter(col("_change_type").eq(lit("insert")))?
+        .select(columns)?
+        .into_unoptimized_plan();
+    if plan.schema().fields().len() != like.schema().fields().len() {
+        return Err(Error::Internal(format!(
+            "change feed of \"{}\" has other columns than the table",
+            input.name
+        )));
+    }
+    Ok(Arc::new(ViewTable::new(plan, None)))
+}

@@ -1,0 +1,177 @@
+//! Choosing how to refresh a model. The rule never bends: the result must equal a full
+//! recomputation. Incremental work is chosen only where that is guaranteed; everything else
+//! is a full refresh with the reason recorded.
+
+use std::collections::BTreeMap;
+
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::logical_expr::{Expr, LogicalPlan};
+use tributary_catalog::{CatalogObject, ObjectName};
+
+use super::changes::Change;
+
+/// How one refresh runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Strategy {
+    /// Recompute everything and replace the model's rows.
+    Full,
+    /// Inputs only gained rows and the query is linear: compute on the new rows and append.
+    Append,
+    /// No input changed: nothing to write.
+    Unchanged,
+}
+
+impl Strategy {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Strategy::Full => "full",
+            Strategy::Append => "incremental_append",
+            Strategy::Unchanged => "unchanged",
+        }
+    }
+}
+
+/// The decision with its reason and the input changes it was based on.
+#[derive(Debug, Clone)]
+pub struct Choice {
+    pub strategy: Strategy,
+    pub reason: String,
+    pub changes: BTreeMap<ObjectName, Change>,
+}
+
+/// Why a plan is not linear (filters, projections and UNION ALL over scans), if it is not.
+pub fn nonlinear_reason(plan: &LogicalPlan) -> Option<String> {
+    let mut reason = None;
+    let _ = plan.apply(|node| {
+        let why = match node {
+            LogicalPlan::Projection(_)
+            | LogicalPlan::Filter(_)
+            | LogicalPlan::TableScan(_)
+            | LogicalPlan::Union(_)
+            | LogicalPlan::SubqueryAlias(_) => None,
+            LogicalPlan::Aggregate(_) => Some("the query aggregates".to_string()),
+            LogicalPlan::Join(_) => Some("the query joins inputs".to_string()),
+            LogicalPlan::Window(_) => Some("the query uses window functions".to_string()),
+            LogicalPlan::Limit(_) => Some("the query has a LIMIT".to_string()),
+            LogicalPlan::Distinct(_) => {
+                Some("the query removes duplicates (DISTINCT or UNION)".to_string())
+            }
+            LogicalPlan::Sort(_) => Some("the query sorts".to_string()),
+            LogicalPlan::Values(_) | LogicalPlan::EmptyRelation(_) => {
+                Some("the query has constant rows".to_string())
+            }
+            other => Some(format!("the query uses {}", other.display())),
+        };
+        let why = why.or_else(|| {
+            node.expressions().iter().find_map(|e| {
+                if e.is_volatile() {
+                    Some(format!(
+                        "the query calls a non-deterministic function ({e})"
+                    ))
+                } else if contains_subquery(e) {
+                    Some("the query has a subquery".to_string())
+                } else {
+                    None
+                }
+            })
+        });
+        match why {
+            Some(w) => {
+                reason = Some(w);
+                Ok(TreeNodeRecursion::Stop)
+            }
+            None => Ok(TreeNodeRecursion::Continue),
+        }
+    });
+    reason
+}
+
+fn contains_subquery(e: &Expr) -> bool {
+    e.exists(|e| {
+        Ok(matches!(
+            e,
+            Expr::ScalarSubquery(_) | Expr::Exists(_) | Expr::InSubquery(_)
+        ))
+    })
+    .unwrap_or(true)
+}
+
+/// Decides the strategy from the model's settings, its plan and its inputs' changes. An
+/// explicit `refresh = 'append'` contract that the changes break is an error, never a silent
+/// full refresh.
+pub fn choose(
+    model: &CatalogObject,
+    plan: &LogicalPlan,
+    changes: BTreeMap<ObjectName, Change>,
+    full_requested: bool,
+) -> crate::Result<Choice> {
+    if model.options.get("refresh").map(String::as_str) == Some("append") {
+        if let Some(why) = nonlinear_reason(plan) {
+            return Err(crate::Error::bad_input(format!(
+                "refresh = 'append' cannot hold for model \"{}\": {why}",
+                model.name
+            )));
+        }
+        if let Some((name, change)) = changes
+            .iter()
+            .find(|(_, c)| matches!(c, Change::Rewritten { .. }))
+        {
+            return Err(crate::Error::bad_input(format!(
+                "refresh = 'append' contract of model \"{}\" broken by input \"{name}\": {}",
+                model.name,
+                change.describe()
+            )));
+        }
+    }
+    Ok(decide(model, plan, changes, full_requested))
+}
+
+fn decide(
+    model: &CatalogObject,
+    plan: &LogicalPlan,
+    changes: BTreeMap<ObjectName, Change>,
+    full_requested: bool,
+) -> Choice {
+    let full = |reason: String, changes| Choice {
+        strategy: Strategy::Full,
+        reason,
+        changes,
+    };
+    if full_requested {
+        return full("FULL was requested".into(), changes);
+    }
+    match model.options.get("refresh").map(String::as_str) {
+        None | Some("auto") | Some("append") => {}
+        Some(other) => {
+            return full(format!("refresh = '{other}'"), changes);
+        }
+    }
+    if let Some((name, change)) = changes
+        .iter()
+        .find(|(_, c)| matches!(c, Change::Unknown(_) | Change::Rewritten { .. }))
+    {
+        let reason = match change {
+            Change::Unknown(why) => why.clone(),
+            other => format!("input \"{name}\": {}", other.describe()),
+        };
+        return full(reason, changes);
+    }
+    if changes.values().all(|c| *c == Change::Unchanged) {
+        return Choice {
+            strategy: Strategy::Unchanged,
+            reason: "no input changed".into(),
+            changes,
+        };
+    }
+    if let Some(why) = nonlinear_reason(plan) {
+        return full(
+            format!("{why}; incremental refresh of this shape is not implemented yet"),
+            changes,
+        );
+    }
+    Choice {
+        strategy: Strategy::Append,
+        reason: "inputs only gained rows and the query is linear".into(),
+        changes,
+    }
+}
