@@ -181,6 +181,7 @@ impl Session {
             Statement::RefreshAll => crate::refresh::refresh_all(self).await,
             Statement::Drop(d) => crate::ddl::drop_objects(self, d).await,
             Statement::Show(kind) => crate::ddl::show_objects(self, kind).await,
+            Statement::ExplainRefresh(name) => crate::refresh::explain(self, &name).await,
             Statement::CommentOn { name, comment } => {
                 crate::ddl::comment_on(self, ast::CommentObject::Table, &name, comment.as_deref())
             }

@@ -21,6 +21,8 @@ pub enum Statement {
     RefreshAll,
     Drop(DropObjects),
     Show(ObjectKindSyntax),
+    /// `EXPLAIN REFRESH MODEL name`: the strategy a refresh would use now, and why.
+    ExplainRefresh(ObjectName),
     /// `COMMENT ON MODEL | SOURCE name IS 'text' | NULL` (tables, views and columns use
     /// sqlparser's own COMMENT).
     CommentOn {
@@ -150,6 +152,14 @@ fn parse_tributary(p: &mut Parser, sql: &str) -> Result<Option<Statement>, Parse
             advance(p, 2);
             return parse_create_source(p).map(|s| Some(Statement::CreateSource(s)));
         }
+    }
+    if word_is(p, 0, "explain")
+        && word_is(p, 1, "refresh")
+        && (word_is(p, 2, "model") || (word_is(p, 2, "materialized") && word_is(p, 3, "view")))
+    {
+        advance(p, if word_is(p, 2, "model") { 3 } else { 4 });
+        let name = p.parse_object_name(false)?;
+        return Ok(Some(Statement::ExplainRefresh(name)));
     }
     if word_is(p, 0, "refresh") {
         p.next_token();

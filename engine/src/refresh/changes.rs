@@ -43,9 +43,11 @@ impl Change {
     pub fn describe(&self) -> String {
         match self {
             Change::Unchanged => "unchanged".into(),
-            Change::Appended { from, to } => format!("rows appended (versions {from} to {to})"),
+            Change::Appended { from, to } => {
+                format!("rows appended since version {from} (now {to})")
+            }
             Change::Rewritten { from, to } => {
-                format!("rows updated, deleted or replaced (versions {from} to {to})")
+                format!("rows updated, deleted or replaced since version {from} (now {to})")
             }
             Change::Unknown(why) => why.clone(),
         }

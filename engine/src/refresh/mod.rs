@@ -390,6 +390,48 @@ pub async fn refresh_statement(session: &mut Session, refresh: Refresh) -> Resul
     Ok(Output::Command("REFRESH MODEL".into()))
 }
 
+/// `EXPLAIN REFRESH MODEL name`: what a refresh would do now, without doing it: the strategy,
+/// why, and each input's change since the model's last refresh.
+pub async fn explain(
+    session: &mut Session,
+    name: &datafusion::sql::sqlparser::ast::ObjectName,
+) -> Result<Output> {
+    let name = names::object_name(name, &session.current_schema())?;
+    let object = session
+        .engine
+        .catalog()
+        .object(&name)?
+        .ok_or_else(|| Error::UndefinedObject {
+            kind: "model",
+            name: name.to_string(),
+        })?;
+    if object.kind != ObjectKind::Model {
+        return Err(Error::WrongObjectType(format!(
+            "\"{}\" is a {}, not a model",
+            object.name, object.kind
+        )));
+    }
+    let planned = plan_refresh(&session.engine.inner, &object, false).await?;
+    let mut rows = crate::system::RowsBuilder::new(&[
+        ("item", crate::system::Col::Text),
+        ("value", crate::system::Col::Text),
+    ]);
+    rows.text(Some("strategy"))
+        .text(Some(planned.choice.strategy.as_str()));
+    rows.text(Some("reason")).text(Some(&planned.choice.reason));
+    for input in planned.inputs.keys() {
+        let change = planned
+            .choice
+            .changes
+            .get(input)
+            .map(|c| c.describe())
+            .unwrap_or_default();
+        rows.text(Some(&format!("input {input}")))
+            .text(Some(&change));
+    }
+    crate::ddl::rows_output(rows.finish()?)
+}
+
 /// `REFRESH ALL`: every model in dependency order, independent ones concurrently.
 pub async fn refresh_all(session: &mut Session) -> Result<Output> {
     let graph = Graph::load(&session.engine)?;

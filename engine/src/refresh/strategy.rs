@@ -64,7 +64,7 @@ pub fn nonlinear_reason(plan: &LogicalPlan) -> Option<String> {
         };
         let why = why.or_else(|| {
             node.expressions().iter().find_map(|e| {
-                if e.is_volatile() {
+                if changes_between_runs(e) {
                     Some(format!(
                         "the query calls a non-deterministic function ({e})"
                     ))
@@ -84,6 +84,35 @@ pub fn nonlinear_reason(plan: &LogicalPlan) -> Option<String> {
         }
     });
     reason
+}
+
+/// Why a plan's result can change with no input changing (a non-deterministic function).
+fn volatile_reason(plan: &LogicalPlan) -> Option<String> {
+    let mut reason = None;
+    let _ = plan.apply_with_subqueries(|node| {
+        if let Some(e) = node.expressions().iter().find(|e| changes_between_runs(e)) {
+            reason = Some(format!(
+                "the query calls a non-deterministic function ({e})"
+            ));
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    reason
+}
+
+/// Whether an expression can give another value in a later refresh with the same inputs:
+/// volatile functions (`random()`) and stable ones (`now()`, `current_date`) alike.
+fn changes_between_runs(e: &Expr) -> bool {
+    e.exists(|e| {
+        Ok(match e {
+            Expr::ScalarFunction(f) => {
+                f.func.signature().volatility != datafusion::logical_expr::Volatility::Immutable
+            }
+            _ => false,
+        })
+    })
+    .unwrap_or(true)
 }
 
 fn contains_subquery(e: &Expr) -> bool {
@@ -145,6 +174,12 @@ fn decide(
         Some(other) => {
             return full(format!("refresh = '{other}'"), changes);
         }
+    }
+    if model.published_version.is_none() {
+        return full("first refresh".into(), changes);
+    }
+    if let Some(why) = volatile_reason(plan) {
+        return full(why, changes);
     }
     if let Some((name, change)) = changes
         .iter()
