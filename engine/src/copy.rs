@@ -11,7 +11,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::sql::sqlparser::ast::{self, CopyLegacyOption, CopyOption, CopySource, CopyTarget};
 use deltalake::protocol::SaveMode;
 use futures::StreamExt;
-use tributary_catalog::{CatalogObject, ObjectKind, ObjectName};
+use tributary_catalog::ObjectName;
 
 use crate::error::{Error, Result};
 use crate::names;
@@ -137,7 +137,7 @@ pub async fn copy_statement(
         else {
             return Err(Error::Syntax("COPY FROM needs a table".into()));
         };
-        let object = copy_target(session, &table_name)?;
+        let object = crate::dml::target_table(session, &table_name, "copy into")?;
         let columns: Vec<String> = if columns.is_empty() {
             object.columns.iter().map(|c| c.name.clone()).collect()
         } else {
@@ -228,25 +228,6 @@ pub async fn copy_statement(
         }
         other => Err(Error::NotSupported(format!("COPY TO {other}"))),
     }
-}
-
-fn copy_target(session: &Session, name: &ast::ObjectName) -> Result<CatalogObject> {
-    let name = names::object_name(name, &session.current_schema())?;
-    let object = session
-        .engine
-        .catalog()
-        .object(&name)?
-        .ok_or_else(|| Error::UndefinedObject {
-            kind: "relation",
-            name: name.to_string(),
-        })?;
-    if object.kind != ObjectKind::Table {
-        return Err(Error::WrongObjectType(format!(
-            "cannot copy to {} \"{}\": only tables accept COPY FROM",
-            object.kind, object.name
-        )));
-    }
-    Ok(object)
 }
 
 async fn write_file(

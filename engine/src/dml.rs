@@ -16,7 +16,11 @@ use crate::session::{Output, Session};
 use crate::storage::delta;
 
 /// Resolves the target of a write and checks it is a table.
-fn target_table(session: &Session, name: &ast::ObjectName, verb: &str) -> Result<CatalogObject> {
+pub(crate) fn target_table(
+    session: &Session,
+    name: &ast::ObjectName,
+    verb: &str,
+) -> Result<CatalogObject> {
     let name = names::object_name(name, &session.current_schema())?;
     let object = session
         .engine

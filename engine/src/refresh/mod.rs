@@ -364,20 +364,7 @@ async fn explain_read_error(
 
 /// `REFRESH MODEL name [FULL] [WITH UPSTREAM] [WITH DOWNSTREAM]`
 pub async fn refresh_statement(session: &mut Session, refresh: Refresh) -> Result<Output> {
-    let name = names::object_name(&refresh.name, &session.current_schema())?;
-    let catalog = session.engine.catalog();
-    let object = catalog
-        .object(&name)?
-        .ok_or_else(|| Error::UndefinedObject {
-            kind: "model",
-            name: name.to_string(),
-        })?;
-    if object.kind != ObjectKind::Model {
-        return Err(Error::WrongObjectType(format!(
-            "\"{}\" is a {}, not a model",
-            object.name, object.kind
-        )));
-    }
+    let object = model_named(session, &refresh.name)?;
     let graph = Graph::load(&session.engine)?;
     let mut ids = BTreeSet::from([object.id]);
     if refresh.upstream {
@@ -390,12 +377,11 @@ pub async fn refresh_statement(session: &mut Session, refresh: Refresh) -> Resul
     Ok(Output::Command("REFRESH MODEL".into()))
 }
 
-/// `EXPLAIN REFRESH MODEL name`: what a refresh would do now, without doing it: the strategy,
-/// why, and each input's change since the model's last refresh.
-pub async fn explain(
-    session: &mut Session,
+/// The model a statement names (42P01 when missing, 42809 when it is another kind).
+fn model_named(
+    session: &Session,
     name: &datafusion::sql::sqlparser::ast::ObjectName,
-) -> Result<Output> {
+) -> Result<CatalogObject> {
     let name = names::object_name(name, &session.current_schema())?;
     let object = session
         .engine
@@ -411,6 +397,16 @@ pub async fn explain(
             object.name, object.kind
         )));
     }
+    Ok(object)
+}
+
+/// `EXPLAIN REFRESH MODEL name`: what a refresh would do now, without doing it: the strategy,
+/// why, and each input's change since the model's last refresh.
+pub async fn explain(
+    session: &mut Session,
+    name: &datafusion::sql::sqlparser::ast::ObjectName,
+) -> Result<Output> {
+    let object = model_named(session, name)?;
     let planned = plan_refresh(&session.engine.inner, &object, false).await?;
     let mut rows = crate::system::RowsBuilder::new(&[
         ("item", crate::system::Col::Text),
