@@ -17,6 +17,10 @@ pub enum Strategy {
     Full,
     /// Inputs only gained rows and the query is linear: compute on the new rows and append.
     Append,
+    /// Inputs only gained rows and the query selects, projects and inner-joins them: append
+    /// the delta rule's rows, one branch per changed input (new rows of that input joined with
+    /// the new versions of the inputs before it and the old versions of those after it).
+    JoinDelta,
     /// No input changed: nothing to write.
     Unchanged,
 }
@@ -26,6 +30,7 @@ impl Strategy {
         match self {
             Strategy::Full => "full",
             Strategy::Append => "incremental_append",
+            Strategy::JoinDelta => "incremental_join",
             Strategy::Unchanged => "unchanged",
         }
     }
@@ -39,16 +44,42 @@ pub struct Choice {
     pub changes: BTreeMap<ObjectName, Change>,
 }
 
+/// Which incremental shape a plan has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// Filters, projections and UNION ALL over scans.
+    Linear,
+    /// Filters, projections and inner joins over scans (no UNION).
+    SelectProjectJoin,
+}
+
 /// Why a plan is not linear (filters, projections and UNION ALL over scans), if it is not.
 pub fn nonlinear_reason(plan: &LogicalPlan) -> Option<String> {
+    shape_violation(plan, Shape::Linear)
+}
+
+/// Why a plan does not have `shape`, if it does not.
+pub fn shape_violation(plan: &LogicalPlan, shape: Shape) -> Option<String> {
     let mut reason = None;
     let _ = plan.apply(|node| {
         let why = match node {
             LogicalPlan::Projection(_)
             | LogicalPlan::Filter(_)
             | LogicalPlan::TableScan(_)
-            | LogicalPlan::Union(_)
             | LogicalPlan::SubqueryAlias(_) => None,
+            LogicalPlan::Union(_) if shape == Shape::Linear => None,
+            LogicalPlan::Union(_) => Some("the query mixes UNION with joins".to_string()),
+            LogicalPlan::Join(join)
+                if shape == Shape::SelectProjectJoin
+                    && join.join_type == datafusion::logical_expr::JoinType::Inner =>
+            {
+                None
+            }
+            LogicalPlan::Join(join)
+                if join.join_type != datafusion::logical_expr::JoinType::Inner =>
+            {
+                Some(format!("the query has a {} join", join.join_type))
+            }
             LogicalPlan::Aggregate(_) => Some("the query aggregates".to_string()),
             LogicalPlan::Join(_) => Some("the query joins inputs".to_string()),
             LogicalPlan::Window(_) => Some("the query uses window functions".to_string()),
@@ -198,15 +229,46 @@ fn decide(
             changes,
         };
     }
-    if let Some(why) = nonlinear_reason(plan) {
-        return full(
+    if nonlinear_reason(plan).is_none() {
+        return Choice {
+            strategy: Strategy::Append,
+            reason: "inputs only gained rows and the query is linear".into(),
+            changes,
+        };
+    }
+    match shape_violation(plan, Shape::SelectProjectJoin) {
+        None => match scanned_twice(plan) {
+            Some(table) => full(
+                format!("the query reads \"{table}\" more than once"),
+                changes,
+            ),
+            None => Choice {
+                strategy: Strategy::JoinDelta,
+                reason:
+                    "inputs only gained rows and the query selects, projects and inner-joins them"
+                        .into(),
+                changes,
+            },
+        },
+        Some(why) => full(
             format!("{why}; incremental refresh of this shape is not implemented yet"),
             changes,
-        );
+        ),
     }
-    Choice {
-        strategy: Strategy::Append,
-        reason: "inputs only gained rows and the query is linear".into(),
-        changes,
-    }
+}
+
+/// A table the plan scans more than once (a self-join), if any.
+fn scanned_twice(plan: &LogicalPlan) -> Option<String> {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut twice = None;
+    let _ = plan.apply(|node| {
+        if let LogicalPlan::TableScan(scan) = node
+            && !seen.insert(scan.table_name.to_string())
+        {
+            twice = Some(scan.table_name.to_string());
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    twice
 }
