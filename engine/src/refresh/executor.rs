@@ -1,0 +1,290 @@
+//! Running one refresh: plan the model, read its inputs' changes, choose the strategy, write
+//! one Delta commit with the run id and input bookmarks, publish it, and record the run.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use deltalake::DeltaTable;
+use deltalake::protocol::SaveMode;
+use serde_json::json;
+use tributary_catalog::{CatalogObject, ObjectKind, RunOutcome, RunStatus};
+
+use super::{changes, plans, strategy};
+use crate::engine::{Engine, EngineInner};
+use crate::error::{Error, Result};
+use crate::planning;
+use crate::storage::delta::{self, INPUTS_KEY, RUN_ID_KEY, STRATEGY_KEY};
+
+/// The model's current Delta table (published, or the empty version 0 before a first refresh).
+async fn current_table(engine: &EngineInner, object: &CatalogObject) -> Result<DeltaTable> {
+    if object.published_version.is_some() {
+        delta::latest(engine.published_table(object).await?).await
+    } else {
+        let location = object
+            .location
+            .as_deref()
+            .ok_or_else(|| Error::Internal(format!("{} has no location", object.name)))?;
+        engine.warehouse.load(location, None).await
+    }
+}
+
+/// Refreshes one model (full recomputation) and records the run.
+pub async fn refresh_one(
+    engine: &Engine,
+    object: &CatalogObject,
+    trigger: &str,
+    full: bool,
+) -> Result<RunOutcome> {
+    let inner = &engine.inner;
+    let lock = inner.write_lock(object.id);
+    let _guard = lock.lock().await;
+    let object = inner
+        .catalog
+        .object_by_id(object.id)?
+        .ok_or_else(|| Error::UndefinedObject {
+            kind: "model",
+            name: object.name.to_string(),
+        })?;
+    let run_id = inner.catalog.start_run(&object, trigger)?;
+    let guard = RunGuard {
+        engine: inner.clone(),
+        run_id,
+        finished: false,
+    };
+    tracing::info!(model = %object.name, run_id, trigger, "refresh started");
+    let started = std::time::Instant::now();
+    let result = run(inner, &object, run_id, full).await;
+    let outcome = match &result {
+        Ok(done) => RunOutcome {
+            status: Some(RunStatus::Succeeded),
+            strategy: Some(done.strategy.as_str().into()),
+            reason: Some(done.reason.clone()),
+            rows_read: None,
+            rows_written: Some(done.rows),
+            delta_version: Some(done.version),
+            input_versions: Some(done.inputs.to_string()),
+            error: None,
+        },
+        Err(e) => RunOutcome {
+            status: Some(RunStatus::Failed),
+            error: Some(e.to_string()),
+            ..Default::default()
+        },
+    };
+    inner.catalog.finish_run(run_id, &outcome)?;
+    guard.finish();
+    let elapsed_ms = started.elapsed().as_millis() as u64;
+    match result {
+        Ok(_) => {
+            tracing::info!(model = %object.name, run_id, elapsed_ms, rows = outcome.rows_written, "refresh succeeded");
+            Ok(outcome)
+        }
+        Err(e) => {
+            tracing::warn!(model = %object.name, run_id, elapsed_ms, error = %e, "refresh failed");
+            Err(Error::RefreshFailed {
+                model: object.name.to_string(),
+                source: Box::new(e),
+            })
+        }
+    }
+}
+
+/// Marks a run failed if its refresh is dropped before finishing (the statement was
+/// cancelled or its connection closed), so no run stays `running` while the server lives.
+struct RunGuard {
+    engine: Arc<EngineInner>,
+    run_id: i64,
+    finished: bool,
+}
+
+impl RunGuard {
+    fn finish(mut self) {
+        self.finished = true;
+    }
+}
+
+impl Drop for RunGuard {
+    fn drop(&mut self) {
+        if !self.finished {
+            let outcome = RunOutcome {
+                status: Some(RunStatus::Failed),
+                error: Some("canceled: the refresh was interrupted before it finished".into()),
+                ..Default::default()
+            };
+            if let Err(e) = self.engine.catalog.finish_run(self.run_id, &outcome) {
+                tracing::error!(run_id = self.run_id, error = %e, "cannot record a canceled run");
+            }
+        }
+    }
+}
+
+/// What a successful refresh did.
+struct Done {
+    strategy: strategy::Strategy,
+    reason: String,
+    version: i64,
+    rows: i64,
+    inputs: serde_json::Value,
+}
+
+/// Plans the model, reads its inputs' changes, and runs the chosen strategy.
+async fn run(
+    engine: &EngineInner,
+    object: &CatalogObject,
+    run_id: i64,
+    full_requested: bool,
+) -> Result<Done> {
+    let planned = plan_refresh(engine, object, full_requested).await?;
+    let Planned {
+        state,
+        plan,
+        choice,
+        table,
+        inputs,
+    } = planned;
+    let inputs_json = serde_json::Value::Object(
+        inputs
+            .iter()
+            .map(|(name, (input, _))| {
+                let change = choice.changes.get(name).map(|c| c.describe());
+                (
+                    name.to_string(),
+                    json!({ "version": input.published_version, "change": change }),
+                )
+            })
+            .collect(),
+    );
+    if choice.strategy == strategy::Strategy::Unchanged {
+        return Ok(Done {
+            strategy: choice.strategy,
+            reason: choice.reason,
+            version: delta::version(&table),
+            rows: 0,
+            inputs: inputs_json,
+        });
+    }
+    let (plan, mode) = match choice.strategy {
+        strategy::Strategy::Append => {
+            let plan = plans::incremental_plan(engine, &state, plan, &inputs, &choice).await?;
+            (plan, SaveMode::Append)
+        }
+        strategy::Strategy::JoinDelta => {
+            let plan = plans::join_delta_plan(engine, &state, plan, &inputs, &choice).await?;
+            (plan, SaveMode::Append)
+        }
+        _ => (plan, SaveMode::Overwrite),
+    };
+    let mut metadata = serde_json::Map::new();
+    metadata.insert(RUN_ID_KEY.into(), json!(run_id));
+    metadata.insert(INPUTS_KEY.into(), inputs_json.clone());
+    metadata.insert(STRATEGY_KEY.into(), json!(choice.strategy.as_str()));
+    let written = table
+        .write(Vec::new())
+        .with_input_plan(plan.clone())
+        .with_session_state(Arc::new(state.clone()))
+        .with_save_mode(mode)
+        .with_commit_properties(delta::commit_properties(metadata))
+        .await;
+    let table = match written {
+        Ok(table) => table,
+        Err(e) => return Err(explain_read_error(engine, &state, &plan, e.into()).await),
+    };
+    let rows = delta::last_commit_rows(&table).await.unwrap_or(0);
+    let version = engine.publish(object, table)?;
+    Ok(Done {
+        strategy: choice.strategy,
+        reason: choice.reason,
+        version,
+        rows,
+        inputs: inputs_json,
+    })
+}
+
+/// Everything a refresh decides before it writes.
+pub(super) struct Planned {
+    pub(super) state: datafusion::execution::context::SessionState,
+    pub(super) plan: datafusion::logical_expr::LogicalPlan,
+    pub(super) choice: strategy::Choice,
+    pub(super) table: DeltaTable,
+    /// Stored inputs by name, with the bookmark the last commit recorded for each.
+    pub(super) inputs: BTreeMap<tributary_catalog::ObjectName, (CatalogObject, Option<i64>)>,
+}
+
+pub(super) async fn plan_refresh(
+    engine: &EngineInner,
+    object: &CatalogObject,
+    full_requested: bool,
+) -> Result<Planned> {
+    let query = object
+        .query
+        .as_deref()
+        .ok_or_else(|| Error::Internal(format!("model {} has no query", object.name)))?;
+    let default_schema = object.default_schema.as_deref().unwrap_or("public");
+    let state = planning::state_in_schema(engine.base_state(), Some(default_schema));
+    let plan = planning::plan_query_text(&state, query).await?;
+    let table = current_table(engine, object).await?;
+    let bookmarks = if object.published_version.is_some() {
+        changes::bookmarks(&table).await
+    } else {
+        BTreeMap::new()
+    };
+    let mut inputs = BTreeMap::new();
+    let mut input_changes = BTreeMap::new();
+    for name in planning::plan_inputs(&plan, default_schema) {
+        let Some(input) = engine.catalog.object(&name)? else {
+            continue;
+        };
+        let bookmark = bookmarks.get(&name.to_string()).copied();
+        let change = if object.published_version.is_none() {
+            changes::Change::Unknown("first refresh".into())
+        } else {
+            changes::change_of(engine, &input, bookmark).await?
+        };
+        input_changes.insert(name.clone(), change);
+        inputs.insert(name, (input, bookmark));
+    }
+    let choice = strategy::choose(object, &plan, input_changes, full_requested)?;
+    Ok(Planned {
+        state,
+        plan,
+        choice,
+        table,
+        inputs,
+    })
+}
+
+/// A value that does not parse while reading file sources: name the file (and keep the line).
+async fn explain_read_error(
+    engine: &EngineInner,
+    state: &datafusion::execution::context::SessionState,
+    plan: &datafusion::logical_expr::LogicalPlan,
+    error: Error,
+) -> Error {
+    let is_bad_input = matches!(error, Error::BadInput { .. })
+        || matches!(&error, Error::DataFusion(e) if matches!(e.find_root(), datafusion::error::DataFusionError::ArrowError(..)));
+    if !is_bad_input {
+        return error;
+    }
+    let default_schema = state.config().options().catalog.default_schema.clone();
+    for name in planning::plan_inputs(plan, &default_schema) {
+        let Ok(Some(object)) = engine.catalog.object(&name) else {
+            continue;
+        };
+        if object.kind != ObjectKind::Source {
+            continue;
+        }
+        let (Ok(spec), Ok(schema)) = (
+            crate::sources::files::FileSourceSpec::from_options(&object.options),
+            crate::types::schema_of_columns(&object.columns),
+        ) else {
+            continue;
+        };
+        if let Some(located) = spec.locate_bad_file(state, schema).await {
+            return Error::BadInput {
+                message: format!("source \"{}\", {located}", object.name),
+                detail: None,
+            };
+        }
+    }
+    error
+}

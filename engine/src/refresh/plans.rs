@@ -1,0 +1,163 @@
+//! Incremental plans: the model's plan with its input scans replaced by new rows, old
+//! versions or nothing, so that running it yields exactly the rows to append.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use tributary_catalog::CatalogObject;
+
+use super::{changes, strategy};
+use crate::engine::EngineInner;
+use crate::error::{Error, Result};
+use crate::storage::delta;
+
+pub(super) type Inputs = BTreeMap<tributary_catalog::ObjectName, (CatalogObject, Option<i64>)>;
+
+/// What one input's scans read in a rewritten plan.
+enum ScanAs {
+    /// The published version the plan was made with.
+    Current,
+    /// Only the rows appended since the bookmark.
+    Appended,
+    /// The version the bookmark recorded.
+    Old,
+    /// No rows.
+    Empty,
+}
+
+/// The model's plan with every input scan replaced by that input's new rows (or by no rows,
+/// for inputs that did not change): for a linear query, exactly the rows to append.
+pub(super) async fn incremental_plan(
+    engine: &EngineInner,
+    state: &datafusion::execution::context::SessionState,
+    plan: datafusion::logical_expr::LogicalPlan,
+    inputs: &Inputs,
+    choice: &strategy::Choice,
+) -> Result<datafusion::logical_expr::LogicalPlan> {
+    rewrite_scans(
+        engine,
+        state,
+        plan,
+        inputs,
+        choice,
+        |_, change| match change {
+            Some(changes::Change::Appended { .. }) => ScanAs::Appended,
+            _ => ScanAs::Empty,
+        },
+    )
+    .await
+}
+
+/// The delta rule for select-project-join plans over inputs that only gained rows: the union,
+/// over changed inputs i, of the plan with input i's new rows, the inputs before i at their
+/// new versions and the inputs after i at their old versions.
+pub(super) async fn join_delta_plan(
+    engine: &EngineInner,
+    state: &datafusion::execution::context::SessionState,
+    plan: datafusion::logical_expr::LogicalPlan,
+    inputs: &Inputs,
+    choice: &strategy::Choice,
+) -> Result<datafusion::logical_expr::LogicalPlan> {
+    let changed: Vec<&tributary_catalog::ObjectName> = choice
+        .changes
+        .iter()
+        .filter(|(_, c)| matches!(c, changes::Change::Appended { .. }))
+        .map(|(name, _)| name)
+        .collect();
+    let mut branches = Vec::new();
+    for i in 0..changed.len() {
+        let branch =
+            rewrite_scans(
+                engine,
+                state,
+                plan.clone(),
+                inputs,
+                choice,
+                |name, _| match changed.iter().position(|c| *c == name) {
+                    Some(j) if j == i => ScanAs::Appended,
+                    Some(j) if j > i => ScanAs::Old,
+                    _ => ScanAs::Current,
+                },
+            )
+            .await?;
+        branches.push(branch);
+    }
+    let mut branches = branches.into_iter();
+    let first = branches
+        .next()
+        .ok_or_else(|| Error::Internal("join delta without a changed input".into()))?;
+    let mut builder = datafusion::logical_expr::LogicalPlanBuilder::from(first);
+    for branch in branches {
+        builder = builder.union(branch)?;
+    }
+    Ok(builder.build()?)
+}
+
+/// Replaces each input scan of `plan` according to `how` (given the input's name and change).
+async fn rewrite_scans(
+    engine: &EngineInner,
+    state: &datafusion::execution::context::SessionState,
+    plan: datafusion::logical_expr::LogicalPlan,
+    inputs: &Inputs,
+    choice: &strategy::Choice,
+    how: impl Fn(&tributary_catalog::ObjectName, Option<&changes::Change>) -> ScanAs,
+) -> Result<datafusion::logical_expr::LogicalPlan> {
+    use datafusion::common::tree_node::{Transformed, TreeNode};
+    use datafusion::datasource::empty::EmptyTable;
+    use datafusion::logical_expr::{LogicalPlan, TableScanBuilder};
+
+    let default_schema = state.config().options().catalog.default_schema.clone();
+    let mut replacements = HashMap::new();
+    let mut scans = Vec::new();
+    plan.apply(|node| {
+        if let LogicalPlan::TableScan(scan) = node {
+            scans.push(scan.clone());
+        }
+        Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+    })?;
+    for scan in scans {
+        let name = tributary_catalog::ObjectName::new(
+            scan.table_name.schema().unwrap_or(&default_schema),
+            scan.table_name.table(),
+        );
+        let like = datafusion::datasource::source_as_provider(&scan.source)?;
+        let change = choice.changes.get(&name);
+        let provider: Arc<dyn datafusion::catalog::TableProvider> =
+            match (how(&name, change), change, inputs.get(&name)) {
+                (ScanAs::Current, _, _) => continue,
+                (
+                    ScanAs::Appended,
+                    Some(changes::Change::Appended { from, to }),
+                    Some((input, _)),
+                ) => changes::appended_rows(engine, state, input, *from, *to, &like).await?,
+                (ScanAs::Old, Some(changes::Change::Appended { from, .. }), Some((input, _))) => {
+                    let location = input.location.as_deref().unwrap_or_default();
+                    let old = engine.warehouse.load(location, Some(*from)).await?;
+                    delta::provider(&old).await?
+                }
+                (ScanAs::Empty, _, _) => Arc::new(EmptyTable::new(like.schema())),
+                _ => {
+                    return Err(Error::Internal(format!(
+                        "no change to read for input \"{name}\""
+                    )));
+                }
+            };
+        replacements.insert(scan.table_name.to_string(), provider);
+    }
+    let rewritten = plan.transform_up(|node| match node {
+        LogicalPlan::TableScan(scan) => match replacements.get(&scan.table_name.to_string()) {
+            Some(provider) => {
+                let source = datafusion::datasource::provider_as_source(provider.clone());
+                let new = TableScanBuilder::new(scan.table_name.clone(), source)
+                    .with_projection(scan.projection.clone())
+                    .with_filters(scan.filters.clone())
+                    .with_fetch(scan.fetch)
+                    .build()?;
+                Ok(Transformed::yes(LogicalPlan::TableScan(new)))
+            }
+            None => Ok(Transformed::no(LogicalPlan::TableScan(scan))),
+        },
+        other => Ok(Transformed::no(other)),
+    })?;
+    Ok(rewritten.data)
+}
