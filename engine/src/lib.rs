@@ -12,6 +12,7 @@ pub mod dialect;
 pub mod dml;
 mod engine;
 pub mod error;
+mod except_all;
 pub mod names;
 pub mod planning;
 pub mod project;

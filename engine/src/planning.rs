@@ -91,6 +91,7 @@ pub async fn plan_query_text(state: &SessionState, sql: &str) -> Result<LogicalP
 
 /// Plans a standard SQL statement, resolving time travel first.
 pub async fn plan_statement(state: &SessionState, mut stmt: ast::Statement) -> Result<LogicalPlan> {
+    crate::except_all::rewrite(state, &mut stmt).await?;
     let mut collect = CollectVersions::default();
     let _ = stmt.visit(&mut collect);
     let mut registered = Vec::new();
