@@ -113,9 +113,12 @@ impl Session {
             });
         }
         let statement = match dialect::parse_statement(text) {
-            Ok(Statement::Sql(stmt)) => {
-                Statement::Sql(Box::new(planning::rewrite_for_clients(*stmt)))
-            }
+            // Client catalog queries that DataFusion cannot plan as written get whole-query
+            // substitutions; everything else gets the same rewrites.
+            Ok(Statement::Sql(stmt)) => Statement::Sql(Box::new(
+                planning::parse_for_clients(text)
+                    .unwrap_or_else(|| planning::rewrite_for_clients(*stmt)),
+            )),
             Ok(other) => other,
             Err(e) => return Err(e.into()),
         };
