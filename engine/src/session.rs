@@ -304,7 +304,8 @@ impl Session {
                         .config_mut()
                         .options_mut()
                         .catalog
-                        .default_schema = first;
+                        .default_schema = first.clone();
+                    self.ctx.register_udf(current_schema_udf(first));
                 }
                 self.settings.insert(name, value);
                 Ok(Output::Command("SET".into()))
@@ -378,6 +379,24 @@ impl Session {
             .to_string(),
         )
     }
+}
+
+/// `current_schema()` answering the first schema of this session's `search_path`.
+fn current_schema_udf(schema: String) -> datafusion::logical_expr::ScalarUDF {
+    use datafusion::arrow::datatypes::DataType;
+    use datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
+    use datafusion::scalar::ScalarValue;
+    create_udf(
+        "current_schema",
+        vec![],
+        DataType::Utf8,
+        Volatility::Stable,
+        std::sync::Arc::new(move |_: &[ColumnarValue]| {
+            Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(
+                schema.clone(),
+            ))))
+        }),
+    )
 }
 
 fn is_query(stmt: &ast::Statement) -> bool {
