@@ -21,15 +21,7 @@ pub(crate) fn target_table(
     name: &ast::ObjectName,
     verb: &str,
 ) -> Result<CatalogObject> {
-    let name = names::object_name(name, &session.current_schema())?;
-    let object = session
-        .engine
-        .catalog()
-        .object(&name)?
-        .ok_or_else(|| Error::UndefinedObject {
-            kind: "relation",
-            name: name.to_string(),
-        })?;
+    let object = session.resolve(name, "relation")?;
     if object.kind != ObjectKind::Table {
         return Err(Error::WrongObjectType(format!(
             "cannot {verb} {} \"{}\": only tables are written directly{}",

@@ -96,6 +96,23 @@ impl Session {
             .clone()
     }
 
+    /// The catalog object a statement names, resolved with the session's search path
+    /// (`UndefinedObject` naming it as `kind` when there is none).
+    pub(crate) fn resolve(
+        &self,
+        name: &ast::ObjectName,
+        kind: &'static str,
+    ) -> Result<tributary_catalog::CatalogObject> {
+        let name = crate::names::object_name(name, &self.current_schema())?;
+        self.engine
+            .catalog()
+            .object(&name)?
+            .ok_or_else(|| Error::UndefinedObject {
+                kind,
+                name: name.to_string(),
+            })
+    }
+
     /// Splits and parses a (possibly multi-statement) query string.
     pub fn parse(&self, sql: &str) -> Result<Vec<Prepared>> {
         dialect::split_statements(sql)?

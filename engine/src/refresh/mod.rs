@@ -18,7 +18,6 @@ use tributary_catalog::{CatalogObject, ObjectKind, RunOutcome, RunStatus};
 use crate::dialect::Refresh;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::names;
 use crate::session::{Output, Session};
 use crate::storage::delta::{self, RUN_ID_KEY};
 
@@ -57,15 +56,7 @@ fn model_named(
     session: &Session,
     name: &datafusion::sql::sqlparser::ast::ObjectName,
 ) -> Result<CatalogObject> {
-    let name = names::object_name(name, &session.current_schema())?;
-    let object = session
-        .engine
-        .catalog()
-        .object(&name)?
-        .ok_or_else(|| Error::UndefinedObject {
-            kind: "model",
-            name: name.to_string(),
-        })?;
+    let object = session.resolve(name, "model")?;
     if object.kind != ObjectKind::Model {
         return Err(Error::WrongObjectType(format!(
             "\"{}\" is a {}, not a model",
