@@ -256,14 +256,7 @@ impl QueryParser for Parser {
         stmt: &Self::Statement,
         column_format: Option<&Format>,
     ) -> PgWireResult<Vec<FieldInfo>> {
-        match &stmt.schema {
-            Some(schema) => arrow_pg::datatypes::arrow_schema_to_pg_fields(
-                schema,
-                column_format.unwrap_or(&Format::UnifiedText),
-                None,
-            ),
-            None => Ok(Vec::new()),
-        }
+        result_fields(stmt, column_format.unwrap_or(&Format::UnifiedText))
     }
 }
 
@@ -303,12 +296,7 @@ impl ExtendedQueryHandler for Connection {
                 }
             })
             .collect::<PgWireResult<Vec<_>>>()?;
-        let fields = match &stmt.schema {
-            Some(schema) => {
-                arrow_pg::datatypes::arrow_schema_to_pg_fields(schema, &Format::UnifiedText, None)?
-            }
-            None => Vec::new(),
-        };
+        let fields = result_fields(stmt, &Format::UnifiedText)?;
         Ok(DescribeStatementResponse::new(params, fields))
     }
 
@@ -323,16 +311,8 @@ impl ExtendedQueryHandler for Connection {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        match &target.statement.statement.schema {
-            Some(schema) => Ok(DescribePortalResponse::new(
-                arrow_pg::datatypes::arrow_schema_to_pg_fields(
-                    schema,
-                    &target.result_column_format,
-                    None,
-                )?,
-            )),
-            None => Ok(DescribePortalResponse::new(Vec::new())),
-        }
+        let fields = result_fields(&target.statement.statement, &target.result_column_format)?;
+        Ok(DescribePortalResponse::new(fields))
     }
 
     async fn do_query<C>(
@@ -462,6 +442,15 @@ async fn with_timeout<T>(
             .await
             .unwrap_or(Err(tributary_engine::Error::StatementTimeout)),
         None => work.await,
+    }
+}
+
+/// The result columns of a prepared statement in the given formats (none for statements that
+/// return no rows).
+fn result_fields(stmt: &PreparedStatement, format: &Format) -> PgWireResult<Vec<FieldInfo>> {
+    match &stmt.schema {
+        Some(schema) => arrow_pg::datatypes::arrow_schema_to_pg_fields(schema, format, None),
+        None => Ok(Vec::new()),
     }
 }
 
