@@ -74,13 +74,15 @@ async fn definitions_and_data_survive_restart_and_kill9() {
     );
 }
 
-#[tokio::test]
-async fn failed_refresh_keeps_previous_version_and_records_error() {
+/// A server with source `o` over a CSV file in its own folder and model `m` summing it; the
+/// file's path is returned so tests can break it.
+async fn source_and_model_over_a_csv_file() -> (TestServer, tempfile::TempDir, std::path::PathBuf) {
     let (server, dir) = TestServer::start(&[]);
     let data = dir.path().join("orders.csv");
     std::fs::write(&data, "id,customer\n1,acme\n2,globex\n").unwrap();
-    let client = server.connect().await;
-    client
+    server
+        .connect()
+        .await
         .batch_execute(&format!(
             "CREATE SOURCE o (id BIGINT, customer TEXT) FROM FILES '{}' FORMAT CSV;
              CREATE MODEL m AS SELECT customer, sum(id) AS total FROM o GROUP BY customer",
@@ -88,6 +90,13 @@ async fn failed_refresh_keeps_previous_version_and_records_error() {
         ))
         .await
         .unwrap();
+    (server, dir, data)
+}
+
+#[tokio::test]
+async fn failed_refresh_keeps_previous_version_and_records_error() {
+    let (server, _dir, data) = source_and_model_over_a_csv_file().await;
+    let client = server.connect().await;
     // A malformed row: the refresh fails with 22P02 and the old version stays served.
     std::fs::write(&data, "id,customer\n1,acme\nnot-a-number,globex\n").unwrap();
     let e = client.batch_execute("REFRESH MODEL m").await.unwrap_err();
@@ -203,18 +212,8 @@ async fn kill9_during_a_refresh_keeps_the_last_good_version() {
 
 #[tokio::test]
 async fn create_model_is_atomic_and_a_failed_replace_keeps_the_old_model() {
-    let (server, dir) = TestServer::start(&[]);
-    let data = dir.path().join("orders.csv");
-    std::fs::write(&data, "id,customer\n1,acme\n2,globex\n").unwrap();
+    let (server, _dir, data) = source_and_model_over_a_csv_file().await;
     let client = server.connect().await;
-    client
-        .batch_execute(&format!(
-            "CREATE SOURCE o (id BIGINT, customer TEXT) FROM FILES '{}' FORMAT CSV;
-             CREATE MODEL m AS SELECT customer, sum(id) AS total FROM o GROUP BY customer",
-            data.display()
-        ))
-        .await
-        .unwrap();
     std::fs::write(&data, "id,customer\n1,acme\nnot-a-number,globex\n").unwrap();
     // A replacement whose first refresh fails leaves the previous model as it was.
     let e = client
