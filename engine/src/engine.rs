@@ -60,6 +60,8 @@ pub(crate) struct EngineInner {
     published: Mutex<HashMap<i64, DeltaTable>>,
     /// Serialises writers (DML, refreshes) per stored object.
     write_locks: Mutex<HashMap<i64, Arc<tokio::sync::Mutex<()>>>>,
+    /// What background housekeeping did that readers must know (see `storage::housekeeping`).
+    pub housekeeping: crate::storage::housekeeping::Shared,
 }
 
 impl std::fmt::Debug for EngineInner {
@@ -92,6 +94,7 @@ impl Engine {
             base_state: OnceLock::new(),
             published: Mutex::new(HashMap::new()),
             write_locks: Mutex::new(HashMap::new()),
+            housekeeping: Default::default(),
         });
         let state = base_state(&inner, config.memory_limit)?;
         let _ = inner.base_state.set(state);

@@ -28,6 +28,7 @@ pub mod types;
 pub use engine::{Engine, EngineConfig};
 pub use error::{Error, Result};
 pub use session::{Described, Output, Prepared, Session};
+pub use storage::housekeeping::{HousekeepingPolicy, HousekeepingReport, PassOutcome};
 
 /// The PostgreSQL version Tributary reports to clients (what its SQL surface resembles).
 pub const SERVER_VERSION: &str = "15.0 (Tributary 0.1.0)";

@@ -61,6 +61,7 @@ pub async fn snapshot_provider(
             engine.warehouse.load_at(location, at).await?
         }
     };
+    crate::storage::housekeeping::ensure_readable(&engine, &object, &table).await?;
     delta::provider(&table).await
 }
 

@@ -2,9 +2,11 @@
 //! flags.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
+use tributary_engine::HousekeepingPolicy;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -23,7 +25,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the server.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Apply a project (a folder of .sql files) to a running server, idempotently.
     Apply(ApplyArgs),
 }
@@ -74,6 +76,23 @@ pub struct ServeArgs {
     /// Query memory before spilling, in MiB [default: 4096]
     #[arg(long, env = "TRIBUTARY_MEMORY_MB")]
     pub memory_mb: Option<usize>,
+    /// Time between housekeeping passes (compaction, checkpoints, vacuum), e.g. '10 minutes';
+    /// 'off' disables housekeeping [default: 10 minutes]
+    #[arg(long, env = "TRIBUTARY_HOUSEKEEPING_INTERVAL")]
+    pub housekeeping_interval: Option<String>,
+    /// Removed data files older than this are deleted; time travel reaches back this far
+    /// [default: 7 days]
+    #[arg(long, env = "TRIBUTARY_HOUSEKEEPING_VACUUM_RETENTION")]
+    pub vacuum_retention: Option<String>,
+    /// Compact a table once it has this many small files [default: 16]
+    #[arg(long, env = "TRIBUTARY_HOUSEKEEPING_COMPACT_MIN_FILES")]
+    pub compact_min_files: Option<usize>,
+    /// Size of the files compaction writes, in MiB; smaller files count as small [default: 128]
+    #[arg(long, env = "TRIBUTARY_HOUSEKEEPING_TARGET_FILE_MB")]
+    pub target_file_mb: Option<u64>,
+    /// Write a Delta checkpoint when this many commits passed without one [default: 100]
+    #[arg(long, env = "TRIBUTARY_HOUSEKEEPING_CHECKPOINT_EVERY")]
+    pub checkpoint_every: Option<u64>,
 }
 
 /// `tributary.toml`: the same settings as the flags.
@@ -90,6 +109,18 @@ pub struct FileConfig {
     pub database: Option<String>,
     pub max_connections: Option<usize>,
     pub memory_mb: Option<usize>,
+    pub housekeeping: Option<HousekeepingFile>,
+}
+
+/// `[housekeeping]` in `tributary.toml`.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct HousekeepingFile {
+    pub interval: Option<String>,
+    pub vacuum_retention: Option<String>,
+    pub compact_min_files: Option<usize>,
+    pub target_file_mb: Option<u64>,
+    pub checkpoint_every: Option<u64>,
 }
 
 /// Settings after merging every layer.
@@ -105,6 +136,8 @@ pub struct Settings {
     pub database: String,
     pub max_connections: usize,
     pub memory_mb: usize,
+    /// `None` when housekeeping is off.
+    pub housekeeping: Option<HousekeepingPolicy>,
 }
 
 impl Settings {
@@ -121,6 +154,7 @@ impl Settings {
             }
             None => FileConfig::default(),
         };
+        let housekeeping = housekeeping_policy(&args, file.housekeeping.unwrap_or_default())?;
         let catalog = args
             .catalog
             .or(file.catalog)
@@ -151,8 +185,56 @@ impl Settings {
                 .unwrap_or_else(|| "tributary".into()),
             max_connections: args.max_connections.or(file.max_connections).unwrap_or(100),
             memory_mb: args.memory_mb.or(file.memory_mb).unwrap_or(4096),
+            housekeeping,
         })
     }
+}
+
+fn housekeeping_policy(
+    args: &ServeArgs,
+    file: HousekeepingFile,
+) -> Result<Option<HousekeepingPolicy>, String> {
+    let defaults = HousekeepingPolicy::default();
+    let interval = args.housekeeping_interval.clone().or(file.interval);
+    let interval = match interval.as_deref().map(str::trim) {
+        Some("off" | "false" | "never" | "0") => return Ok(None),
+        Some(text) => parse_duration("housekeeping interval", text)?,
+        None => defaults.interval,
+    };
+    if interval.is_zero() {
+        return Ok(None);
+    }
+    let vacuum_retention = match args.vacuum_retention.clone().or(file.vacuum_retention) {
+        Some(text) => parse_duration("vacuum retention", &text)?,
+        None => defaults.vacuum_retention,
+    };
+    Ok(Some(HousekeepingPolicy {
+        interval,
+        vacuum_retention,
+        compact_min_files: args
+            .compact_min_files
+            .or(file.compact_min_files)
+            .unwrap_or(defaults.compact_min_files),
+        target_file_size: args
+            .target_file_mb
+            .or(file.target_file_mb)
+            .map_or(defaults.target_file_size, |mb| mb.max(1) << 20),
+        checkpoint_every: args
+            .checkpoint_every
+            .or(file.checkpoint_every)
+            .unwrap_or(defaults.checkpoint_every),
+    }))
+}
+
+/// `'7 days'`, `'10 minutes'`, `'90s'`, `'1h 30m'`; a bare `0` is zero.
+fn parse_duration(what: &str, text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if text == "0" {
+        return Ok(Duration::ZERO);
+    }
+    humantime::parse_duration(text).map_err(|e| {
+        format!("invalid {what} \"{text}\": {e} (write e.g. '7 days', '10 minutes' or '90s')")
+    })
 }
 
 #[cfg(test)]
@@ -187,6 +269,44 @@ mod tests {
         std::fs::write(&file, "lisen = \"x\"\n").unwrap();
         let e = Settings::resolve(Some(&file), ServeArgs::default()).unwrap_err();
         assert!(e.contains("lisen"), "{e}");
+    }
+
+    #[test]
+    fn housekeeping_comes_from_the_file_and_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("tributary.toml");
+        std::fs::write(
+            &file,
+            "[housekeeping]\ninterval = \"1 hour\"\nvacuum_retention = \"30 days\"\n\
+             compact_min_files = 8\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            vacuum_retention: Some("2 days".into()),
+            ..Default::default()
+        };
+        let policy = Settings::resolve(Some(&file), args)
+            .unwrap()
+            .housekeeping
+            .unwrap();
+        assert_eq!(policy.interval, Duration::from_secs(3600));
+        assert_eq!(policy.vacuum_retention, Duration::from_secs(2 * 86400));
+        assert_eq!(policy.compact_min_files, 8);
+        assert_eq!(policy.checkpoint_every, 100);
+
+        let defaults = Settings::resolve(None, ServeArgs::default()).unwrap();
+        assert_eq!(defaults.housekeeping, Some(HousekeepingPolicy::default()));
+        let off = ServeArgs {
+            housekeeping_interval: Some("off".into()),
+            ..Default::default()
+        };
+        assert_eq!(Settings::resolve(None, off).unwrap().housekeeping, None);
+        let bad = ServeArgs {
+            vacuum_retention: Some("a week".into()),
+            ..Default::default()
+        };
+        let e = Settings::resolve(None, bad).unwrap_err();
+        assert!(e.contains("vacuum retention"), "{e}");
     }
 
     #[test]

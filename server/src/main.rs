@@ -37,7 +37,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => {
-                let settings = Settings::resolve(cli.config.as_ref(), args)?;
+                let settings = Settings::resolve(cli.config.as_ref(), *args)?;
                 serve(settings).await
             }
             Command::Apply(args) => apply::run(args).await,
@@ -79,6 +79,10 @@ async fn serve(settings: Settings) -> Result<(), String> {
     })
     .await
     .map_err(|e| format!("cannot open the warehouse \"{}\": {e}", settings.warehouse))?;
+
+    if let Some(policy) = settings.housekeeping.clone() {
+        engine.start_housekeeping(policy);
+    }
 
     if let Some(project) = &settings.project {
         let mut session = engine.session(&settings.superuser);

@@ -4,6 +4,7 @@ mod support;
 
 mod apply;
 mod auth;
+mod housekeeping;
 mod incremental;
 mod protocol;
 mod psql_compat;
