@@ -88,7 +88,8 @@ pub async fn create_table(
         let plan =
             planning::plan_statement(&session.ctx.state(), ast::Statement::Query(query.clone()))
                 .await?;
-        (plan.schema().inner().as_ref().clone(), Some(plan))
+        let schema = planning::result_schema(&session.ctx.state(), &plan)?;
+        (schema.as_ref().clone(), Some(plan))
     } else {
         let mut fields = Vec::new();
         let mut seen = BTreeSet::new();
@@ -173,7 +174,11 @@ pub async fn create_view(
     )
     .await?;
     let upstream = upstream_ids(session, &plan)?;
-    let columns = columns_of_schema(plan.schema().inner());
+    let columns = columns_of_schema(
+        &planning::result_schema(&session.ctx.state(), &plan)?
+            .as_ref()
+            .clone(),
+    );
     let new = NewObject {
         name: name.clone(),
         kind: ObjectKind::View,
@@ -326,7 +331,7 @@ pub async fn create_model(session: &mut Session, model: CreateModel, text: &str)
     )
     .await?;
     let upstream = upstream_ids(session, &plan)?;
-    let schema = plan.schema().inner().clone();
+    let schema = planning::result_schema(&session.ctx.state(), &plan)?;
     if let Some(existing) = &existing {
         check_no_cycle(session, existing.id, &upstream)?;
         check_dropped_columns_unused(session, existing, &schema)?;
@@ -380,7 +385,7 @@ pub async fn create_model(session: &mut Session, model: CreateModel, text: &str)
     // The statement is atomic, as CREATE MATERIALIZED VIEW is in PostgreSQL: if the first
     // refresh fails, a new model is not created and a replaced one gets its previous
     // definition and data back.
-    let outcome = match crate::refresh::refresh_one(&session.engine, &object, "create", true).await
+    let outcome = match crate::refresh::refresh_one(&session.engine, &object, "create", false).await
     {
         Ok(outcome) => outcome,
         Err(e) => {

@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use std::ops::ControlFlow;
 use std::sync::{Arc, LazyLock};
 
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::MemorySchemaProvider;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::execution::context::SessionState;
@@ -87,6 +88,17 @@ pub async fn plan_query_text(state: &SessionState, sql: &str) -> Result<LogicalP
         }
         _ => Err(Error::Syntax(format!("expected a query, found \"{sql}\""))),
     }
+}
+
+/// The columns a query really produces: the schema after type coercion, which widens CASE,
+/// UNION and COALESCE branches to their common type (the planner's first guess can be the
+/// first branch's narrower type, which would round values when stored).
+pub fn result_schema(state: &SessionState, plan: &LogicalPlan) -> Result<SchemaRef> {
+    let analyzed =
+        state
+            .analyzer()
+            .execute_and_check(plan.clone(), state.config_options(), |_, _| {})?;
+    Ok(analyzed.schema().inner().clone())
 }
 
 /// Plans a standard SQL statement, resolving time travel first.

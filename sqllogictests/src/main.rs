@@ -62,7 +62,10 @@ fn start_server() -> Server {
         ])
         .arg(warehouse.path())
         .current_dir(repo_root())
-        .env("TRIBUTARY_LOG", "warn")
+        .env(
+            "TRIBUTARY_LOG",
+            "warn,deltalake_core::operations::merge=error",
+        )
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()

@@ -109,6 +109,8 @@ pub(crate) async fn change_of(
     }
     let table = engine.published_table(input).await?;
     let log = table.log_store();
+    let mut rewritten = false;
+    let mut appended = false;
     for version in (from + 1)..=to {
         let Some(bytes) = log.read_commit_entry(version as u64).await? else {
             return Ok(Change::Unknown(format!(
@@ -116,28 +118,72 @@ pub(crate) async fn change_of(
                 input.name
             )));
         };
-        let only_adds = get_actions(version as u64, &bytes)?
-            .iter()
-            .all(|action| match action {
-                Action::Add(_) | Action::CommitInfo(_) | Action::Txn(_) => true,
-                Action::Remove(remove) => !remove.data_change,
-                _ => false,
-            });
-        if !only_adds {
-            return Ok(Change::Rewritten { from, to });
+        for action in get_actions(version as u64, &bytes)? {
+            match action {
+                // Compaction and other housekeeping rewrite files without changing rows.
+                Action::Add(add) if !add.data_change => {}
+                Action::Remove(remove) if !remove.data_change => {}
+                Action::Add(_) => appended = true,
+                Action::Remove(_) | Action::Cdc(_) => rewritten = true,
+                Action::CommitInfo(info) if overwrites(&info) => {
+                    return Ok(Change::Unknown(format!(
+                        "\"{}\" was replaced entirely in version {version}",
+                        input.name
+                    )));
+                }
+                Action::CommitInfo(_) | Action::Txn(_) => {}
+                Action::Metadata(_) | Action::Protocol(_) => {
+                    return Ok(Change::Unknown(format!(
+                        "the schema or properties of \"{}\" changed in version {version}",
+                        input.name
+                    )));
+                }
+                other => {
+                    return Ok(Change::Unknown(format!(
+                        "version {version} of \"{}\" has an action Tributary does not track ({other:?})",
+                        input.name
+                    )));
+                }
+            }
         }
     }
-    Ok(Change::Appended { from, to })
+    Ok(match (appended, rewritten) {
+        (_, true) => Change::Rewritten { from, to },
+        (true, false) => Change::Appended { from, to },
+        (false, false) => Change::Unchanged,
+    })
 }
 
-/// A provider with exactly the rows appended to `input` in versions `from + 1 ..= to`, and
-/// the same columns and types as `like` (the provider the model's plan scans).
-pub(crate) async fn appended_rows(
+/// Whether a commit replaced the whole table (a full refresh or an overwrite): recomputing
+/// from its change feed would read every row twice, so a full refresh is cheaper.
+fn overwrites(info: &deltalake::kernel::CommitInfo) -> bool {
+    info.operation.as_deref() == Some("WRITE")
+        && info
+            .operation_parameters
+            .as_ref()
+            .and_then(|p| p.get("mode"))
+            .and_then(|m| m.as_str())
+            == Some("Overwrite")
+}
+
+/// Which rows of a change feed to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FeedRows {
+    /// Rows inserted (appends).
+    Inserted,
+    /// Every changed row: inserted, deleted, and both images of updated rows.
+    All,
+}
+
+/// A provider with the rows of `input`'s change feed in versions `from + 1 ..= to` that
+/// `rows` selects, with the same columns and types as `like` (the provider the model's plan
+/// scans).
+pub(crate) async fn changed_rows(
     engine: &EngineInner,
     state: &SessionState,
     input: &CatalogObject,
-    from: i64,
-    to: i64,
+    (from, to): (i64, i64),
+    rows: FeedRows,
     like: &Arc<dyn TableProvider>,
 ) -> Result<Arc<dyn TableProvider>> {
     let table = engine.published_table(input).await?;
@@ -153,11 +199,11 @@ pub(crate) async fn appended_rows(
         .iter()
         .map(|f| cast(col(format!("\"{}\"", f.name())), f.data_type().clone()).alias(f.name()))
         .collect::<Vec<_>>();
-    let plan = ctx
-        .read_table(provider)?
-        .filter(col("_change_type").eq(lit("insert")))?
-        .select(columns)?
-        .into_unoptimized_plan();
+    let mut feed = ctx.read_table(provider)?;
+    if rows == FeedRows::Inserted {
+        feed = feed.filter(col("_change_type").eq(lit("insert")))?;
+    }
+    let plan = feed.select(columns)?.into_unoptimized_plan();
     if plan.schema().fields().len() != like.schema().fields().len() {
         return Err(Error::Internal(format!(
             "change feed of \"{}\" has other columns than the table",
@@ -165,4 +211,45 @@ pub(crate) async fn appended_rows(
         )));
     }
     Ok(Arc::new(ViewTable::new(plan, None)))
+}
+
+/// The first row of `input`'s change feed in `from + 1 ..= to` that is not an insert, shown
+/// as `update_preimage (id=6, kind=credit)`, for errors that must name the row.
+pub(crate) async fn first_changed_row(
+    engine: &EngineInner,
+    state: &SessionState,
+    input: &CatalogObject,
+    (from, to): (i64, i64),
+) -> Result<Option<String>> {
+    use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+    let table = engine.published_table(input).await?;
+    let cdf = table
+        .scan_cdf()
+        .with_starting_version((from + 1) as u64)
+        .with_ending_version(to as u64);
+    let provider = Arc::new(DeltaCdfTableProvider::try_new(cdf)?);
+    let ctx = SessionContext::new_with_state(state.clone());
+    let batches = ctx
+        .read_table(provider)?
+        .filter(col("_change_type").not_eq(lit("insert")))?
+        .limit(0, Some(1))?
+        .collect()
+        .await?;
+    let Some(batch) = batches.iter().find(|b| b.num_rows() > 0) else {
+        return Ok(None);
+    };
+    let options = FormatOptions::default().with_null("NULL");
+    let mut kind = String::new();
+    let mut values = Vec::new();
+    for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
+        let value = ArrayFormatter::try_new(column.as_ref(), &options)?
+            .value(0)
+            .to_string();
+        match field.name().as_str() {
+            "_change_type" => kind = value,
+            "_commit_version" | "_commit_timestamp" => {}
+            name => values.push(format!("{name}={value}")),
+        }
+    }
+    Ok(Some(format!("{kind} ({})", values.join(", "))))
 }

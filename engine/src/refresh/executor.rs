@@ -9,7 +9,7 @@ use deltalake::protocol::SaveMode;
 use serde_json::json;
 use tributary_catalog::{CatalogObject, ObjectKind, RunOutcome, RunStatus};
 
-use super::{changes, plans, strategy};
+use super::{changes, keyed, plans, strategy};
 use crate::engine::{Engine, EngineInner};
 use crate::error::{Error, Result};
 use crate::planning;
@@ -163,6 +163,11 @@ async fn run(
             inputs: inputs_json,
         });
     }
+    let mut metadata = serde_json::Map::new();
+    metadata.insert(RUN_ID_KEY.into(), json!(run_id));
+    metadata.insert(INPUTS_KEY.into(), inputs_json.clone());
+    metadata.insert(STRATEGY_KEY.into(), json!(choice.strategy.as_str()));
+    let commit = delta::commit_properties(metadata);
     let (plan, mode) = match choice.strategy {
         strategy::Strategy::Append => {
             let plan = plans::incremental_plan(engine, &state, plan, &inputs, &choice).await?;
@@ -172,18 +177,39 @@ async fn run(
             let plan = plans::join_delta_plan(engine, &state, plan, &inputs, &choice).await?;
             (plan, SaveMode::Append)
         }
+        strategy::Strategy::Groups | strategy::Strategy::Merge => {
+            let keys = choice
+                .keys
+                .as_ref()
+                .ok_or_else(|| Error::Internal("key-wise refresh without keys".into()))?;
+            let merged = keyed::refresh_keys(
+                engine,
+                &state,
+                plan,
+                keys,
+                &inputs,
+                &choice.changes,
+                table,
+                commit,
+            )
+            .await?;
+            let version = engine.publish(object, merged.table)?;
+            return Ok(Done {
+                strategy: choice.strategy,
+                reason: format!("{} ({} keys)", choice.reason, merged.keys),
+                version,
+                rows: merged.rows_written,
+                inputs: inputs_json,
+            });
+        }
         _ => (plan, SaveMode::Overwrite),
     };
-    let mut metadata = serde_json::Map::new();
-    metadata.insert(RUN_ID_KEY.into(), json!(run_id));
-    metadata.insert(INPUTS_KEY.into(), inputs_json.clone());
-    metadata.insert(STRATEGY_KEY.into(), json!(choice.strategy.as_str()));
     let written = table
         .write(Vec::new())
         .with_input_plan(plan.clone())
         .with_session_state(Arc::new(state.clone()))
         .with_save_mode(mode)
-        .with_commit_properties(delta::commit_properties(metadata))
+        .with_commit_properties(commit)
         .await;
     let table = match written {
         Ok(table) => table,
@@ -243,6 +269,9 @@ pub(super) async fn plan_refresh(
         input_changes.insert(name.clone(), change);
         inputs.insert(name, (input, bookmark));
     }
+    if object.options.get("refresh").map(String::as_str) == Some("append") && !full_requested {
+        check_append_contract(engine, &state, object, &inputs, &input_changes).await?;
+    }
     let choice = strategy::choose(object, &plan, input_changes, full_requested)?;
     Ok(Planned {
         state,
@@ -251,6 +280,36 @@ pub(super) async fn plan_refresh(
         table,
         inputs,
     })
+}
+
+/// `refresh = 'append'` promises that inputs only gain rows: an input that updated or deleted
+/// rows breaks it, and the error names the input and the first row that changed.
+async fn check_append_contract(
+    engine: &EngineInner,
+    state: &datafusion::execution::context::SessionState,
+    object: &CatalogObject,
+    inputs: &plans::Inputs,
+    input_changes: &BTreeMap<tributary_catalog::ObjectName, changes::Change>,
+) -> Result<()> {
+    for (name, change) in input_changes {
+        let changes::Change::Rewritten { from, to } = change else {
+            continue;
+        };
+        let row = match inputs.get(name) {
+            Some((input, _)) => changes::first_changed_row(engine, state, input, (*from, *to))
+                .await
+                .unwrap_or_default(),
+            None => None,
+        };
+        return Err(Error::bad_input(format!(
+            "refresh = 'append' contract of model \"{}\" broken by input \"{name}\": {}{}",
+            object.name,
+            change.describe(),
+            row.map(|r| format!("; first changed row: {r}"))
+                .unwrap_or_default()
+        )));
+    }
+    Ok(())
 }
 
 /// A value that does not parse while reading file sources: name the file (and keep the line).

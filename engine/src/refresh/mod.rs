@@ -5,6 +5,7 @@
 
 pub mod changes;
 mod executor;
+mod keyed;
 mod plans;
 pub mod strategy;
 

@@ -14,13 +14,17 @@ use crate::storage::delta;
 pub(super) type Inputs = BTreeMap<tributary_catalog::ObjectName, (CatalogObject, Option<i64>)>;
 
 /// What one input's scans read in a rewritten plan.
-enum ScanAs {
+pub(super) enum ScanAs {
     /// The published version the plan was made with.
     Current,
     /// Only the rows appended since the bookmark.
     Appended,
+    /// Every row changed since the bookmark: inserted, deleted, and both images of updates.
+    Changed,
     /// The version the bookmark recorded.
     Old,
+    /// The version the bookmark recorded and the current one, one after the other.
+    OldAndCurrent,
     /// No rows.
     Empty,
 }
@@ -94,7 +98,7 @@ pub(super) async fn join_delta_plan(
 }
 
 /// Replaces each input scan of `plan` according to `how` (given the input's name and change).
-async fn rewrite_scans(
+pub(super) async fn rewrite_scans(
     engine: &EngineInner,
     state: &datafusion::execution::context::SessionState,
     plan: datafusion::logical_expr::LogicalPlan,
@@ -122,20 +126,37 @@ async fn rewrite_scans(
         );
         let like = datafusion::datasource::source_as_provider(&scan.source)?;
         let change = choice.changes.get(&name);
+        let range = match change {
+            Some(
+                changes::Change::Appended { from, to } | changes::Change::Rewritten { from, to },
+            ) => Some((*from, *to)),
+            _ => None,
+        };
         let provider: Arc<dyn datafusion::catalog::TableProvider> =
-            match (how(&name, change), change, inputs.get(&name)) {
+            match (how(&name, change), range, inputs.get(&name)) {
                 (ScanAs::Current, _, _) => continue,
-                (
-                    ScanAs::Appended,
-                    Some(changes::Change::Appended { from, to }),
-                    Some((input, _)),
-                ) => changes::appended_rows(engine, state, input, *from, *to, &like).await?,
-                (ScanAs::Old, Some(changes::Change::Appended { from, .. }), Some((input, _))) => {
-                    let location = input.location.as_deref().unwrap_or_default();
-                    let old = engine.warehouse.load(location, Some(*from)).await?;
-                    delta::provider(&old).await?
-                }
                 (ScanAs::Empty, _, _) => Arc::new(EmptyTable::new(like.schema())),
+                (ScanAs::OldAndCurrent, None, _) => continue,
+                (ScanAs::Appended, Some(range), Some((input, _))) => {
+                    let rows = changes::FeedRows::Inserted;
+                    changes::changed_rows(engine, state, input, range, rows, &like).await?
+                }
+                (ScanAs::Changed, Some(range), Some((input, _))) => {
+                    let rows = changes::FeedRows::All;
+                    changes::changed_rows(engine, state, input, range, rows, &like).await?
+                }
+                (ScanAs::Old, Some((from, _)), Some((input, _))) => {
+                    old_version(engine, input, from).await?
+                }
+                (ScanAs::OldAndCurrent, Some((from, _)), Some((input, _))) => {
+                    let old = old_version(engine, input, from).await?;
+                    let ctx = datafusion::prelude::SessionContext::new_with_state(state.clone());
+                    let both = ctx.read_table(old)?.union(ctx.read_table(like.clone())?)?;
+                    Arc::new(datafusion::datasource::view::ViewTable::new(
+                        both.into_unoptimized_plan(),
+                        None,
+                    ))
+                }
                 _ => {
                     return Err(Error::Internal(format!(
                         "no change to read for input \"{name}\""
@@ -160,4 +181,15 @@ async fn rewrite_scans(
         other => Ok(Transformed::no(other)),
     })?;
     Ok(rewritten.data)
+}
+
+/// The provider of `input` at the version a bookmark recorded.
+async fn old_version(
+    engine: &EngineInner,
+    input: &CatalogObject,
+    version: i64,
+) -> Result<Arc<dyn datafusion::catalog::TableProvider>> {
+    let location = input.location.as_deref().unwrap_or_default();
+    let old = engine.warehouse.load(location, Some(version)).await?;
+    delta::provider(&old).await
 }

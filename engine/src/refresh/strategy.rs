@@ -9,6 +9,7 @@ use datafusion::logical_expr::{Expr, LogicalPlan};
 use tributary_catalog::{CatalogObject, ObjectName};
 
 use super::changes::Change;
+use super::keyed::{self, Keys};
 
 /// How one refresh runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,6 +22,10 @@ pub enum Strategy {
     /// the delta rule's rows, one branch per changed input (new rows of that input joined with
     /// the new versions of the inputs before it and the old versions of those after it).
     JoinDelta,
+    /// Recompute the GROUP BY groups whose input rows changed and merge them into the model.
+    Groups,
+    /// Recompute the `unique_key` keys whose input rows changed and merge them into the model.
+    Merge,
     /// No input changed: nothing to write.
     Unchanged,
 }
@@ -31,6 +36,8 @@ impl Strategy {
             Strategy::Full => "full",
             Strategy::Append => "incremental_append",
             Strategy::JoinDelta => "incremental_join",
+            Strategy::Groups => "incremental_groups",
+            Strategy::Merge => "incremental_merge",
             Strategy::Unchanged => "unchanged",
         }
     }
@@ -42,6 +49,8 @@ pub struct Choice {
     pub strategy: Strategy,
     pub reason: String,
     pub changes: BTreeMap<ObjectName, Change>,
+    /// The keys a key-wise strategy recomputes by.
+    pub keys: Option<Keys>,
 }
 
 /// Which incremental shape a plan has.
@@ -157,31 +166,38 @@ fn contains_subquery(e: &Expr) -> bool {
 }
 
 /// Decides the strategy from the model's settings, its plan and its inputs' changes. An
-/// explicit `refresh = 'append'` contract that the changes break is an error, never a silent
-/// full refresh.
+/// explicit `refresh = 'append'` or `'merge'` contract that the query or the changes break is
+/// an error, never a silent full refresh.
 pub fn choose(
     model: &CatalogObject,
     plan: &LogicalPlan,
     changes: BTreeMap<ObjectName, Change>,
     full_requested: bool,
 ) -> crate::Result<Choice> {
-    if model.options.get("refresh").map(String::as_str) == Some("append") {
-        if let Some(why) = nonlinear_reason(plan) {
-            return Err(crate::Error::bad_input(format!(
-                "refresh = 'append' cannot hold for model \"{}\": {why}",
-                model.name
-            )));
+    let broken = |why: String| {
+        crate::Error::bad_input(format!(
+            "refresh = '{}' cannot hold for model \"{}\": {why}",
+            model
+                .options
+                .get("refresh")
+                .map(String::as_str)
+                .unwrap_or(""),
+            model.name
+        ))
+    };
+    match model.options.get("refresh").map(String::as_str) {
+        Some("append") => {
+            if let Some(why) = nonlinear_reason(plan) {
+                return Err(broken(why));
+            }
         }
-        if let Some((name, change)) = changes
-            .iter()
-            .find(|(_, c)| matches!(c, Change::Rewritten { .. }))
-        {
-            return Err(crate::Error::bad_input(format!(
-                "refresh = 'append' contract of model \"{}\" broken by input \"{name}\": {}",
-                model.name,
-                change.describe()
-            )));
+        Some("merge") => {
+            let Some(unique_key) = model.options.get("unique_key") else {
+                return Err(broken("it needs a unique_key".into()));
+            };
+            keyed::unique_keys(plan, unique_key).map_err(broken)?;
         }
+        _ => {}
     }
     Ok(decide(model, plan, changes, full_requested))
 }
@@ -192,16 +208,18 @@ fn decide(
     changes: BTreeMap<ObjectName, Change>,
     full_requested: bool,
 ) -> Choice {
-    let full = |reason: String, changes| Choice {
-        strategy: Strategy::Full,
-        reason,
+    let choice = |strategy, reason: &str, keys, changes| Choice {
+        strategy,
+        reason: reason.to_string(),
         changes,
+        keys,
     };
+    let full = |reason: String, changes| choice(Strategy::Full, &reason, None, changes);
     if full_requested {
         return full("FULL was requested".into(), changes);
     }
     match model.options.get("refresh").map(String::as_str) {
-        None | Some("auto") | Some("append") => {}
+        None | Some("auto") | Some("append") | Some("merge") => {}
         Some(other) => {
             return full(format!("refresh = '{other}'"), changes);
         }
@@ -212,53 +230,73 @@ fn decide(
     if let Some(why) = volatile_reason(plan) {
         return full(why, changes);
     }
-    if let Some((name, change)) = changes
-        .iter()
-        .find(|(_, c)| matches!(c, Change::Unknown(_) | Change::Rewritten { .. }))
-    {
-        let reason = match change {
-            Change::Unknown(why) => why.clone(),
-            other => format!("input \"{name}\": {}", other.describe()),
-        };
-        return full(reason, changes);
+    if let Some(Change::Unknown(why)) = changes.values().find(|c| matches!(c, Change::Unknown(_))) {
+        return full(why.clone(), changes);
     }
     if changes.values().all(|c| *c == Change::Unchanged) {
-        return Choice {
-            strategy: Strategy::Unchanged,
-            reason: "no input changed".into(),
-            changes,
-        };
+        return choice(Strategy::Unchanged, "no input changed", None, changes);
     }
-    if nonlinear_reason(plan).is_none() {
-        return Choice {
-            strategy: Strategy::Append,
-            reason: "inputs only gained rows and the query is linear".into(),
-            changes,
-        };
+    let rewritten = changes
+        .iter()
+        .find(|(_, c)| matches!(c, Change::Rewritten { .. }))
+        .map(|(name, change)| format!("input \"{name}\": {}", change.describe()));
+    if rewritten.is_none() {
+        if nonlinear_reason(plan).is_none() {
+            let why = "inputs only gained rows and the query is linear";
+            return choice(Strategy::Append, why, None, changes);
+        }
+        if shape_violation(plan, Shape::SelectProjectJoin).is_none() {
+            if let Some(table) = scanned_twice(plan) {
+                let why = format!("the query reads \"{table}\" more than once");
+                return full(why, changes);
+            }
+            let why =
+                "inputs only gained rows and the query selects, projects and inner-joins them";
+            return choice(Strategy::JoinDelta, why, None, changes);
+        }
     }
-    match shape_violation(plan, Shape::SelectProjectJoin) {
-        None => match scanned_twice(plan) {
-            Some(table) => full(
-                format!("the query reads \"{table}\" more than once"),
-                changes,
-            ),
-            None => Choice {
-                strategy: Strategy::JoinDelta,
-                reason:
-                    "inputs only gained rows and the query selects, projects and inner-joins them"
-                        .into(),
-                changes,
-            },
+    let why_not_groups = match keyed::group_keys(plan) {
+        Ok(keys) => {
+            let why = format!(
+                "recomputes the groups of ({}) whose input rows changed",
+                keys.columns.join(", ")
+            );
+            return choice(Strategy::Groups, &why, Some(keys), changes);
+        }
+        Err(why) => why,
+    };
+    let why_not = match model.options.get("unique_key") {
+        Some(unique_key) => match keyed::unique_keys(plan, unique_key) {
+            Ok(keys) => {
+                let why = format!(
+                    "merges the rows of the unique_key ({}) values whose input rows changed",
+                    keys.columns.join(", ")
+                );
+                return choice(Strategy::Merge, &why, Some(keys), changes);
+            }
+            Err(why) => why,
         },
-        Some(why) => full(
-            format!("{why}; incremental refresh of this shape is not implemented yet"),
-            changes,
-        ),
-    }
+        None => match rewritten {
+            Some(ref change) if !aggregates(plan) => {
+                format!("{change}, and the query has no GROUP BY or unique_key to merge by")
+            }
+            _ => why_not_groups,
+        },
+    };
+    full(
+        format!("{why_not}; incremental refresh of this shape is not implemented yet"),
+        changes,
+    )
+}
+
+/// Whether the plan aggregates anywhere.
+fn aggregates(plan: &LogicalPlan) -> bool {
+    plan.exists(|node| Ok(matches!(node, LogicalPlan::Aggregate(_))))
+        .unwrap_or(false)
 }
 
 /// A table the plan scans more than once (a self-join), if any.
-fn scanned_twice(plan: &LogicalPlan) -> Option<String> {
+pub(super) fn scanned_twice(plan: &LogicalPlan) -> Option<String> {
     let mut seen = std::collections::BTreeSet::new();
     let mut twice = None;
     let _ = plan.apply(|node| {

@@ -54,7 +54,10 @@ impl TestServer {
             .arg(&self.warehouse)
             .args(&self.extra)
             .current_dir(repo_root())
-            .env("TRIBUTARY_LOG", "warn")
+            .env(
+                "TRIBUTARY_LOG",
+                "warn,deltalake_core::operations::merge=error",
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

@@ -1,0 +1,435 @@
+//! Key-wise refresh: recompute only the keys whose rows changed and replace exactly those.
+//!
+//! Two plans have keys that fence off their rows: an aggregate (its GROUP BY keys; a group's
+//! row depends only on the input rows of that group) and a model with a `unique_key` whose
+//! query is linear or joins (each output row comes from input rows that carry its key).
+//! The affected keys are the keys of every input row that changed (inserted, deleted, or
+//! either image of an update), evaluated through the query below the keys. Recomputing the
+//! query for those keys only and MERGEing the result into the model (update, insert, or
+//! delete the keys that no longer produce a row) gives exactly the full recomputation: a row
+//! of the old or new result that differs between them has an affected key, so rows of other
+//! keys are the same in both.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use datafusion::catalog::MemTable;
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::{Column, JoinType};
+use datafusion::execution::context::SessionState;
+use datafusion::logical_expr::{
+    Aggregate, Expr, LogicalPlan, LogicalPlanBuilder, Operator, col, lit,
+};
+use datafusion::prelude::{DataFrame, SessionContext};
+use deltalake::DeltaTable;
+use deltalake::kernel::transaction::CommitProperties;
+
+use super::changes::Change;
+use super::plans::{self, Inputs, ScanAs};
+use super::strategy::{self, Shape};
+use crate::engine::EngineInner;
+use crate::error::{Error, Result};
+
+/// Where the keys are evaluated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeysAt {
+    /// The GROUP BY keys, on the rows the aggregate reads.
+    Aggregate,
+    /// The `unique_key` columns, on the query's result.
+    Result,
+}
+
+/// The keys that partition a model's rows.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    pub at: KeysAt,
+    /// The key expressions, over the schema of the plan below the keys.
+    exprs: Vec<Expr>,
+    /// The model column holding each key.
+    pub columns: Vec<String>,
+}
+
+const KEY_PREFIX: &str = "__tributary_key_";
+const PRESENT: &str = "__tributary_present";
+const KEYS_ALIAS: &str = "__tributary_keys";
+const NEW_ALIAS: &str = "__tributary_new";
+
+/// The GROUP BY keys of an aggregate query whose key groups can be recomputed one by one, or
+/// why the query is not one.
+pub fn group_keys(plan: &LogicalPlan) -> std::result::Result<Keys, String> {
+    let mut chain = Vec::new();
+    let mut node = plan;
+    let aggregate = loop {
+        match node {
+            LogicalPlan::Projection(p) => node = &p.input,
+            LogicalPlan::Filter(f) => node = &f.input,
+            LogicalPlan::SubqueryAlias(a) => node = &a.input,
+            LogicalPlan::Sort(s) if s.fetch.is_none() => node = &s.input,
+            LogicalPlan::Aggregate(a) => break a,
+            other => {
+                return Err(strategy::shape_violation(other, Shape::Linear)
+                    .unwrap_or_else(|| "the query does not end in GROUP BY".into()));
+            }
+        }
+        chain.push(node);
+    };
+    if aggregate.group_expr.is_empty() {
+        return Err("the query aggregates without GROUP BY".into());
+    }
+    if aggregate
+        .group_expr
+        .iter()
+        .any(|e| matches!(e, Expr::GroupingSet(_)))
+    {
+        return Err("the query uses GROUPING SETS, ROLLUP or CUBE".into());
+    }
+    check_below_keys(&aggregate.input)?;
+    for node in std::iter::once(plan).chain(chain.iter().copied()) {
+        if node.expressions().iter().any(has_subquery) {
+            return Err("the query has a subquery".into());
+        }
+    }
+    // Follow each key from the aggregate's output up to the model's columns.
+    let mut positions: Vec<usize> = (0..aggregate.group_expr.len()).collect();
+    let mut above: Vec<&LogicalPlan> = vec![plan];
+    above.extend(chain.iter().copied());
+    above.pop(); // the aggregate itself
+    for node in above.iter().rev() {
+        if let LogicalPlan::Projection(p) = node {
+            for (k, position) in positions.iter_mut().enumerate() {
+                let found = p.expr.iter().position(|e| match unalias(e) {
+                    Expr::Column(c) => p.input.schema().index_of_column(c).ok() == Some(*position),
+                    _ => false,
+                });
+                match found {
+                    Some(j) => *position = j,
+                    None => {
+                        return Err(format!(
+                            "GROUP BY key {} is not a column of the result",
+                            aggregate.group_expr[k]
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    Ok(Keys {
+        at: KeysAt::Aggregate,
+        exprs: aggregate.group_expr.clone(),
+        columns: positions
+            .iter()
+            .map(|p| plan.schema().field(*p).name().clone())
+            .collect(),
+    })
+}
+
+/// The `unique_key` columns of a linear or joining query, or why they cannot drive a merge.
+pub fn unique_keys(plan: &LogicalPlan, unique_key: &str) -> std::result::Result<Keys, String> {
+    check_below_keys(plan)?;
+    let mut exprs = Vec::new();
+    let mut columns = Vec::new();
+    for name in unique_key
+        .split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+    {
+        let field = plan
+            .schema()
+            .iter()
+            .find(|(_, f)| f.name() == name)
+            .ok_or_else(|| format!("unique_key column \"{name}\" is not a column of the result"))?;
+        exprs.push(Expr::Column(Column::from(field)));
+        columns.push(name.to_string());
+    }
+    if columns.is_empty() {
+        return Err("unique_key names no column".into());
+    }
+    Ok(Keys {
+        at: KeysAt::Result,
+        exprs,
+        columns,
+    })
+}
+
+/// The part of the plan below the keys must let changed input rows be traced to their keys:
+/// filters, projections, UNION ALL and inner joins, each input read once.
+fn check_below_keys(plan: &LogicalPlan) -> std::result::Result<(), String> {
+    let linear = strategy::shape_violation(plan, Shape::Linear);
+    if linear.is_some()
+        && let Some(why) = strategy::shape_violation(plan, Shape::SelectProjectJoin)
+    {
+        return Err(why);
+    }
+    if let Some(table) = strategy::scanned_twice(plan) {
+        return Err(format!("the query reads \"{table}\" more than once"));
+    }
+    Ok(())
+}
+
+fn unalias(e: &Expr) -> &Expr {
+    match e {
+        Expr::Alias(a) => unalias(&a.expr),
+        other => other,
+    }
+}
+
+fn has_subquery(e: &Expr) -> bool {
+    e.exists(|e| {
+        Ok(matches!(
+            e,
+            Expr::ScalarSubquery(_) | Expr::Exists(_) | Expr::InSubquery(_)
+        ))
+    })
+    .unwrap_or(true)
+}
+
+/// The plan below the keys: the aggregate's input, or the whole query.
+fn below_keys(plan: &LogicalPlan, at: KeysAt) -> Result<LogicalPlan> {
+    match at {
+        KeysAt::Result => Ok(plan.clone()),
+        KeysAt::Aggregate => {
+            let mut found = None;
+            plan.apply(|node| {
+                if let LogicalPlan::Aggregate(a) = node {
+                    found = Some(a.input.as_ref().clone());
+                    return Ok(datafusion::common::tree_node::TreeNodeRecursion::Stop);
+                }
+                Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+            })?;
+            found.ok_or_else(|| Error::Internal("aggregate expected".into()))
+        }
+    }
+}
+
+/// What a key-wise refresh wrote.
+pub struct Merged {
+    pub table: DeltaTable,
+    pub rows_written: i64,
+    pub keys: usize,
+}
+
+/// Recomputes the affected keys of a model and merges them into its table in one commit.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn refresh_keys(
+    engine: &EngineInner,
+    state: &SessionState,
+    plan: LogicalPlan,
+    keys: &Keys,
+    inputs: &Inputs,
+    changes: &BTreeMap<tributary_catalog::ObjectName, Change>,
+    table: DeltaTable,
+    commit: CommitProperties,
+) -> Result<Merged> {
+    let ctx = SessionContext::new_with_state(state.clone());
+    let affected = affected_keys(engine, state, &plan, keys, inputs, changes).await?;
+    let key_batches = DataFrame::new(state.clone(), affected).collect().await?;
+    let key_count: usize = key_batches.iter().map(|b| b.num_rows()).sum();
+    let Some(key_schema) = key_batches
+        .first()
+        .map(|b| b.schema())
+        .filter(|_| key_count > 0)
+    else {
+        // Nothing to replace; commit anyway so the new bookmarks are recorded.
+        let empty = LogicalPlanBuilder::from(plan).limit(0, Some(0))?.build()?;
+        let table = table
+            .write(Vec::new())
+            .with_input_plan(empty)
+            .with_session_state(Arc::new(state.clone()))
+            .with_save_mode(deltalake::protocol::SaveMode::Append)
+            .with_commit_properties(commit)
+            .await?;
+        return Ok(Merged {
+            table,
+            rows_written: 0,
+            keys: 0,
+        });
+    };
+    let key_table = Arc::new(MemTable::try_new(key_schema, vec![key_batches])?);
+    let keys_df = ctx.read_table(key_table)?.alias(KEYS_ALIAS)?;
+    let key_col = |k: usize| col(Column::new(Some(KEYS_ALIAS), format!("{KEY_PREFIX}{k}")));
+
+    // The new rows of the affected keys.
+    let recompute = match keys.at {
+        KeysAt::Aggregate => {
+            plan.transform_up(|node| match node {
+                LogicalPlan::Aggregate(a) => {
+                    let input = LogicalPlanBuilder::from(a.input.as_ref().clone())
+                        .join_on(
+                            keys_df.logical_plan().clone(),
+                            JoinType::LeftSemi,
+                            key_matches(&a.group_expr, &key_col),
+                        )?
+                        .build()?;
+                    Ok(Transformed::yes(LogicalPlan::Aggregate(
+                        Aggregate::try_new(Arc::new(input), a.group_expr, a.aggr_expr)?,
+                    )))
+                }
+                other => Ok(Transformed::no(other)),
+            })?
+            .data
+        }
+        KeysAt::Result => LogicalPlanBuilder::from(plan)
+            .join_on(
+                keys_df.logical_plan().clone(),
+                JoinType::LeftSemi,
+                key_matches(&keys.exprs, &key_col),
+            )?
+            .build()?,
+    };
+    let model_columns: Vec<String> = recompute
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    let mut renamed: Vec<Expr> = recompute
+        .schema()
+        .iter()
+        .map(|(q, f)| col(Column::new(q.cloned(), f.name())).alias(f.name()))
+        .collect();
+    renamed.push(lit(true).alias(PRESENT));
+    let new_df = DataFrame::new(state.clone(), recompute)
+        .select(renamed)?
+        .alias(NEW_ALIAS)?;
+    let new_col = |name: &str| col(Column::new(Some(NEW_ALIAS), name));
+    let on: Vec<Expr> = keys
+        .columns
+        .iter()
+        .enumerate()
+        .map(|(k, c)| same(key_col(k), new_col(c)))
+        .collect();
+    let mut source_columns: Vec<Expr> = model_columns
+        .iter()
+        .map(|c| new_col(c).alias(c.as_str()))
+        .collect();
+    source_columns
+        .extend((0..keys.columns.len()).map(|k| key_col(k).alias(format!("{KEY_PREFIX}{k}"))));
+    source_columns.push(new_col(PRESENT).alias(PRESENT));
+    let source = keys_df
+        .join_on(new_df, JoinType::Left, on)?
+        .select(source_columns)?;
+
+    let target = |c: &str| col(Column::new(Some("target"), c));
+    let source_col = |c: &str| col(Column::new(Some("source"), c));
+    let predicate = keys
+        .columns
+        .iter()
+        .enumerate()
+        .map(|(k, c)| same(target(c), source_col(&format!("{KEY_PREFIX}{k}"))))
+        .reduce(Expr::and)
+        .ok_or_else(|| Error::Internal("merge without keys".into()))?;
+    let (table, metrics) = table
+        .merge(source, predicate)
+        .with_source_alias("source")
+        .with_target_alias("target")
+        .with_session_state(Arc::new(state.clone()))
+        .with_commit_properties(commit)
+        .when_matched_delete(|delete| delete.predicate(source_col(PRESENT).is_null()))?
+        .when_matched_update(|mut update| {
+            for c in &model_columns {
+                update = update.update(Column::new_unqualified(c), source_col(c));
+            }
+            update
+        })?
+        .when_not_matched_insert(|mut insert| {
+            insert = insert.predicate(source_col(PRESENT).is_not_null());
+            for c in &model_columns {
+                insert = insert.set(Column::new_unqualified(c), source_col(c));
+            }
+            insert
+        })?
+        .await
+        .map_err(|e| merge_error(e, keys))?;
+    let rows_written = (metrics.num_target_rows_inserted
+        + metrics.num_target_rows_updated
+        + metrics.num_target_rows_deleted) as i64;
+    Ok(Merged {
+        table,
+        rows_written,
+        keys: key_count,
+    })
+}
+
+/// `expr IS NOT DISTINCT FROM key` for each key: GROUP BY puts NULLs in one group.
+fn key_matches(exprs: &[Expr], key_col: &impl Fn(usize) -> Expr) -> Vec<Expr> {
+    exprs
+        .iter()
+        .enumerate()
+        .map(|(k, e)| same(e.clone(), key_col(k)))
+        .collect()
+}
+
+/// `left IS NOT DISTINCT FROM right`.
+fn same(left: Expr, right: Expr) -> Expr {
+    datafusion::logical_expr::binary_expr(left, Operator::IsNotDistinctFrom, right)
+}
+
+/// A merge that matched one model row with several new rows means the key is not unique.
+fn merge_error(error: deltalake::DeltaTableError, keys: &Keys) -> Error {
+    let text = error.to_string();
+    if text.contains("multiple") || text.contains("duplicate") {
+        return Error::bad_input(format!(
+            "unique_key ({}) is not unique in the new rows: {text}",
+            keys.columns.join(", ")
+        ));
+    }
+    error.into()
+}
+
+/// The distinct keys of every changed input row: for each changed input, the plan below the
+/// keys with that input's changed rows (inserted, deleted and both update images) and every
+/// other changed input at both its old and its new version, so rows that joined before the
+/// change and rows that join after it are both traced.
+async fn affected_keys(
+    engine: &EngineInner,
+    state: &SessionState,
+    plan: &LogicalPlan,
+    keys: &Keys,
+    inputs: &Inputs,
+    changes: &BTreeMap<tributary_catalog::ObjectName, Change>,
+) -> Result<LogicalPlan> {
+    let below = below_keys(plan, keys.at)?;
+    let changed: Vec<&tributary_catalog::ObjectName> = changes
+        .iter()
+        .filter(|(_, c)| matches!(c, Change::Appended { .. } | Change::Rewritten { .. }))
+        .map(|(name, _)| name)
+        .collect();
+    let choice = strategy::Choice {
+        strategy: strategy::Strategy::Full,
+        reason: String::new(),
+        changes: changes.clone(),
+        keys: None,
+    };
+    let mut branches = Vec::new();
+    for this in &changed {
+        let branch =
+            plans::rewrite_scans(engine, state, below.clone(), inputs, &choice, |name, _| {
+                if name == *this {
+                    ScanAs::Changed
+                } else if changed.contains(&name) {
+                    ScanAs::OldAndCurrent
+                } else {
+                    ScanAs::Current
+                }
+            })
+            .await?;
+        let projected = LogicalPlanBuilder::from(branch)
+            .project(
+                keys.exprs
+                    .iter()
+                    .enumerate()
+                    .map(|(k, e)| e.clone().alias(format!("{KEY_PREFIX}{k}"))),
+            )?
+            .build()?;
+        branches.push(projected);
+    }
+    let mut branches = branches.into_iter();
+    let first = branches
+        .next()
+        .ok_or_else(|| Error::Internal("key-wise refresh without a changed input".into()))?;
+    let mut builder = LogicalPlanBuilder::from(first);
+    for branch in branches {
+        builder = builder.union(branch)?;
+    }
+    Ok(builder.distinct()?.build()?)
+}
