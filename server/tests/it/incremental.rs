@@ -27,38 +27,73 @@ impl Rng {
     }
 }
 
-/// Model shapes: filters, projections, UNION ALL, chains of models, and shapes that must
-/// fall back to full refreshes (aggregates, joins, DISTINCT).
-const MODELS: &[(&str, &str)] = &[
-    ("m_filter", "SELECT id, k, v FROM a WHERE v > 40"),
+/// Model shapes: filters, projections, UNION ALL, chains of models, inner joins, aggregates
+/// (every aggregate function, NULL keys, HAVING, keys computed by expressions, over joins
+/// and over other models), `unique_key` merges, and shapes that fall back to full refreshes
+/// (LEFT JOIN, DISTINCT, aggregates without GROUP BY).
+const MODELS: &[(&str, &str, &str)] = &[
+    ("m_filter", "", "SELECT id, k, v FROM a WHERE v > 40"),
     (
         "m_project",
+        "",
         "SELECT id, k, v * 2 + 1 AS w, CASE WHEN v > 50 THEN 'hi' ELSE 'lo' END AS band FROM a",
     ),
     (
         "m_union",
+        "",
         "SELECT id, k FROM a WHERE k <> 'x' UNION ALL SELECT id, k FROM b",
     ),
-    ("m_chain", "SELECT id, w FROM m_project WHERE band = 'hi'"),
+    ("m_chain", "", "SELECT id, w FROM m_project WHERE band = 'hi'"),
     (
         "m_agg",
-        "SELECT k, count(*) AS n, sum(v) AS total, min(v) AS lo, max(v) AS hi FROM a GROUP BY k",
+        "",
+        "SELECT k, count(*) AS n, count(v) AS nv, sum(v) AS total, min(v) AS lo, max(v) AS hi, \
+         avg(v) AS mean, count(DISTINCT v) AS distinct_v FROM a GROUP BY k",
     ),
     (
+        "m_agg_having",
+        "",
+        "SELECT v % 7 AS bucket, k, sum(v) AS total FROM b WHERE v IS NOT NULL \
+         GROUP BY v % 7, k HAVING count(*) > 1",
+    ),
+    (
+        "m_agg_join",
+        "",
+        "SELECT d.label, count(*) AS n, sum(a.v) AS total FROM a JOIN d ON a.k = d.k GROUP BY d.label",
+    ),
+    (
+        "m_agg_chain",
+        "",
+        "SELECT band, count(*) AS n, max(w) AS top FROM m_project GROUP BY band",
+    ),
+    ("m_grand", "", "SELECT count(*) AS n, sum(v) AS total FROM b"),
+    (
         "m_join",
+        "",
         "SELECT a.id, a.v, b.v AS bv FROM a JOIN b ON a.k = b.k",
     ),
     (
+        "m_uk_linear",
+        "unique_key = 'id'",
+        "SELECT id, k, v * 3 AS w FROM a WHERE v IS NULL OR v < 90",
+    ),
+    (
+        "m_uk_join",
+        "unique_key = 'id'",
+        "SELECT a.id, a.v, d.label FROM a JOIN d ON a.k = d.k",
+    ),
+    (
         "m_left",
+        "",
         "SELECT a.id, b.id AS bid FROM a LEFT JOIN b ON a.id = b.id",
     ),
-    ("m_distinct", "SELECT DISTINCT k FROM m_union"),
+    ("m_distinct", "", "SELECT DISTINCT k FROM m_union"),
 ];
 
 /// Compares each model with its query as multisets: rows with their multiplicities
 /// (DataFusion's EXCEPT ALL drops every copy of a matching row, so it cannot see duplicates).
 async fn assert_models_equal_queries(client: &tokio_postgres::Client, schema: &str, context: &str) {
-    for (name, query) in MODELS {
+    for (name, _, query) in MODELS {
         let columns: Vec<String> = client
             .query(
                 "SELECT column_name FROM tributary.columns \
@@ -105,14 +140,21 @@ async fn incremental_refresh_always_equals_a_full_recompute() {
                 "CREATE SCHEMA {schema}; SET search_path TO {schema};
                  CREATE TABLE a (id BIGINT NOT NULL, k TEXT, v BIGINT);
                  CREATE TABLE b (id BIGINT NOT NULL, k TEXT, v BIGINT);
+                 CREATE TABLE d (k TEXT, label TEXT);
                  INSERT INTO a VALUES (1, 'x', 10), (2, 'y', 60);
-                 INSERT INTO b VALUES (1, 'y', 5);"
+                 INSERT INTO b VALUES (1, 'y', 5);
+                 INSERT INTO d VALUES ('x', 'ex'), ('y', 'why'), ('z', 'zed');"
             ))
             .await
             .unwrap();
-        for (name, query) in MODELS {
+        for (name, options, query) in MODELS {
+            let with = if options.is_empty() {
+                String::new()
+            } else {
+                format!("WITH ({options})")
+            };
             client
-                .batch_execute(&format!("CREATE MODEL {name} AS {query}"))
+                .batch_execute(&format!("CREATE MODEL {name} {with} AS {query}"))
                 .await
                 .unwrap();
         }
@@ -128,8 +170,15 @@ async fn incremental_refresh_always_equals_a_full_recompute() {
                 } else {
                     *rng.pick(&["a", "b"])
                 };
-                let op = if appends_only { 0 } else { rng.below(10) };
-                let sql = if op < 6 {
+                let op = if appends_only { 0 } else { rng.below(12) };
+                let sql = if op >= 10 {
+                    // The dimension: relabel a key (moves groups, rewrites joined rows).
+                    format!(
+                        "UPDATE d SET label = '{}' WHERE k = '{}'",
+                        rng.pick(&["ex", "why", "zed", "other"]),
+                        rng.pick(&["x", "y", "z"])
+                    )
+                } else if op < 6 {
                     let rows: Vec<String> = (0..(1 + rng.below(4)))
                         .map(|_| {
                             next_id += 1;
@@ -144,8 +193,14 @@ async fn incremental_refresh_always_equals_a_full_recompute() {
                         .collect();
                     format!("INSERT INTO {table} VALUES {}", rows.join(", "))
                 } else if op < 8 {
+                    // Updates change values and, half the time, group and join keys.
+                    let set_k = if rng.below(2) == 0 {
+                        format!(", k = '{}'", rng.pick(&["x", "y", "z"]))
+                    } else {
+                        String::new()
+                    };
                     format!(
-                        "UPDATE {table} SET v = v + {} WHERE id % 3 = {}",
+                        "UPDATE {table} SET v = v + {}{set_k} WHERE id % 3 = {}",
                         rng.below(20),
                         rng.below(3)
                     )
@@ -156,7 +211,7 @@ async fn incremental_refresh_always_equals_a_full_recompute() {
                 log.push(sql);
             }
             if rng.below(4) == 0 {
-                let (name, _) = rng.pick(MODELS);
+                let (name, _, _) = rng.pick(MODELS);
                 client
                     .batch_execute(&format!("REFRESH MODEL {name} WITH UPSTREAM"))
                     .await
@@ -184,5 +239,7 @@ async fn incremental_refresh_always_equals_a_full_recompute() {
     // The campaign exercised the incremental path, not only full refreshes.
     assert!(strategies.contains("incremental_append"), "{strategies:?}");
     assert!(strategies.contains("incremental_join"), "{strategies:?}");
+    assert!(strategies.contains("incremental_groups"), "{strategies:?}");
+    assert!(strategies.contains("incremental_merge"), "{strategies:?}");
     assert!(strategies.contains("full"), "{strategies:?}");
 }
