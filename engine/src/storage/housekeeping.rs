@@ -18,11 +18,14 @@
 //! - **vacuums** data files that were removed from the table longer than
 //!   [`HousekeepingPolicy::vacuum_retention`] ago. Time travel to a version older than the
 //!   retention then fails with a clear error ([`ensure_readable`]) instead of a missing-file
-//!   error from the scan. Files that a model has not consumed yet (added after the input
-//!   version the model last read, which an incremental refresh reads from the change feed)
-//!   are kept whatever their age, so a model that was not refreshed for a while can still
-//!   refresh incrementally. To keep them, vacuum runs as a dry run to get the candidates and
-//!   Tributary deletes the rest itself; as a side effect vacuum adds no commits to the log.
+//!   error from the scan. Whatever their age, files a model may still read are kept: every
+//!   file of the input version the model last read (its bookmark; an incremental refresh
+//!   may read the input as of that version) and every file added since (it reads those
+//!   from the change feed). So a model that was not refreshed for a while still refreshes
+//!   incrementally; the price is that compacted-away files stay until every model over the
+//!   table has committed a newer bookmark. To keep them, vacuum runs as a dry run to get the
+//!   candidates and Tributary deletes the rest itself; as a side effect vacuum adds no
+//!   commits to the log.
 //!
 //! Readers of an older published snapshot can still be running while a pass publishes a new
 //! one: with a retention of minutes or more they never notice; a retention near zero (tests)
@@ -131,8 +134,9 @@ impl std::fmt::Display for HousekeepingReport {
 /// Inputs to [`maintain`] that come from outside the table.
 #[derive(Default)]
 pub struct MaintainOptions {
-    /// Keep every file added after this version (the oldest input version a model has read).
-    pub keep_added_after: Option<i64>,
+    /// Keep every file of this version and every file added after it (the oldest input
+    /// version a model's bookmark names).
+    pub keep_since: Option<i64>,
     /// The DataFusion state compaction runs with (the engine's memory pool).
     pub session: Option<SessionState>,
 }
@@ -276,8 +280,8 @@ async fn last_checkpoint_version(table: &DeltaTable) -> Result<i64> {
         .unwrap_or(-1))
 }
 
-/// Deletes files removed longer than `retention` ago, except files added after
-/// `keep_added_after`. Returns (deleted, kept for models).
+/// Deletes files removed longer than `retention` ago, except files of version `keep_since`
+/// or added after it. Returns (deleted, kept for models).
 async fn vacuum(
     table: &DeltaTable,
     retention: Duration,
@@ -300,8 +304,8 @@ async fn vacuum(
     if plan.files_deleted.is_empty() {
         return Ok((0, 0));
     }
-    let keep = match options.keep_added_after {
-        Some(after) if after < delta::version(table) => added_since(table, after).await?,
+    let keep = match options.keep_since {
+        Some(since) if since < delta::version(table) => referenced_since(table, since).await?,
         _ => HashSet::new(),
     };
     let doomed: Vec<Path> = plan
@@ -329,11 +333,22 @@ fn store_path(path: &str) -> Path {
     Path::parse(path).unwrap_or_else(|_| Path::from(path))
 }
 
-/// Files added by the commits after `after`, up to the table's version.
-async fn added_since(table: &DeltaTable, after: i64) -> Result<HashSet<Path>> {
-    let log = table.log_store();
+/// Files of version `since` and files added by the commits after it, up to the table's
+/// version: what a model whose bookmark is `since` may still read.
+async fn referenced_since(table: &DeltaTable, since: i64) -> Result<HashSet<Path>> {
     let mut added = HashSet::new();
-    for version in (after + 1).max(0)..=delta::version(table) {
+    if since >= 0 {
+        let mut old = table.clone();
+        old.load_version(since as u64).await?;
+        added.extend(
+            old.snapshot()?
+                .log_data()
+                .iter()
+                .map(|f| f.object_store_path()),
+        );
+    }
+    let log = table.log_store();
+    for version in (since + 1).max(0)..=delta::version(table) {
         let Some(bytes) = log.read_commit_entry(version as u64).await? else {
             continue;
         };
@@ -472,7 +487,7 @@ impl Engine {
         let mut outcomes = Vec::new();
         for object in objects.iter().filter(|o| is_maintained(o)) {
             let options = MaintainOptions {
-                keep_added_after: bookmarks.get(&object.name.to_string()).copied(),
+                keep_since: bookmarks.get(&object.name.to_string()).copied(),
                 session: Some(session.clone()),
             };
             let result = maintain_object(inner, object.id, policy, &options).await;
@@ -514,7 +529,10 @@ async fn oldest_bookmarks(inner: &EngineInner, objects: &[CatalogObject]) -> BTr
                 continue;
             }
         };
-        for (input, version) in crate::refresh::changes::bookmarks(&table).await {
+        for (input, bookmark) in crate::refresh::changes::bookmarks(&table).await {
+            let Some(version) = bookmark.get("version").and_then(|v| v.as_i64()) else {
+                continue;
+            };
             oldest
                 .entry(input)
                 .and_modify(|v| *v = (*v).min(version))

@@ -13,7 +13,8 @@ use crate::support::TestServer;
 
 async fn query(session: &mut Session, sql: &str) -> tributary_engine::Result<String> {
     let mut text = String::new();
-    for output in session.execute_all(sql).await? {
+    // Boxed: the statement futures are large, and the test's own future lives on its stack.
+    for output in Box::pin(session.execute_all(sql)).await? {
         if let Output::Rows { stream, .. } = output {
             let batches: Vec<_> = stream.try_collect().await?;
             text.push_str(&pretty_format_batches(&batches).unwrap().to_string());
@@ -61,6 +62,31 @@ fn published_version(engine: &Engine, name: &str) -> i64 {
 const TOTALS: &str = "SELECT count(*) AS n, sum(v) AS total, min(id) AS lo, max(id) AS hi FROM t";
 const BIG: &str = "SELECT id, v FROM t WHERE v > 100 ORDER BY id";
 
+/// The report of `name` in a pass's outcomes.
+fn report_of(
+    outcomes: &mut Vec<tributary_engine::PassOutcome>,
+    name: &str,
+) -> tributary_engine::HousekeepingReport {
+    let at = outcomes
+        .iter()
+        .position(|o| o.name.name == name)
+        .unwrap_or_else(|| panic!("{name} was not visited"));
+    outcomes
+        .remove(at)
+        .result
+        .unwrap_or_else(|e| panic!("housekeeping of {name} failed: {e}"))
+        .unwrap_or_else(|| panic!("{name} was skipped"))
+}
+
+async fn last_run_of_big(s: &mut Session) -> String {
+    run(
+        s,
+        "SELECT strategy, rows_written FROM tributary.runs WHERE model LIKE '%big' \
+         ORDER BY run_id DESC LIMIT 1",
+    )
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pass_compacts_checkpoints_and_vacuums_without_changing_results() {
     let dir = tempfile::tempdir().unwrap();
@@ -72,8 +98,66 @@ async fn a_pass_compacts_checkpoints_and_vacuums_without_changing_results() {
     .await
     .unwrap();
     let mut s = engine.session("tributary");
+    let policy = HousekeepingPolicy {
+        compact_min_files: 4,
+        vacuum_retention: Duration::ZERO,
+        checkpoint_every: 10,
+        ..Default::default()
+    };
+
+    // 1. Thirty small appends, no model yet: compaction, a checkpoint, and vacuum of all
+    //    thirty replaced files.
     run(&mut s, "CREATE TABLE t (id BIGINT NOT NULL, v BIGINT)").await;
-    run(&mut s, "INSERT INTO t VALUES (1, 10)").await;
+    for i in 1..=30 {
+        run(&mut s, &format!("INSERT INTO t VALUES ({i}, {})", i * 10)).await;
+    }
+    let t_dir = table_dir(&engine, dir.path(), "t");
+    assert_eq!(files_with(&t_dir, ".parquet").len(), 30);
+    let old_version = published_version(&engine, "t");
+    let before = run(&mut s, TOTALS).await;
+
+    let mut outcomes = Box::pin(engine.housekeeping_pass(&policy)).await;
+    let report = report_of(&mut outcomes, "t");
+    assert_eq!(report.live_files_before, 30, "{report}");
+    assert_eq!(report.files_compacted, 30, "{report}");
+    assert_eq!(report.live_files_after, 1, "{report}");
+    assert_eq!(report.checkpoint, Some(report.version_after), "{report}");
+    assert_eq!(report.files_vacuumed, 30, "{report}");
+    assert_eq!(report.files_kept_for_models, 0, "{report}");
+    // The compaction commit is published: catalog and reads follow it.
+    assert_eq!(report.version_after, old_version + 1);
+    assert_eq!(published_version(&engine, "t"), old_version + 1);
+    let log = t_dir.join("_delta_log");
+    assert!(
+        !files_with(&log, ".checkpoint.parquet").is_empty(),
+        "no checkpoint in {}",
+        log.display()
+    );
+    assert_eq!(files_with(&t_dir, ".parquet").len(), 1);
+    assert_eq!(run(&mut s, TOTALS).await, before);
+
+    // Time travel: a version whose files were vacuumed fails clearly; the current one works.
+    let e = query(
+        &mut s,
+        &format!("SELECT count(*) FROM t VERSION AS OF {old_version}"),
+    )
+    .await
+    .expect_err("the old version was vacuumed");
+    let message = e.to_string();
+    assert!(
+        message.contains(&format!(
+            "version {old_version} of \"public.t\" is no longer available"
+        )) && message.contains("vacuumed"),
+        "{message}"
+    );
+    let latest = published_version(&engine, "t");
+    assert_eq!(
+        run(&mut s, &format!("{TOTALS} VERSION AS OF {latest}")).await,
+        before
+    );
+
+    // 2. Models over the table, then appends they have not read yet: the next pass compacts
+    //    again but keeps every file the models may still read.
     // A linear model refreshes incrementally (reads the appended files); an aggregate fully.
     run(
         &mut s,
@@ -85,52 +169,16 @@ async fn a_pass_compacts_checkpoints_and_vacuums_without_changing_results() {
         "CREATE MODEL totals AS SELECT count(*) AS n, sum(v) AS total FROM t",
     )
     .await;
-    for i in 2..=30 {
-        run(&mut s, &format!("INSERT INTO t VALUES ({i}, {})", i * 10)).await;
-    }
-    run(&mut s, "REFRESH ALL").await;
-    let old_version = published_version(&engine, "t");
-    // Appended after the models' last refresh: the models have not read these yet.
     for i in 31..=33 {
         run(&mut s, &format!("INSERT INTO t VALUES ({i}, {})", i * 10)).await;
     }
-    let t_dir = table_dir(&engine, dir.path(), "t");
-    assert_eq!(files_with(&t_dir, ".parquet").len(), 33);
     let before = run(&mut s, TOTALS).await;
-    let version_before = published_version(&engine, "t");
-
-    let policy = HousekeepingPolicy {
-        compact_min_files: 4,
-        vacuum_retention: Duration::ZERO,
-        checkpoint_every: 10,
-        ..Default::default()
-    };
-    let outcomes = engine.housekeeping_pass(&policy).await;
-    let report = outcomes
-        .into_iter()
-        .find(|o| o.name.name == "t")
-        .expect("t was maintained")
-        .result
-        .expect("housekeeping of t succeeded")
-        .expect("t was not skipped");
-    assert_eq!(report.live_files_before, 33, "{report}");
-    assert_eq!(report.files_compacted, 33, "{report}");
-    assert_eq!(report.live_files_after, 1, "{report}");
-    assert_eq!(report.checkpoint, Some(report.version_after), "{report}");
-    // The 30 files the models already read are gone; the 3 they have not read yet stay.
-    assert_eq!(report.files_vacuumed, 30, "{report}");
-    assert_eq!(report.files_kept_for_models, 3, "{report}");
-
-    // The compaction commit is published: catalog and reads follow it.
-    assert_eq!(published_version(&engine, "t"), version_before + 1);
-    assert_eq!(report.version_after, version_before + 1);
-    let log = t_dir.join("_delta_log");
-    assert!(
-        !files_with(&log, ".checkpoint.parquet").is_empty(),
-        "no checkpoint in {}",
-        log.display()
-    );
-    assert_eq!(files_with(&t_dir, ".parquet").len(), 1 + 3);
+    let mut outcomes = Box::pin(engine.housekeeping_pass(&policy)).await;
+    let report = report_of(&mut outcomes, "t");
+    assert_eq!(report.files_compacted, 4, "{report}");
+    assert_eq!(report.files_vacuumed, 0, "{report}");
+    assert_eq!(report.files_kept_for_models, 4, "{report}");
+    assert_eq!(files_with(&t_dir, ".parquet").len(), 1 + 3 + 1);
     assert_eq!(run(&mut s, TOTALS).await, before);
 
     // The models refresh correctly from the compacted table: the incremental one reads the
@@ -144,55 +192,28 @@ async fn a_pass_compacts_checkpoints_and_vacuums_without_changing_results() {
         run(&mut s, "SELECT n, total FROM totals").await,
         run(&mut s, "SELECT count(*) AS n, sum(v) AS total FROM t").await
     );
-    let last_run = run(
-        &mut s,
-        "SELECT strategy, rows_written FROM tributary.runs WHERE model LIKE '%big' \
-         ORDER BY run_id DESC LIMIT 1",
-    )
-    .await;
+    let last_run = last_run_of_big(&mut s).await;
     assert!(
         last_run.contains("incremental_append") && last_run.contains("| 3 "),
         "the refresh after compaction should append the 3 new rows from the kept files:\n{last_run}"
     );
 
-    // Now that the models read them, the next pass deletes the three kept files too. With a
-    // lower threshold it also compacts the model's own files (one per refresh).
+    // 3. Now that the models read them, the next pass deletes the kept files too. With a
+    //    lower threshold it also compacts the model's own files (one per refresh).
     let policy = HousekeepingPolicy {
         compact_min_files: 2,
         ..policy
     };
-    let mut outcomes = engine.housekeeping_pass(&policy).await;
-    let mut report_of = |name: &str| {
-        let at = outcomes.iter().position(|o| o.name.name == name).unwrap();
-        outcomes.remove(at).result.unwrap().unwrap()
-    };
-    let report = report_of("t");
-    assert_eq!(report.files_vacuumed, 3, "{report}");
+    let mut outcomes = Box::pin(engine.housekeeping_pass(&policy)).await;
+    let report = report_of(&mut outcomes, "t");
+    assert_eq!(report.files_vacuumed, 4, "{report}");
     assert_eq!(report.files_compacted, 0, "{report}");
-    assert_eq!(report.checkpoint, None, "already checkpointed: {report}");
-    let model_report = report_of("big");
+    assert_eq!(report.checkpoint, None, "not due yet: {report}");
+    let model_report = report_of(&mut outcomes, "big");
     assert!(model_report.files_compacted >= 2, "{model_report}");
     assert_eq!(model_report.live_files_after, 1, "{model_report}");
     assert_eq!(files_with(&t_dir, ".parquet").len(), 1);
     assert_eq!(run(&mut s, TOTALS).await, before);
-
-    // Time travel: older than the retention fails clearly; the current version still works.
-    let e = query(
-        &mut s,
-        &format!("SELECT count(*) FROM t VERSION AS OF {old_version}"),
-    )
-    .await
-    .expect_err("old version was vacuumed");
-    let message = e.to_string();
-    assert!(
-        message.contains(&format!(
-            "version {old_version} of \"public.t\" is no longer available"
-        )) && message.contains("vacuumed"),
-        "{message}"
-    );
-    let latest = published_version(&engine, "t");
-    let now = run(&mut s, &format!("{TOTALS} VERSION AS OF {latest}")).await;
-    assert_eq!(now, before);
 
     // Appends after housekeeping still work and are visible; the compacted model kept its
     // input bookmarks, so it still refreshes incrementally.
@@ -202,12 +223,7 @@ async fn a_pass_compacts_checkpoints_and_vacuums_without_changing_results() {
         run(&mut s, "SELECT * FROM big ORDER BY id").await,
         run(&mut s, BIG).await
     );
-    let last_run = run(
-        &mut s,
-        "SELECT strategy, rows_written FROM tributary.runs WHERE model LIKE '%big' \
-         ORDER BY run_id DESC LIMIT 1",
-    )
-    .await;
+    let last_run = last_run_of_big(&mut s).await;
     assert!(
         last_run.contains("incremental_append") && last_run.contains("| 1 "),
         "{last_run}"
