@@ -137,6 +137,9 @@ fn base_state(inner: &Arc<EngineInner>, memory_limit: usize) -> Result<SessionSt
         .set_str("datafusion.execution.time_zone", "UTC");
     let runtime = RuntimeEnvBuilder::new()
         .with_memory_pool(Arc::new(FairSpillPool::new(memory_limit)))
+        // File sources must see files as they are now: DataFusion's listing cache would keep
+        // a folder's first listing forever (new files in a landing folder never seen).
+        .with_object_list_cache_limit(0)
         .build_arc()?;
     let state = SessionStateBuilder::new()
         .with_config(config)

@@ -19,6 +19,7 @@ use tributary_catalog::{CatalogObject, ObjectKind};
 
 use crate::engine::EngineInner;
 use crate::error::{Error, Result};
+use crate::sources::files::Listing;
 use crate::storage::delta::INPUTS_KEY;
 
 /// How one input changed since the bookmark.
@@ -35,6 +36,11 @@ pub enum Change {
         from: i64,
         to: i64,
     },
+    /// A file source gained files (and no file changed or went away).
+    NewFiles {
+        added: Vec<String>,
+        before: Vec<String>,
+    },
     /// No bookmark (first refresh) or an input kind without change tracking yet.
     Unknown(String),
 }
@@ -49,13 +55,85 @@ impl Change {
             Change::Rewritten { from, to } => {
                 format!("rows updated, deleted or replaced since version {from} (now {to})")
             }
+            Change::NewFiles { added, .. } => {
+                format!("{} new file(s): {}", added.len(), file_names(added))
+            }
             Change::Unknown(why) => why.clone(),
+        }
+    }
+
+    /// Whether the input only gained rows.
+    pub fn only_appends(&self) -> bool {
+        matches!(self, Change::Appended { .. } | Change::NewFiles { .. })
+    }
+}
+
+/// The last parts of up to five file URLs, for messages.
+fn file_names(urls: &[String]) -> String {
+    let mut names: Vec<&str> = urls
+        .iter()
+        .take(5)
+        .map(|u| u.rsplit('/').next().unwrap_or(u))
+        .collect();
+    if urls.len() > 5 {
+        names.push("...");
+    }
+    names.join(", ")
+}
+
+/// How a file source changed since the listing a model's last commit recorded: new files
+/// are appends (each read exactly once); a changed or removed file means rows changed in
+/// ways only a full refresh can reflect.
+pub(crate) fn files_change(
+    input: &CatalogObject,
+    bookmark: Option<&serde_json::Value>,
+    now: &Listing,
+) -> Change {
+    let before: Option<Listing> = bookmark
+        .and_then(|b| b.get("files"))
+        .and_then(|f| serde_json::from_value(f.clone()).ok());
+    let Some(before) = before else {
+        return Change::Unknown(format!(
+            "no file bookmark for source \"{}\" (first refresh)",
+            input.name
+        ));
+    };
+    let gone: Vec<String> = before
+        .iter()
+        .filter(|(url, stamp)| now.get(*url) != Some(stamp))
+        .map(|(url, _)| url.clone())
+        .collect();
+    if !gone.is_empty() {
+        let append_mode = input.options.get("mode").map(String::as_str) == Some("append");
+        return Change::Unknown(format!(
+            "source \"{}\"{}: file(s) changed or removed since the last refresh: {}",
+            input.name,
+            if append_mode {
+                " (mode = 'append')"
+            } else {
+                ""
+            },
+            file_names(&gone)
+        ));
+    }
+    let added: Vec<String> = now
+        .keys()
+        .filter(|url| !before.contains_key(*url))
+        .cloned()
+        .collect();
+    if added.is_empty() {
+        Change::Unchanged
+    } else {
+        Change::NewFiles {
+            added,
+            before: before.into_keys().collect(),
         }
     }
 }
 
-/// The input versions recorded with the model's latest commit.
-pub async fn bookmarks(table: &DeltaTable) -> BTreeMap<String, i64> {
+/// The input bookmarks recorded with the model's latest commit, by input name: for stored
+/// inputs `{"version": v}`, for file sources `{"files": {url: stamp}}`.
+pub async fn bookmarks(table: &DeltaTable) -> BTreeMap<String, serde_json::Value> {
     use futures::TryStreamExt;
     let Ok(infos) = table.history(Some(1)).try_collect::<Vec<_>>().await else {
         return BTreeMap::new();
@@ -65,11 +143,7 @@ pub async fn bookmarks(table: &DeltaTable) -> BTreeMap<String, i64> {
     };
     inputs
         .as_object()
-        .map(|m| {
-            m.iter()
-                .filter_map(|(k, v)| Some((k.clone(), v.get("version")?.as_i64()?)))
-                .collect()
-        })
+        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
         .unwrap_or_default()
 }
 
@@ -81,8 +155,8 @@ pub(crate) async fn change_of(
 ) -> Result<Change> {
     match input.kind {
         ObjectKind::Source => {
-            return Ok(Change::Unknown(format!(
-                "source \"{}\" is not change-tracked yet",
+            return Err(Error::Internal(format!(
+                "source \"{}\" is tracked by its files",
                 input.name
             )));
         }

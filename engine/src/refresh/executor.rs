@@ -141,16 +141,18 @@ async fn run(
         choice,
         table,
         inputs,
+        files,
     } = planned;
     let inputs_json = serde_json::Value::Object(
         inputs
             .iter()
             .map(|(name, (input, _))| {
                 let change = choice.changes.get(name).map(|c| c.describe());
-                (
-                    name.to_string(),
-                    json!({ "version": input.published_version, "change": change }),
-                )
+                let bookmark = match files.get(name) {
+                    Some(listing) => json!({ "files": listing, "change": change }),
+                    None => json!({ "version": input.published_version, "change": change }),
+                };
+                (name.to_string(), bookmark)
             })
             .collect(),
     );
@@ -234,6 +236,8 @@ pub(super) struct Planned {
     pub(super) table: DeltaTable,
     /// Stored inputs by name, with the bookmark the last commit recorded for each.
     pub(super) inputs: BTreeMap<tributary_catalog::ObjectName, (CatalogObject, Option<i64>)>,
+    /// The files each file source input has now, read by this refresh.
+    pub(super) files: BTreeMap<tributary_catalog::ObjectName, crate::sources::files::Listing>,
 }
 
 pub(super) async fn plan_refresh(
@@ -256,19 +260,35 @@ pub(super) async fn plan_refresh(
     };
     let mut inputs = BTreeMap::new();
     let mut input_changes = BTreeMap::new();
+    let mut files = BTreeMap::new();
     for name in planning::plan_inputs(&plan, default_schema) {
         let Some(input) = engine.catalog.object(&name)? else {
             continue;
         };
-        let bookmark = bookmarks.get(&name.to_string()).copied();
-        let change = if object.published_version.is_none() {
+        let recorded = bookmarks.get(&name.to_string());
+        let bookmark = recorded
+            .and_then(|b| b.get("version"))
+            .and_then(|v| v.as_i64());
+        let change = if input.kind == ObjectKind::Source {
+            let spec = crate::sources::files::FileSourceSpec::from_options(&input.options)?;
+            let listing = spec.list_files(&state).await?;
+            let change = changes::files_change(&input, recorded, &listing);
+            files.insert(name.clone(), listing);
+            change
+        } else if object.published_version.is_none() {
             changes::Change::Unknown("first refresh".into())
         } else {
             changes::change_of(engine, &input, bookmark).await?
         };
+        let change = if object.published_version.is_none() {
+            changes::Change::Unknown("first refresh".into())
+        } else {
+            change
+        };
         input_changes.insert(name.clone(), change);
         inputs.insert(name, (input, bookmark));
     }
+    let plan = pin_file_sources(plan, &inputs, &files)?;
     if object.options.get("refresh").map(String::as_str) == Some("append") && !full_requested {
         check_append_contract(engine, &state, object, &inputs, &input_changes).await?;
     }
@@ -279,7 +299,53 @@ pub(super) async fn plan_refresh(
         choice,
         table,
         inputs,
+        files,
     })
+}
+
+/// Makes every file source scan read exactly the files listed for this refresh (the ones its
+/// bookmark will record), never a file that lands while the refresh runs.
+fn pin_file_sources(
+    plan: datafusion::logical_expr::LogicalPlan,
+    inputs: &plans::Inputs,
+    files: &BTreeMap<tributary_catalog::ObjectName, crate::sources::files::Listing>,
+) -> Result<datafusion::logical_expr::LogicalPlan> {
+    use datafusion::common::tree_node::{Transformed, TreeNode};
+    use datafusion::logical_expr::{LogicalPlan, TableScanBuilder};
+    if files.is_empty() {
+        return Ok(plan);
+    }
+    let pinned = plan.transform_up(|node| {
+        let LogicalPlan::TableScan(scan) = node else {
+            return Ok(Transformed::no(node));
+        };
+        let found = inputs.iter().find(|(name, _)| {
+            scan.table_name.table() == name.name
+                && scan.table_name.schema().is_none_or(|s| s == name.schema)
+        });
+        let Some((name, (input, _))) = found else {
+            return Ok(Transformed::no(LogicalPlan::TableScan(scan)));
+        };
+        let Some(listing) = files.get(name) else {
+            return Ok(Transformed::no(LogicalPlan::TableScan(scan)));
+        };
+        let spec = crate::sources::files::FileSourceSpec::from_options(&input.options)
+            .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+        let like = datafusion::datasource::source_as_provider(&scan.source)?;
+        let provider = spec
+            .files_provider(like.schema(), listing.keys())
+            .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+        let new = TableScanBuilder::new(
+            scan.table_name.clone(),
+            datafusion::datasource::provider_as_source(provider),
+        )
+        .with_projection(scan.projection.clone())
+        .with_filters(scan.filters.clone())
+        .with_fetch(scan.fetch)
+        .build()?;
+        Ok(Transformed::yes(LogicalPlan::TableScan(new)))
+    })?;
+    Ok(pinned.data)
 }
 
 /// `refresh = 'append'` promises that inputs only gain rows: an input that updated or deleted

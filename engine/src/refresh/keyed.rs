@@ -244,6 +244,7 @@ pub(super) async fn refresh_keys(
             keys: 0,
         });
     };
+    let prefilter = key_prefilter(&keys.exprs, &key_batches)?;
     let key_table = Arc::new(MemTable::try_new(key_schema, vec![key_batches])?);
     let keys_df = ctx.read_table(key_table)?.alias(KEYS_ALIAS)?;
     let key_col = |k: usize| col(Column::new(Some(KEYS_ALIAS), format!("{KEY_PREFIX}{k}")));
@@ -254,6 +255,7 @@ pub(super) async fn refresh_keys(
             plan.transform_up(|node| match node {
                 LogicalPlan::Aggregate(a) => {
                     let input = LogicalPlanBuilder::from(a.input.as_ref().clone())
+                        .filter(prefilter.clone())?
                         .join_on(
                             keys_df.logical_plan().clone(),
                             JoinType::LeftSemi,
@@ -269,6 +271,7 @@ pub(super) async fn refresh_keys(
             .data
         }
         KeysAt::Result => LogicalPlanBuilder::from(plan)
+            .filter(prefilter)?
             .join_on(
                 keys_df.logical_plan().clone(),
                 JoinType::LeftSemi,
@@ -350,6 +353,48 @@ pub(super) async fn refresh_keys(
     })
 }
 
+/// Most values a key may have for the key-wise refresh to also filter by literal values.
+const MAX_PREFILTER_VALUES: usize = 10_000;
+
+/// A filter implied by the affected keys, `key IN (values)` per key column with few enough
+/// values, that the optimizer can push down to the scans so Delta and Parquet statistics skip
+/// files and row groups without affected keys (the semi-join alone would read every row).
+fn key_prefilter(
+    exprs: &[Expr],
+    batches: &[datafusion::arrow::record_batch::RecordBatch],
+) -> Result<Expr> {
+    use datafusion::common::ScalarValue;
+    let mut filter = lit(true);
+    for (k, expr) in exprs.iter().enumerate() {
+        let mut values = std::collections::HashSet::new();
+        let mut nulls = false;
+        for batch in batches {
+            let column = batch.column(k);
+            for row in 0..batch.num_rows() {
+                let value = ScalarValue::try_from_array(column, row)?;
+                if value.is_null() {
+                    nulls = true;
+                } else {
+                    values.insert(value);
+                }
+            }
+            if values.len() > MAX_PREFILTER_VALUES {
+                break;
+            }
+        }
+        if values.len() > MAX_PREFILTER_VALUES {
+            continue;
+        }
+        let list: Vec<Expr> = values.into_iter().map(lit).collect();
+        let mut this = expr.clone().in_list(list, false);
+        if nulls {
+            this = this.or(expr.clone().is_null());
+        }
+        filter = filter.and(this);
+    }
+    Ok(filter)
+}
+
 /// `expr IS NOT DISTINCT FROM key` for each key: GROUP BY puts NULLs in one group.
 fn key_matches(exprs: &[Expr], key_col: &impl Fn(usize) -> Expr) -> Vec<Expr> {
     exprs
@@ -391,7 +436,7 @@ async fn affected_keys(
     let below = below_keys(plan, keys.at)?;
     let changed: Vec<&tributary_catalog::ObjectName> = changes
         .iter()
-        .filter(|(_, c)| matches!(c, Change::Appended { .. } | Change::Rewritten { .. }))
+        .filter(|(_, c)| c.only_appends() || matches!(c, Change::Rewritten { .. }))
         .map(|(name, _)| name)
         .collect();
     let choice = strategy::Choice {

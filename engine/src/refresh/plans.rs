@@ -45,7 +45,7 @@ pub(super) async fn incremental_plan(
         inputs,
         choice,
         |_, change| match change {
-            Some(changes::Change::Appended { .. }) => ScanAs::Appended,
+            Some(c) if c.only_appends() => ScanAs::Appended,
             _ => ScanAs::Empty,
         },
     )
@@ -65,7 +65,7 @@ pub(super) async fn join_delta_plan(
     let changed: Vec<&tributary_catalog::ObjectName> = choice
         .changes
         .iter()
-        .filter(|(_, c)| matches!(c, changes::Change::Appended { .. }))
+        .filter(|(_, c)| c.only_appends())
         .map(|(name, _)| name)
         .collect();
     let mut branches = Vec::new();
@@ -126,6 +126,19 @@ pub(super) async fn rewrite_scans(
         );
         let like = datafusion::datasource::source_as_provider(&scan.source)?;
         let change = choice.changes.get(&name);
+        if let (Some(changes::Change::NewFiles { added, before }), Some((input, _))) =
+            (change, inputs.get(&name))
+        {
+            let spec = crate::sources::files::FileSourceSpec::from_options(&input.options)?;
+            let provider = match how(&name, change) {
+                ScanAs::Current | ScanAs::OldAndCurrent => continue,
+                ScanAs::Empty => Arc::new(EmptyTable::new(like.schema())),
+                ScanAs::Appended | ScanAs::Changed => spec.files_provider(like.schema(), added)?,
+                ScanAs::Old => spec.files_provider(like.schema(), before)?,
+            };
+            replacements.insert(scan.table_name.to_string(), provider);
+            continue;
+        }
         let range = match change {
             Some(
                 changes::Change::Appended { from, to } | changes::Change::Rewritten { from, to },

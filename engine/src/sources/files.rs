@@ -195,6 +195,64 @@ impl FileSourceSpec {
     }
 }
 
+/// A file as change tracking sees it: changed when its size or modification time changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FileStamp {
+    pub size: u64,
+    pub modified_ms: i64,
+}
+
+/// The files of a source by URL.
+pub type Listing = BTreeMap<String, FileStamp>;
+
+impl FileSourceSpec {
+    /// The files the source reads now, with their stamps.
+    pub async fn list_files(&self, state: &SessionState) -> Result<Listing> {
+        use futures::TryStreamExt;
+        let (url, extension) = self.url()?;
+        let store = state.runtime_env().object_store(&url)?;
+        let base = url.object_store();
+        let files: Vec<_> = url
+            .list_all_files(state, store.as_ref(), extension)
+            .await?
+            .try_collect()
+            .await?;
+        Ok(files
+            .into_iter()
+            .map(|meta| {
+                let stamp = FileStamp {
+                    size: meta.size,
+                    modified_ms: meta.last_modified.timestamp_millis(),
+                };
+                (format!("{}{}", base.as_str(), meta.location), stamp)
+            })
+            .collect())
+    }
+
+    /// A provider reading exactly `files` (URLs from [`Self::list_files`]) with a fixed
+    /// schema, so a refresh reads the files its bookmark records and no file that lands
+    /// while it runs.
+    pub fn files_provider<'a>(
+        &self,
+        schema: SchemaRef,
+        files: impl IntoIterator<Item = &'a String>,
+    ) -> Result<Arc<dyn datafusion::catalog::TableProvider>> {
+        let urls = files
+            .into_iter()
+            .map(ListingTableUrl::parse)
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        if urls.is_empty() {
+            return Ok(Arc::new(datafusion::datasource::empty::EmptyTable::new(
+                schema,
+            )));
+        }
+        let config = ListingTableConfig::new_with_multi_paths(urls)
+            .with_listing_options(self.listing_options(""))
+            .with_schema(schema);
+        Ok(Arc::new(ListingTable::try_new(config)?))
+    }
+}
+
 impl FileSourceSpec {
     /// Finds the file a read error comes from by reading each file on its own; the message
     /// names the file and keeps the reader's line number. Only used after a failure.

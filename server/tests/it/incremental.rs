@@ -43,7 +43,11 @@ const MODELS: &[(&str, &str, &str)] = &[
         "",
         "SELECT id, k FROM a WHERE k <> 'x' UNION ALL SELECT id, k FROM b",
     ),
-    ("m_chain", "", "SELECT id, w FROM m_project WHERE band = 'hi'"),
+    (
+        "m_chain",
+        "",
+        "SELECT id, w FROM m_project WHERE band = 'hi'",
+    ),
     (
         "m_agg",
         "",
@@ -66,7 +70,11 @@ const MODELS: &[(&str, &str, &str)] = &[
         "",
         "SELECT band, count(*) AS n, max(w) AS top FROM m_project GROUP BY band",
     ),
-    ("m_grand", "", "SELECT count(*) AS n, sum(v) AS total FROM b"),
+    (
+        "m_grand",
+        "",
+        "SELECT count(*) AS n, sum(v) AS total FROM b",
+    ),
     (
         "m_join",
         "",
