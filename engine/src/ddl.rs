@@ -334,7 +334,7 @@ pub async fn create_model(session: &mut Session, model: CreateModel, text: &str)
     let schema = planning::result_schema(&session.ctx.state(), &plan)?;
     if let Some(existing) = &existing {
         check_no_cycle(session, existing.id, &upstream)?;
-        check_dropped_columns_unused(session, existing, &schema)?;
+        check_changed_columns_unused(session, existing, &schema)?;
     }
     let location = location_for(&name);
     let engine = session.engine.inner.clone();
@@ -415,20 +415,27 @@ pub async fn create_model(session: &mut Session, model: CreateModel, text: &str)
     )))
 }
 
-/// CREATE OR REPLACE must not drop a column that a dependent reads (RESTRICT). A dependent
-/// reads a column when its query names it.
-fn check_dropped_columns_unused(
+/// CREATE OR REPLACE must not drop or retype a column that a dependent reads (RESTRICT). A
+/// dependent reads a column when its query names it or it stores a column of that name
+/// (which covers `SELECT *`).
+fn check_changed_columns_unused(
     session: &Session,
     existing: &CatalogObject,
     new_schema: &Schema,
 ) -> Result<()> {
-    let dropped: Vec<&str> = existing
+    let new_columns = types::columns_of_schema(&types::storage_schema(new_schema));
+    let changed: Vec<&str> = existing
         .columns
         .iter()
+        .filter(|old| {
+            new_columns
+                .iter()
+                .find(|c| c.name == old.name)
+                .is_none_or(|c| c.data_type != old.data_type)
+        })
         .map(|c| c.name.as_str())
-        .filter(|c| new_schema.field_with_name(c).is_err())
         .collect();
-    if dropped.is_empty() {
+    if changed.is_empty() {
         return Ok(());
     }
     let catalog = session.engine.catalog();
@@ -445,10 +452,11 @@ fn check_dropped_columns_unused(
         let Some(query) = &dependent.query else {
             continue;
         };
-        let used: BTreeSet<String> = crate::dialect::identifiers(query);
-        if let Some(column) = dropped.iter().find(|c| used.contains(**c)) {
+        let mut used: BTreeSet<String> = crate::dialect::identifiers(query);
+        used.extend(dependent.columns.iter().map(|c| c.name.clone()));
+        if let Some(column) = changed.iter().find(|c| used.contains(**c)) {
             return Err(Error::DependentObjects {
-                kind: "column",
+                kind: "or change the type of column",
                 name: format!("{}.{column}", existing.name),
                 dependents: vec![dependent.name.to_string()],
             });

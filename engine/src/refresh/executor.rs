@@ -9,7 +9,7 @@ use deltalake::protocol::SaveMode;
 use serde_json::json;
 use tributary_catalog::{CatalogObject, ObjectKind, RunOutcome, RunStatus};
 
-use super::{changes, keyed, plans, strategy};
+use super::{changes, columns, keyed, plans, strategy};
 use crate::engine::{Engine, EngineInner};
 use crate::error::{Error, Result};
 use crate::planning;
@@ -288,6 +288,17 @@ pub(super) async fn plan_refresh(
         input_changes.insert(name.clone(), change);
         inputs.insert(name, (input, bookmark));
     }
+    // What the model reads names the input in schema errors: its stored inputs, and the
+    // views its query names (the planner inlines views, so they are not among the scans).
+    let named = crate::dialect::identifiers(query);
+    let mut upstream: Vec<CatalogObject> = engine
+        .catalog
+        .objects()?
+        .into_iter()
+        .filter(|o| o.kind == ObjectKind::View && named.contains(&o.name.name))
+        .collect();
+    upstream.extend(inputs.values().map(|(input, _)| input.clone()));
+    let plan = columns::conform(&state, plan, object, &upstream)?;
     let plan = pin_file_sources(plan, &inputs, &files)?;
     if object.options.get("refresh").map(String::as_str) == Some("append") && !full_requested {
         check_append_contract(engine, &state, object, &inputs, &input_changes).await?;

@@ -4,6 +4,7 @@
 //! A failed refresh leaves the previous version served and its error in `tributary.runs`.
 
 pub mod changes;
+mod columns;
 mod executor;
 mod keyed;
 mod plans;
