@@ -51,6 +51,8 @@ pub struct Run {
     /// JSON object: input name -> bookmark (Delta version, file list, cursor value).
     pub input_versions: Option<String>,
     pub error: Option<String>,
+    /// Rows an incremental refresh withheld as later than the model's `lateness`.
+    pub late_rows: Option<i64>,
 }
 
 /// How a run ended.
@@ -64,4 +66,5 @@ pub struct RunOutcome {
     pub delta_version: Option<i64>,
     pub input_versions: Option<String>,
     pub error: Option<String>,
+    pub late_rows: Option<i64>,
 }

@@ -332,6 +332,7 @@ pub async fn create_model(session: &mut Session, model: CreateModel, text: &str)
     .await?;
     let upstream = upstream_ids(session, &plan)?;
     let schema = planning::result_schema(&session.ctx.state(), &plan)?;
+    check_key_options(&model.options, &schema)?;
     if let Some(existing) = &existing {
         check_no_cycle(session, existing.id, &upstream)?;
         check_changed_columns_unused(session, existing, &schema)?;
@@ -413,6 +414,36 @@ pub async fn create_model(session: &mut Session, model: CreateModel, text: &str)
         "SELECT {}",
         outcome.rows_written.unwrap_or(0)
     )))
+}
+
+/// `unique_key` and `event_time` name columns of the model's result; `event_time` needs a
+/// `lateness` (and the reverse).
+fn check_key_options(options: &BTreeMap<String, String>, schema: &Schema) -> Result<()> {
+    let column = |option: &str, name: &str| -> Result<()> {
+        if schema.field_with_name(name).is_err() {
+            return Err(Error::InvalidOption {
+                option: option.into(),
+                message: format!("\"{name}\" is not a column of the model's result"),
+            });
+        }
+        Ok(())
+    };
+    if let Some(keys) = options.get("unique_key") {
+        for key in keys.split(',').map(str::trim) {
+            column("unique_key", key)?;
+        }
+    }
+    match (options.get("event_time"), options.get("lateness")) {
+        (Some(event_time), Some(_)) => column("event_time", event_time)?,
+        (Some(_), None) | (None, Some(_)) => {
+            return Err(Error::InvalidOption {
+                option: "lateness".into(),
+                message: "event_time and lateness go together".into(),
+            });
+        }
+        (None, None) => {}
+    }
+    Ok(())
 }
 
 /// CREATE OR REPLACE must not drop or retype a column that a dependent reads (RESTRICT). A

@@ -53,6 +53,8 @@ const STEPS: &[&str] = &[
      CREATE INDEX runs_object ON runs (object_id, id);",
     // 2: the schema unqualified names in a model's or view's query resolve to.
     "ALTER TABLE objects ADD COLUMN default_schema TEXT;",
+    // 3: rows an incremental refresh withheld as later than the model's lateness.
+    "ALTER TABLE runs ADD COLUMN late_rows INTEGER;",
 ];
 
 pub(super) fn apply(conn: &mut Connection) -> Result<()> {

@@ -23,7 +23,7 @@ const OBJECT_COLUMNS: &str = "id, schema_name, name, kind, sql, query, options, 
      location, comment, published_version, created_at, updated_at, default_schema";
 
 const RUN_COLUMNS: &str = "id, object_id, object_name, trigger, strategy, reason, status, \
-     started_at, finished_at, rows_read, rows_written, delta_version, input_versions, error";
+     started_at, finished_at, rows_read, rows_written, delta_version, input_versions, error, late_rows";
 
 fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
@@ -318,7 +318,7 @@ impl Catalog {
         conn.execute(
             "UPDATE runs SET status = ?2, strategy = ?3, reason = ?4, rows_read = ?5, \
              rows_written = ?6, delta_version = ?7, input_versions = ?8, error = ?9, \
-             finished_at = ?10 WHERE id = ?1",
+             finished_at = ?10, late_rows = ?11 WHERE id = ?1",
             params![
                 run_id,
                 status.as_str(),
@@ -329,7 +329,8 @@ impl Catalog {
                 outcome.delta_version,
                 outcome.input_versions,
                 outcome.error,
-                now()
+                now(),
+                outcome.late_rows
             ],
         )?;
         Ok(())
@@ -437,6 +438,7 @@ fn read_run(r: &Row<'_>) -> rusqlite::Result<Result<Run>> {
             delta_version: r.get(11)?,
             input_versions: r.get(12)?,
             error: r.get(13)?,
+            late_rows: r.get(14)?,
         })
     };
     Ok(build())

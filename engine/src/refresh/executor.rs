@@ -9,7 +9,7 @@ use deltalake::protocol::SaveMode;
 use serde_json::json;
 use tributary_catalog::{CatalogObject, ObjectKind, RunOutcome, RunStatus};
 
-use super::{changes, columns, keyed, plans, strategy};
+use super::{changes, columns, counting, keyed, lateness, plans, strategy};
 use crate::engine::{Engine, EngineInner};
 use crate::error::{Error, Result};
 use crate::planning;
@@ -59,8 +59,9 @@ pub async fn refresh_one(
             status: Some(RunStatus::Succeeded),
             strategy: Some(done.strategy.as_str().into()),
             reason: Some(done.reason.clone()),
-            rows_read: None,
+            rows_read: Some(done.rows_read),
             rows_written: Some(done.rows),
+            late_rows: done.late_rows,
             delta_version: Some(done.version),
             input_versions: Some(done.inputs.to_string()),
             error: None,
@@ -124,6 +125,8 @@ struct Done {
     reason: String,
     version: i64,
     rows: i64,
+    rows_read: i64,
+    late_rows: Option<i64>,
     inputs: serde_json::Value,
 }
 
@@ -162,21 +165,34 @@ async fn run(
             reason: choice.reason,
             version: delta::version(&table),
             rows: 0,
+            rows_read: 0,
+            late_rows: None,
             inputs: inputs_json,
         });
     }
+    let counter = counting::RowCounter::default();
+    let lateness = match choice.strategy {
+        strategy::Strategy::Full => None,
+        _ => lateness::Lateness::of(&state, object, &table).await?,
+    };
+    let mut late_rows = None;
     let mut metadata = serde_json::Map::new();
     metadata.insert(RUN_ID_KEY.into(), json!(run_id));
     metadata.insert(INPUTS_KEY.into(), inputs_json.clone());
     metadata.insert(STRATEGY_KEY.into(), json!(choice.strategy.as_str()));
     let commit = delta::commit_properties(metadata);
     let (plan, mode) = match choice.strategy {
-        strategy::Strategy::Append => {
-            let plan = plans::incremental_plan(engine, &state, plan, &inputs, &choice).await?;
-            (plan, SaveMode::Append)
-        }
-        strategy::Strategy::JoinDelta => {
-            let plan = plans::join_delta_plan(engine, &state, plan, &inputs, &choice).await?;
+        strategy::Strategy::Append | strategy::Strategy::JoinDelta => {
+            let mut plan = if choice.strategy == strategy::Strategy::Append {
+                plans::incremental_plan(engine, &state, plan, &inputs, &choice).await?
+            } else {
+                plans::join_delta_plan(engine, &state, plan, &inputs, &choice).await?
+            };
+            if let Some(lateness) = &lateness {
+                let (on_time, late) = lateness.withhold(&state, plan).await?;
+                plan = on_time;
+                late_rows = Some(late);
+            }
             (plan, SaveMode::Append)
         }
         strategy::Strategy::Groups | strategy::Strategy::Merge => {
@@ -193,6 +209,8 @@ async fn run(
                 &choice.changes,
                 table,
                 commit,
+                &counter,
+                lateness.as_ref(),
             )
             .await?;
             let version = engine.publish(object, merged.table)?;
@@ -201,11 +219,14 @@ async fn run(
                 reason: format!("{} ({} keys)", choice.reason, merged.keys),
                 version,
                 rows: merged.rows_written,
+                rows_read: counter.load(std::sync::atomic::Ordering::Relaxed) as i64,
+                late_rows: merged.late_rows,
                 inputs: inputs_json,
             });
         }
         _ => (plan, SaveMode::Overwrite),
     };
+    let plan = counting::count_scans(plan, &counter)?;
     let written = table
         .write(Vec::new())
         .with_input_plan(plan.clone())
@@ -224,6 +245,8 @@ async fn run(
         reason: choice.reason,
         version,
         rows,
+        rows_read: counter.load(std::sync::atomic::Ordering::Relaxed) as i64,
+        late_rows,
         inputs: inputs_json,
     })
 }

@@ -25,6 +25,8 @@ use deltalake::DeltaTable;
 use deltalake::kernel::transaction::CommitProperties;
 
 use super::changes::Change;
+use super::counting::{RowCounter, count_scans};
+use super::lateness::Lateness;
 use super::plans::{self, Inputs, ScanAs};
 use super::strategy::{self, Shape};
 use crate::engine::EngineInner;
@@ -206,6 +208,8 @@ pub struct Merged {
     pub table: DeltaTable,
     pub rows_written: i64,
     pub keys: usize,
+    /// Affected keys withheld as later than the model's lateness.
+    pub late_rows: Option<i64>,
 }
 
 /// Recomputes the affected keys of a model and merges them into its table in one commit.
@@ -219,10 +223,30 @@ pub(super) async fn refresh_keys(
     changes: &BTreeMap<tributary_catalog::ObjectName, Change>,
     table: DeltaTable,
     commit: CommitProperties,
+    counter: &RowCounter,
+    lateness: Option<&Lateness>,
 ) -> Result<Merged> {
     let ctx = SessionContext::new_with_state(state.clone());
+    let plan = count_scans(plan, counter)?;
     let affected = affected_keys(engine, state, &plan, keys, inputs, changes).await?;
-    let key_batches = DataFrame::new(state.clone(), affected).collect().await?;
+    let affected = count_scans(affected, counter)?;
+    let mut key_batches = DataFrame::new(state.clone(), affected).collect().await?;
+    let mut late_rows = None;
+    if let Some(lateness) = lateness
+        && let Some(k) = keys.columns.iter().position(|c| *c == lateness.column)
+        && let Some(schema) = key_batches.first().map(|b| b.schema())
+    {
+        // Keys later than the lateness are withheld: neither recomputed nor deleted.
+        let before: usize = key_batches.iter().map(|b| b.num_rows()).sum();
+        let all = Arc::new(MemTable::try_new(schema, vec![key_batches])?);
+        key_batches = ctx
+            .read_table(all)?
+            .filter(lateness.on_time(&format!("{KEY_PREFIX}{k}")))?
+            .collect()
+            .await?;
+        let after: usize = key_batches.iter().map(|b| b.num_rows()).sum();
+        late_rows = Some((before - after) as i64);
+    }
     let key_count: usize = key_batches.iter().map(|b| b.num_rows()).sum();
     let Some(key_schema) = key_batches
         .first()
@@ -242,6 +266,7 @@ pub(super) async fn refresh_keys(
             table,
             rows_written: 0,
             keys: 0,
+            late_rows,
         });
     };
     let prefilter = key_prefilter(&keys.exprs, &key_batches)?;
@@ -350,6 +375,7 @@ pub(super) async fn refresh_keys(
         table,
         rows_written,
         keys: key_count,
+        late_rows,
     })
 }
 

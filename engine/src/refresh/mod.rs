@@ -5,8 +5,10 @@
 
 pub mod changes;
 mod columns;
+mod counting;
 mod executor;
 mod keyed;
+mod lateness;
 mod plans;
 pub mod strategy;
 

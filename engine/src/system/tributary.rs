@@ -230,6 +230,7 @@ fn runs(catalog: &Catalog) -> Result<RecordBatch> {
         ("duration_ms", Col::Int),
         ("rows_read", Col::Int),
         ("rows_written", Col::Int),
+        ("late_rows", Col::Int),
         ("delta_version", Col::Int),
         ("input_versions", Col::Text),
         ("error", Col::Text),
@@ -255,6 +256,7 @@ fn runs(catalog: &Catalog) -> Result<RecordBatch> {
             .int(duration)
             .int(r.rows_read)
             .int(r.rows_written)
+            .int(r.late_rows)
             .int(r.delta_version)
             .text(r.input_versions.as_deref())
             .text(r.error.as_deref());
