@@ -339,9 +339,19 @@ pub async fn create_model(session: &mut Session, model: CreateModel, text: &str)
     }
     let location = location_for(&name);
     let engine = session.engine.inner.clone();
+    // A model's Delta columns are all nullable: NOT NULL is a property of its query's result
+    // (kept in the catalog), and Delta's write-time NOT NULL checks reject the placeholder
+    // rows a MERGE that deletes keys produces internally.
+    let nullable = Schema::new(
+        schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect::<Vec<_>>(),
+    );
     let table = engine
         .warehouse
-        .create(&location, &name.name, &schema)
+        .create(&location, &name.name, &nullable)
         .await?;
     let new = NewObject {
         name: name.clone(),
