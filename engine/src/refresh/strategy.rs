@@ -87,7 +87,10 @@ pub fn shape_violation(plan: &LogicalPlan, shape: Shape) -> Option<String> {
             LogicalPlan::Join(join)
                 if join.join_type != datafusion::logical_expr::JoinType::Inner =>
             {
-                Some(format!("the query has a {} join", join.join_type))
+                Some(format!(
+                    "the query has a {} join",
+                    join.join_type.to_string().to_lowercase()
+                ))
             }
             LogicalPlan::Aggregate(_) => Some("the query aggregates".to_string()),
             LogicalPlan::Join(_) => Some("the query joins inputs".to_string()),
@@ -276,11 +279,12 @@ fn decide(
             }
             Err(why) => why,
         },
+        None if aggregates(plan) => why_not_groups,
         None => match rewritten {
-            Some(ref change) if !aggregates(plan) => {
+            Some(ref change) => {
                 format!("{change}, and the query has no GROUP BY or unique_key to merge by")
             }
-            _ => why_not_groups,
+            None => nonlinear_reason(plan).unwrap_or(why_not_groups),
         },
     };
     full(
