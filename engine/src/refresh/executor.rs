@@ -176,12 +176,16 @@ async fn run(
         _ => lateness::Lateness::of(&state, object, &table).await?,
     };
     let mut late_rows = None;
-    let mut metadata = serde_json::Map::new();
-    metadata.insert(RUN_ID_KEY.into(), json!(run_id));
-    metadata.insert(INPUTS_KEY.into(), inputs_json.clone());
-    metadata.insert(STRATEGY_KEY.into(), json!(choice.strategy.as_str()));
-    let commit = delta::commit_properties(metadata);
-    let (plan, mode) = match choice.strategy {
+    let commit = |strategy: &strategy::Strategy| {
+        let mut metadata = serde_json::Map::new();
+        metadata.insert(RUN_ID_KEY.into(), json!(run_id));
+        metadata.insert(INPUTS_KEY.into(), inputs_json.clone());
+        metadata.insert(STRATEGY_KEY.into(), json!(strategy.as_str()));
+        delta::commit_properties(metadata)
+    };
+    let mut strategy = choice.strategy.clone();
+    let mut reason = choice.reason.clone();
+    let (plan, mode, table) = match choice.strategy {
         strategy::Strategy::Append | strategy::Strategy::JoinDelta => {
             let mut plan = if choice.strategy == strategy::Strategy::Append {
                 plans::incremental_plan(engine, &state, plan, &inputs, &choice).await?
@@ -193,38 +197,47 @@ async fn run(
                 plan = on_time;
                 late_rows = Some(late);
             }
-            (plan, SaveMode::Append)
+            (plan, SaveMode::Append, table)
         }
         strategy::Strategy::Groups | strategy::Strategy::Merge => {
             let keys = choice
                 .keys
                 .as_ref()
                 .ok_or_else(|| Error::Internal("key-wise refresh without keys".into()))?;
-            let merged = keyed::refresh_keys(
+            let keywise = keyed::refresh_keys(
                 engine,
                 &state,
-                plan,
+                plan.clone(),
                 keys,
                 &inputs,
                 &choice.changes,
                 table,
-                commit,
+                commit(&choice.strategy),
                 &counter,
                 lateness.as_ref(),
             )
             .await?;
-            let version = engine.publish(object, merged.table)?;
-            return Ok(Done {
-                strategy: choice.strategy,
-                reason: format!("{} ({} keys)", choice.reason, merged.keys),
-                version,
-                rows: merged.rows_written,
-                rows_read: counter.load(std::sync::atomic::Ordering::Relaxed) as i64,
-                late_rows: merged.late_rows,
-                inputs: inputs_json,
-            });
+            match keywise {
+                keyed::KeyWise::Merged(merged) => {
+                    let version = engine.publish(object, merged.table)?;
+                    return Ok(Done {
+                        strategy: choice.strategy,
+                        reason: format!("{} ({} keys)", choice.reason, merged.keys),
+                        version,
+                        rows: merged.rows_written,
+                        rows_read: counter.load(std::sync::atomic::Ordering::Relaxed) as i64,
+                        late_rows: merged.late_rows,
+                        inputs: inputs_json,
+                    });
+                }
+                keyed::KeyWise::Full { table, reason: why } => {
+                    strategy = strategy::Strategy::Full;
+                    reason = why;
+                    (plan, SaveMode::Overwrite, table)
+                }
+            }
         }
-        _ => (plan, SaveMode::Overwrite),
+        _ => (plan, SaveMode::Overwrite, table),
     };
     let plan = counting::count_scans(plan, &counter)?;
     let written = table
@@ -232,7 +245,7 @@ async fn run(
         .with_input_plan(plan.clone())
         .with_session_state(Arc::new(state.clone()))
         .with_save_mode(mode)
-        .with_commit_properties(commit)
+        .with_commit_properties(commit(&strategy))
         .await;
     let table = match written {
         Ok(table) => table,
@@ -241,8 +254,8 @@ async fn run(
     let rows = delta::last_commit_rows(&table).await.unwrap_or(0);
     let version = engine.publish(object, table)?;
     Ok(Done {
-        strategy: choice.strategy,
-        reason: choice.reason,
+        strategy,
+        reason,
         version,
         rows,
         rows_read: counter.load(std::sync::atomic::Ordering::Relaxed) as i64,

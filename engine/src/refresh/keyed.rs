@@ -203,6 +203,24 @@ fn below_keys(plan: &LogicalPlan, at: KeysAt) -> Result<LogicalPlan> {
     }
 }
 
+/// A `unique_key` model with more rows than this is refreshed fully when more than
+/// [`MAX_MERGE_KEY_PERCENT`] of its rows changed keys.
+const MIN_ROWS_FOR_MERGE_LIMIT: usize = 10_000;
+/// Copy-on-write Delta rewrites every file holding a merged key: past this share of a large
+/// model's rows, the changed keys reach nearly every file and a full refresh (which writes
+/// the same files without the join) is cheaper.
+const MAX_MERGE_KEY_PERCENT: usize = 1;
+
+/// How a key-wise refresh ended.
+pub enum KeyWise {
+    Merged(Merged),
+    /// Too many keys changed for a merge to pay off; the table is unchanged.
+    Full {
+        table: DeltaTable,
+        reason: String,
+    },
+}
+
 /// What a key-wise refresh wrote.
 pub struct Merged {
     pub table: DeltaTable,
@@ -225,7 +243,7 @@ pub(super) async fn refresh_keys(
     commit: CommitProperties,
     counter: &RowCounter,
     lateness: Option<&Lateness>,
-) -> Result<Merged> {
+) -> Result<KeyWise> {
     let ctx = SessionContext::new_with_state(state.clone());
     let plan = count_scans(plan, counter)?;
     let affected = affected_keys(engine, state, &plan, keys, inputs, changes).await?;
@@ -262,13 +280,27 @@ pub(super) async fn refresh_keys(
             .with_save_mode(deltalake::protocol::SaveMode::Append)
             .with_commit_properties(commit)
             .await?;
-        return Ok(Merged {
+        return Ok(KeyWise::Merged(Merged {
             table,
             rows_written: 0,
             keys: 0,
             late_rows,
-        });
+        }));
     };
+    if keys.at == KeysAt::Result {
+        let model_rows = ctx
+            .read_table(crate::storage::delta::provider(&table).await?)?
+            .count()
+            .await?;
+        if model_rows >= MIN_ROWS_FOR_MERGE_LIMIT
+            && key_count * 100 > model_rows * MAX_MERGE_KEY_PERCENT
+        {
+            let reason = format!(
+                "{key_count} keys changed, more than {MAX_MERGE_KEY_PERCENT}% of the model's {model_rows} rows: a merge would rewrite nearly every file"
+            );
+            return Ok(KeyWise::Full { table, reason });
+        }
+    }
     let prefilter = key_prefilter(&keys.exprs, &key_batches)?;
     let key_table = Arc::new(MemTable::try_new(key_schema, vec![key_batches])?);
     let keys_df = ctx.read_table(key_table)?.alias(KEYS_ALIAS)?;
@@ -303,6 +335,10 @@ pub(super) async fn refresh_keys(
                 key_matches(&keys.exprs, &key_col),
             )?
             .build()?,
+    };
+    let recompute = match keys.at {
+        KeysAt::Aggregate => recompute,
+        KeysAt::Result => unique_rows(state, recompute, keys).await?,
     };
     let model_columns: Vec<String> = recompute
         .schema()
@@ -371,12 +407,12 @@ pub(super) async fn refresh_keys(
     let rows_written = (metrics.num_target_rows_inserted
         + metrics.num_target_rows_updated
         + metrics.num_target_rows_deleted) as i64;
-    Ok(Merged {
+    Ok(KeyWise::Merged(Merged {
         table,
         rows_written,
         keys: key_count,
         late_rows,
-    })
+    }))
 }
 
 /// Most values a key may have for the key-wise refresh to also filter by literal values.
@@ -419,6 +455,45 @@ fn key_prefilter(
         filter = filter.and(this);
     }
     Ok(filter)
+}
+
+/// The new rows of a `unique_key` model, computed once and checked: two rows with one key
+/// break the merge contract, and the error names the key.
+async fn unique_rows(state: &SessionState, plan: LogicalPlan, keys: &Keys) -> Result<LogicalPlan> {
+    use datafusion::functions_aggregate::expr_fn::count;
+    let schema = Arc::new(plan.schema().as_arrow().clone());
+    let batches = DataFrame::new(state.clone(), plan).collect().await?;
+    let rows = Arc::new(MemTable::try_new(schema, vec![batches])?);
+    let ctx = SessionContext::new_with_state(state.clone());
+    let key_exprs: Vec<Expr> = keys
+        .columns
+        .iter()
+        .map(|c| col(Column::from_name(c)))
+        .collect();
+    let duplicates = ctx
+        .read_table(rows.clone())?
+        .aggregate(key_exprs, vec![count(lit(1)).alias("copies")])?
+        .filter(col("copies").gt(lit(1)))?
+        .limit(0, Some(1))?
+        .collect()
+        .await?;
+    if let Some(batch) = duplicates.iter().find(|b| b.num_rows() > 0) {
+        use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+        let options = FormatOptions::default().with_null("NULL");
+        let mut shown = Vec::new();
+        for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
+            let value = ArrayFormatter::try_new(column.as_ref(), &options)?
+                .value(0)
+                .to_string();
+            shown.push(format!("{}={value}", field.name()));
+        }
+        return Err(Error::bad_input(format!(
+            "unique_key ({}) is not unique in the new rows: {}",
+            keys.columns.join(", "),
+            shown.join(", ")
+        )));
+    }
+    Ok(ctx.read_table(rows)?.into_unoptimized_plan())
 }
 
 /// `expr IS NOT DISTINCT FROM key` for each key: GROUP BY puts NULLs in one group.

@@ -243,7 +243,9 @@ fn decide(
         .iter()
         .find(|(_, c)| matches!(c, Change::Rewritten { .. }))
         .map(|(name, change)| format!("input \"{name}\": {}", change.describe()));
-    if rewritten.is_none() {
+    // An explicit merge contract always merges, so its key is checked on every refresh.
+    let merge_contract = model.options.get("refresh").map(String::as_str) == Some("merge");
+    if rewritten.is_none() && !merge_contract {
         if nonlinear_reason(plan).is_none() {
             let why = "inputs only gained rows and the query is linear";
             return choice(Strategy::Append, why, None, changes);
