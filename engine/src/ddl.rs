@@ -325,6 +325,7 @@ pub async fn create_model(session: &mut Session, model: CreateModel, text: &str)
             });
         }
     }
+    crate::schedule::ModelSchedule::from_options(&model.options)?;
     let plan = planning::plan_statement(
         &session.ctx.state(),
         ast::Statement::Query(model.query.clone()),

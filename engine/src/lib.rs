@@ -18,6 +18,7 @@ pub mod planning;
 pub mod project;
 pub mod provider;
 pub mod refresh;
+pub mod schedule;
 pub mod session;
 pub mod sources;
 pub mod storage;

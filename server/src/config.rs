@@ -8,6 +8,8 @@ use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
 use tributary_engine::HousekeepingPolicy;
 
+use crate::scheduler::SchedulerConfig;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "tributary",
@@ -93,6 +95,13 @@ pub struct ServeArgs {
     /// Write a Delta checkpoint when this many commits passed without one [default: 100]
     #[arg(long, env = "TRIBUTARY_HOUSEKEEPING_CHECKPOINT_EVERY")]
     pub checkpoint_every: Option<u64>,
+    /// Refresh models by their `schedule` ('on change', 'every ...', 'cron ...'), with their
+    /// retries and timeouts: 'on' or 'off' [default: on]
+    #[arg(long, env = "TRIBUTARY_SCHEDULER")]
+    pub scheduler: Option<String>,
+    /// Most refreshes the scheduler runs at once [default: 2]
+    #[arg(long, env = "TRIBUTARY_MAX_CONCURRENT_REFRESHES")]
+    pub max_concurrent_refreshes: Option<usize>,
 }
 
 /// `tributary.toml`: the same settings as the flags.
@@ -110,6 +119,9 @@ pub struct FileConfig {
     pub max_connections: Option<usize>,
     pub memory_mb: Option<usize>,
     pub housekeeping: Option<HousekeepingFile>,
+    /// `"on"` or `"off"`.
+    pub scheduler: Option<String>,
+    pub max_concurrent_refreshes: Option<usize>,
 }
 
 /// `[housekeeping]` in `tributary.toml`.
@@ -138,6 +150,8 @@ pub struct Settings {
     pub memory_mb: usize,
     /// `None` when housekeeping is off.
     pub housekeeping: Option<HousekeepingPolicy>,
+    /// `None` when the scheduler is off.
+    pub scheduler: Option<SchedulerConfig>,
 }
 
 impl Settings {
@@ -155,6 +169,23 @@ impl Settings {
             None => FileConfig::default(),
         };
         let housekeeping = housekeeping_policy(&args, file.housekeeping.unwrap_or_default())?;
+        let scheduler = match args
+            .scheduler
+            .as_deref()
+            .or(file.scheduler.as_deref())
+            .map(|s| s.trim().to_ascii_lowercase())
+            .as_deref()
+        {
+            None | Some("on" | "true") => Some(SchedulerConfig {
+                max_concurrent: args
+                    .max_concurrent_refreshes
+                    .or(file.max_concurrent_refreshes)
+                    .unwrap_or(2)
+                    .max(1),
+            }),
+            Some("off" | "false") => None,
+            Some(other) => return Err(format!("invalid scheduler \"{other}\": write on or off")),
+        };
         let catalog = args
             .catalog
             .or(file.catalog)
@@ -186,6 +217,7 @@ impl Settings {
             max_connections: args.max_connections.or(file.max_connections).unwrap_or(100),
             memory_mb: args.memory_mb.or(file.memory_mb).unwrap_or(4096),
             housekeeping,
+            scheduler,
         })
     }
 }
@@ -307,6 +339,31 @@ mod tests {
         };
         let e = Settings::resolve(None, bad).unwrap_err();
         assert!(e.contains("vacuum retention"), "{e}");
+    }
+
+    #[test]
+    fn the_scheduler_is_on_unless_turned_off() {
+        let defaults = Settings::resolve(None, ServeArgs::default()).unwrap();
+        assert_eq!(
+            defaults.scheduler,
+            Some(SchedulerConfig { max_concurrent: 2 })
+        );
+        let four = ServeArgs {
+            max_concurrent_refreshes: Some(4),
+            ..Default::default()
+        };
+        let settings = Settings::resolve(None, four).unwrap();
+        assert_eq!(settings.scheduler.unwrap().max_concurrent, 4);
+        let off = ServeArgs {
+            scheduler: Some("off".into()),
+            ..Default::default()
+        };
+        assert_eq!(Settings::resolve(None, off).unwrap().scheduler, None);
+        let bad = ServeArgs {
+            scheduler: Some("sometimes".into()),
+            ..Default::default()
+        };
+        assert!(Settings::resolve(None, bad).is_err());
     }
 
     #[test]

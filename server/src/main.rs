@@ -5,6 +5,7 @@ mod apply;
 mod config;
 mod http;
 mod pg;
+mod scheduler;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -89,6 +90,10 @@ async fn serve(settings: Settings) -> Result<(), String> {
             .await
             .map_err(|e| format!("applying project {}: {e}", project.display()))?;
         tracing::info!(project = %project.display(), %report, "project applied");
+    }
+
+    if let Some(config) = settings.scheduler.clone() {
+        scheduler::start(engine.clone(), config);
     }
 
     let auth = Arc::new(pg::AuthConfig::new(

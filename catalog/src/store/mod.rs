@@ -343,6 +343,18 @@ impl Catalog {
         rows.map(|r| r?).collect()
     }
 
+    /// The latest `limit` runs of one object, oldest first (what the scheduler looks at).
+    pub fn latest_runs(&self, object_id: i64, limit: usize) -> Result<Vec<Run>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE object_id = ?1 ORDER BY id DESC LIMIT ?2"
+        ))?;
+        let rows = stmt.query_map(params![object_id, limit as i64], read_run)?;
+        let mut runs = rows.map(|r| r?).collect::<Result<Vec<_>>>()?;
+        runs.reverse();
+        Ok(runs)
+    }
+
     /// Runs still marked `running` (after a crash these were interrupted).
     pub fn running_runs(&self) -> Result<Vec<Run>> {
         let conn = self.conn();

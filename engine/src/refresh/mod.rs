@@ -168,6 +168,83 @@ async fn run_dag(
     trigger: &str,
     full: bool,
 ) -> Result<()> {
+    run_dag_with(
+        engine,
+        graph,
+        ids,
+        &|_| trigger.to_string(),
+        |object: CatalogObject| async move {
+            refresh_one(engine, &object, trigger, full)
+                .await
+                .map(|_| ())
+        },
+    )
+    .await
+}
+
+/// Refreshes the models in `triggers` (model id -> trigger recorded on its run) the way
+/// `REFRESH ALL` does (dependency order, independent ones concurrently, downstream of a
+/// failure skipped with that reason), each through `run` (which calls [`refresh_one`], for
+/// example under a time limit). The scheduler's entry point.
+pub async fn refresh_selected<F, Fut>(
+    engine: &Engine,
+    triggers: &BTreeMap<i64, String>,
+    run: F,
+) -> Result<()>
+where
+    F: Fn(CatalogObject) -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    let graph = Graph::load(engine)?;
+    let ids: BTreeSet<i64> = triggers.keys().copied().collect();
+    let trigger_of = |id: i64| triggers.get(&id).cloned().unwrap_or_default();
+    run_dag_with(engine, &graph, &ids, &trigger_of, run).await
+}
+
+/// Whether an input of `object` changed since its last refresh (new Delta versions of tables
+/// and models, new, changed or removed files of file sources), as the refresh itself would
+/// see it. `Some(state)` when one did, `state` naming the inputs' current versions (so a
+/// caller can tell whether it already tried this very state); `None` when nothing changed.
+/// A model that cannot be planned counts as changed, with the error as its state.
+pub async fn input_change(engine: &Engine, object: &CatalogObject) -> Result<Option<String>> {
+    let planned = match executor::plan_refresh(&engine.inner, object, false).await {
+        Ok(planned) => planned,
+        Err(e) => return Ok(Some(format!("error: {e}"))),
+    };
+    let changed = object.published_version.is_none()
+        || planned
+            .choice
+            .changes
+            .values()
+            .any(|c| *c != changes::Change::Unchanged);
+    if !changed {
+        return Ok(None);
+    }
+    let state: BTreeMap<String, serde_json::Value> = planned
+        .inputs
+        .iter()
+        .map(|(name, (input, _))| {
+            let value = match planned.files.get(name) {
+                Some(listing) => serde_json::json!(listing),
+                None => serde_json::json!(input.published_version),
+            };
+            (name.to_string(), value)
+        })
+        .collect();
+    Ok(Some(serde_json::Value::from_iter(state).to_string()))
+}
+
+async fn run_dag_with<F, Fut>(
+    engine: &Engine,
+    graph: &Graph,
+    ids: &BTreeSet<i64>,
+    trigger_of: &(dyn Fn(i64) -> String + Sync),
+    run: F,
+) -> Result<()>
+where
+    F: Fn(CatalogObject) -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
     let mut pending: BTreeSet<i64> = ids
         .iter()
         .copied()
@@ -199,18 +276,16 @@ async fn run_dag(
                 .find_map(|up| failed.get(&up).cloned());
             if let Some(up_name) = failed_up {
                 let reason = format!("upstream model \"{up_name}\" failed");
-                engine.catalog().skip_run(object, trigger, &reason)?;
+                engine
+                    .catalog()
+                    .skip_run(object, &trigger_of(id), &reason)?;
                 failed.insert(id, up_name);
                 continue;
             }
             runnable.push(object.clone());
         }
-        let results = futures::future::join_all(
-            runnable
-                .iter()
-                .map(|object| refresh_one(engine, object, trigger, full)),
-        )
-        .await;
+        let results =
+            futures::future::join_all(runnable.iter().map(|object| run(object.clone()))).await;
         for (object, result) in runnable.iter().zip(results) {
             if let Err(e) = result {
                 failed.insert(object.id, object.name.to_string());

@@ -9,3 +9,4 @@ mod incremental;
 mod protocol;
 mod psql_compat;
 mod restart;
+mod scheduler;

@@ -1,0 +1,194 @@
+//! The scheduler loop: every tick it asks the engine which models are due
+//! ([`tributary_engine::schedule::due`]: `'every'` and `'cron'` by time since the last run,
+//! `'on change'` when an input changed, failed attempts by their retry policy) and refreshes
+//! them through the same path as `REFRESH` (dependency order, downstream of a failure skipped
+//! with that reason), at most `max_concurrent` at once, each under its model's `timeout`.
+//!
+//! Everything the decision needs lives in the catalog (run history, options), so schedules
+//! and retries carry over a restart: runs a crash interrupted are recorded failed at start-up
+//! and retried on the first tick. The one thing kept in memory is, per `'on change'` model,
+//! the input state its last scheduled attempt saw, so a failing model is not re-run every
+//! second for the same change once its retries are spent (after a restart it gets one more
+//! attempt).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tributary_catalog::{CatalogObject, ObjectKind, RunOutcome, RunStatus};
+use tributary_engine::schedule::{self, Clock, ModelSchedule, ModelState, Schedule};
+use tributary_engine::{Engine, Error};
+
+/// How often the scheduler looks for due models.
+pub const TICK: Duration = Duration::from_secs(1);
+
+/// The scheduler's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchedulerConfig {
+    /// Most refreshes the scheduler runs at once.
+    pub max_concurrent: usize,
+}
+
+/// Starts the loop on the runtime; it runs until the server stops.
+pub fn start(engine: Engine, config: SchedulerConfig) -> tokio::task::JoinHandle<()> {
+    let scheduler = Scheduler {
+        engine,
+        clock: Arc::new(schedule::SystemClock),
+        permits: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent.max(1))),
+        in_flight: Default::default(),
+        attempted: Default::default(),
+    };
+    tracing::info!(max_concurrent = config.max_concurrent, "scheduler started");
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(TICK);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            interval.tick().await;
+            if let Err(e) = scheduler.tick().await {
+                tracing::warn!(error = %e, "scheduler tick failed");
+            }
+        }
+    })
+}
+
+struct Scheduler {
+    engine: Engine,
+    clock: Arc<dyn Clock>,
+    permits: Arc<tokio::sync::Semaphore>,
+    /// Models a pass started and has not finished (never started twice at once).
+    in_flight: Arc<Mutex<HashSet<i64>>>,
+    /// Per `'on change'` model: the input state its last scheduled attempt saw.
+    attempted: Arc<Mutex<HashMap<i64, String>>>,
+}
+
+impl Scheduler {
+    /// Finds the due models and starts one pass refreshing them (in the background, so a
+    /// long refresh does not hold back models due later).
+    async fn tick(&self) -> Result<(), Error> {
+        let now = self.clock.now();
+        let catalog = self.engine.catalog();
+        let in_flight = lock(&self.in_flight).clone();
+        let mut due: BTreeMap<i64, String> = BTreeMap::new();
+        for object in catalog.objects()? {
+            if object.kind != ObjectKind::Model || in_flight.contains(&object.id) {
+                continue;
+            }
+            // Options were checked at CREATE MODEL; one that no longer parses is left alone.
+            let Ok(policy) = ModelSchedule::from_options(&object.options) else {
+                continue;
+            };
+            if policy.schedule == Schedule::Manual {
+                continue;
+            }
+            let runs = catalog.latest_runs(object.id, schedule::RUNS_NEEDED)?;
+            let mut changed_state = None;
+            if policy.schedule == Schedule::OnChange {
+                match tributary_engine::refresh::input_change(&self.engine, &object).await {
+                    Ok(Some(state)) => {
+                        if lock(&self.attempted).get(&object.id) != Some(&state) {
+                            changed_state = Some(state);
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!(model = %object.name, error = %e, "cannot check inputs")
+                    }
+                }
+            }
+            let state = ModelState {
+                schedule: &policy,
+                created_at: chrono::DateTime::parse_from_rfc3339(&object.created_at)
+                    .map(|t| t.to_utc())
+                    .unwrap_or(now),
+                runs: &runs,
+                input_changed: changed_state.is_some(),
+            };
+            let Some(decision) = schedule::due(&state, now) else {
+                continue;
+            };
+            tracing::info!(model = %object.name, trigger = decision.trigger, reason = %decision.reason, "model due");
+            if let Some(state) = changed_state {
+                lock(&self.attempted).insert(object.id, state);
+            }
+            due.insert(object.id, decision.trigger.to_string());
+        }
+        if due.is_empty() {
+            return Ok(());
+        }
+        lock(&self.in_flight).extend(due.keys().copied());
+        let engine = self.engine.clone();
+        let permits = self.permits.clone();
+        let in_flight = self.in_flight.clone();
+        tokio::spawn(async move {
+            let run = |object: CatalogObject| {
+                let trigger = due.get(&object.id).cloned().unwrap_or_default();
+                run_one(&engine, &permits, object, trigger)
+            };
+            // Failures are recorded on their runs (and logged); nobody waits for this pass.
+            let _ = tributary_engine::refresh::refresh_selected(&engine, &due, run).await;
+            let mut in_flight = lock(&in_flight);
+            for id in due.keys() {
+                in_flight.remove(id);
+            }
+        });
+        Ok(())
+    }
+}
+
+/// One refresh under the concurrency bound and the model's `timeout`.
+async fn run_one(
+    engine: &Engine,
+    permits: &tokio::sync::Semaphore,
+    object: CatalogObject,
+    trigger: String,
+) -> Result<(), Error> {
+    let _permit = permits
+        .acquire()
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))?;
+    let timeout = ModelSchedule::from_options(&object.options)
+        .ok()
+        .and_then(|s| s.timeout);
+    let refresh = tributary_engine::refresh::refresh_one(engine, &object, &trigger, false);
+    let Some(limit) = timeout else {
+        return refresh.await.map(|_| ());
+    };
+    let last_before = last_run_id(engine, object.id)?;
+    match tokio::time::timeout(limit, refresh).await {
+        Ok(result) => result.map(|_| ()),
+        Err(_) => {
+            // Dropping the refresh recorded its run as canceled; say why instead.
+            let message = format!("timed out after {}", humantime::format_duration(limit));
+            let catalog = engine.catalog();
+            for run in catalog.latest_runs(object.id, 1)? {
+                if run.id > last_before && run.status != RunStatus::Succeeded {
+                    catalog.finish_run(
+                        run.id,
+                        &RunOutcome {
+                            status: Some(RunStatus::Failed),
+                            error: Some(message.clone()),
+                            ..Default::default()
+                        },
+                    )?;
+                }
+            }
+            tracing::warn!(model = %object.name, %message, "refresh timed out");
+            Err(Error::RefreshFailed {
+                model: object.name.to_string(),
+                source: Box::new(Error::Internal(message)),
+            })
+        }
+    }
+}
+
+fn last_run_id(engine: &Engine, object_id: i64) -> Result<i64, Error> {
+    Ok(engine
+        .catalog()
+        .latest_runs(object_id, 1)?
+        .last()
+        .map_or(0, |r| r.id))
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
