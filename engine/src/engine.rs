@@ -182,7 +182,9 @@ impl EngineInner {
     /// Records a newly published Delta state for readers.
     pub fn publish(&self, object: &CatalogObject, table: DeltaTable) -> Result<i64> {
         let version = delta::version(&table);
+        let started = std::time::Instant::now();
         self.catalog.set_published_version(object.id, version)?;
+        crate::metrics::catalog_commit(started.elapsed());
         self.published
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -343,6 +343,25 @@ impl Catalog {
         rows.map(|r| r?).collect()
     }
 
+    /// Each model's last successful refresh: its name and that run's `finished_at` (models
+    /// that never refreshed successfully are left out).
+    pub fn last_successful_refreshes(&self) -> Result<Vec<(ObjectName, String)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT o.schema_name, o.name, max(r.finished_at) FROM objects o \
+             JOIN runs r ON r.object_id = o.id \
+             WHERE o.kind = 'model' AND r.status = 'succeeded' AND r.finished_at IS NOT NULL \
+             GROUP BY o.id ORDER BY o.schema_name, o.name",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                ObjectName::new(r.get::<_, String>(0)?, r.get::<_, String>(1)?),
+                r.get::<_, String>(2)?,
+            ))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     /// The latest `limit` runs of one object, oldest first (what the scheduler looks at).
     pub fn latest_runs(&self, object_id: i64, limit: usize) -> Result<Vec<Run>> {
         let conn = self.conn();

@@ -146,3 +146,40 @@ fn runs_are_recorded_from_start_to_finish() {
     assert_eq!(runs[1].reason.as_deref(), Some("upstream failed"));
     assert!(catalog.running_runs().unwrap().is_empty());
 }
+
+#[test]
+fn last_successful_refresh_per_model() {
+    let catalog = Catalog::open_in_memory().unwrap();
+    let m = catalog
+        .create_object(&new_object("public", "m", ObjectKind::Model), &[])
+        .unwrap();
+    let never = catalog
+        .create_object(&new_object("public", "never", ObjectKind::Model), &[])
+        .unwrap();
+    let succeeded = RunOutcome {
+        status: Some(RunStatus::Succeeded),
+        ..Default::default()
+    };
+    let failed = RunOutcome {
+        status: Some(RunStatus::Failed),
+        ..Default::default()
+    };
+    let first = catalog.start_run(&m, "manual").unwrap();
+    catalog.finish_run(first, &succeeded).unwrap();
+    let second = catalog.start_run(&m, "manual").unwrap();
+    catalog.finish_run(second, &succeeded).unwrap();
+    let third = catalog.start_run(&m, "manual").unwrap();
+    catalog.finish_run(third, &failed).unwrap();
+    let run = catalog.start_run(&never, "manual").unwrap();
+    catalog.finish_run(run, &failed).unwrap();
+
+    let last = catalog.last_successful_refreshes().unwrap();
+    let runs = catalog.runs().unwrap();
+    assert_eq!(
+        last,
+        vec![(
+            ObjectName::new("public", "m"),
+            runs[1].finished_at.clone().unwrap()
+        )]
+    );
+}

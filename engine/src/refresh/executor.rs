@@ -73,6 +73,7 @@ pub async fn refresh_one(
         },
     };
     inner.catalog.finish_run(run_id, &outcome)?;
+    crate::metrics::refresh_finished(&object.name, &outcome, started.elapsed());
     guard.finish();
     let elapsed_ms = started.elapsed().as_millis() as u64;
     match result {

@@ -58,6 +58,20 @@ impl Default for SyncedLocalFileSystem {
     }
 }
 
+/// Whether a written file is a Delta commit: `_delta_log/<20-digit version>.json`, the one
+/// write that makes a Delta version exist (checkpoints and temporary files are not).
+fn is_delta_commit(location: &Path) -> bool {
+    let mut parts = location.parts().collect::<Vec<_>>().into_iter().rev();
+    let (Some(file), Some(dir)) = (parts.next(), parts.next()) else {
+        return false;
+    };
+    dir.as_ref() == "_delta_log"
+        && file
+            .as_ref()
+            .strip_suffix(".json")
+            .is_some_and(|v| v.len() == 20 && v.bytes().all(|b| b.is_ascii_digit()))
+}
+
 fn sync_file_and_parent(file: &PathBuf) -> std::io::Result<()> {
     std::fs::File::open(file)?.sync_all()?;
     if let Some(parent) = file.parent() {
@@ -80,8 +94,12 @@ impl ObjectStore for SyncedLocalFileSystem {
         payload: PutPayload,
         opts: PutOptions,
     ) -> Result<PutResult> {
+        let started = std::time::Instant::now();
         let result = self.inner.put_opts(location, payload, opts).await?;
         self.sync(location).await?;
+        if is_delta_commit(location) {
+            crate::metrics::delta_commit(started.elapsed());
+        }
         Ok(result)
     }
 
@@ -195,6 +213,20 @@ pub fn install() {
 mod tests {
     use super::*;
     use object_store::ObjectStoreExt;
+
+    #[test]
+    fn recognizes_delta_commits() {
+        let commit = Path::parse("w/t/_delta_log/00000000000000000003.json").unwrap();
+        assert!(is_delta_commit(&commit));
+        for other in [
+            "w/t/_delta_log/00000000000000000003.checkpoint.parquet",
+            "w/t/_delta_log/_last_checkpoint",
+            "w/t/_delta_log/_commit_1234.json.tmp",
+            "w/t/part-00000.json",
+        ] {
+            assert!(!is_delta_commit(&Path::parse(other).unwrap()), "{other}");
+        }
+    }
 
     #[tokio::test]
     async fn writes_and_reads_back() {
