@@ -1,10 +1,31 @@
-//! The HTTP listener: `/health` for load balancers and tests.
+//! The HTTP listener: `/health` for load balancers and tests, `/metrics` for Prometheus.
 
 use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
 use axum::routing::get;
 use tokio::net::TcpListener;
+use tributary_engine::Engine;
 
-pub async fn serve(listener: TcpListener) -> std::io::Result<()> {
-    let app = Router::new().route("/health", get(|| async { "ok\n" }));
+pub async fn serve(listener: TcpListener, engine: Engine) -> std::io::Result<()> {
+    let app = Router::new()
+        .route("/health", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
+        .with_state(engine);
     axum::serve(listener, app).await
+}
+
+/// Prometheus text exposition format 0.0.4.
+async fn metrics(State(engine): State<Engine>) -> impl IntoResponse {
+    // Staleness reads the catalog (SQLite): off the async workers.
+    match tokio::task::spawn_blocking(move || crate::metrics::get().render(&engine)).await {
+        Ok(body) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)],
+            body,
+        )
+            .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
 }

@@ -4,6 +4,7 @@
 mod apply;
 mod config;
 mod http;
+mod metrics;
 mod pg;
 mod scheduler;
 
@@ -71,6 +72,7 @@ async fn serve(settings: Settings) -> Result<(), String> {
     let http_listener = bind(&settings.http, "http").await?;
     let http_addr = http_listener.local_addr().map_err(|e| e.to_string())?;
 
+    tributary_engine::metrics::install(metrics::get());
     let engine = Engine::open(EngineConfig {
         warehouse: settings.warehouse.clone(),
         catalog: settings.catalog.clone(),
@@ -102,8 +104,9 @@ async fn serve(settings: Settings) -> Result<(), String> {
         &settings.superuser,
         settings.password.as_deref(),
     ));
+    let http_engine = engine.clone();
     tokio::spawn(async move {
-        if let Err(e) = http::serve(http_listener).await {
+        if let Err(e) = http::serve(http_listener, http_engine).await {
             tracing::error!(error = %e, "http listener failed");
         }
     });

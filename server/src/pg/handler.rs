@@ -27,6 +27,7 @@ use tributary_engine::{Engine, Output, Prepared, Session};
 
 use super::auth::{AuthConfig, Startup};
 use super::encode::{self, pg_error};
+use crate::metrics::{QueryTimer, timed_stream};
 
 /// The handlers of one connection (pgwire asks for each once per connection).
 pub struct ConnectionHandlers {
@@ -93,6 +94,8 @@ impl ErrorHandler for LogErrors {
 struct PendingCopy {
     copy: CopyIn,
     data: Vec<u8>,
+    /// The COPY statement's timer: it completes when the data is loaded.
+    timer: QueryTimer,
 }
 
 /// The most COPY data buffered for one statement before it is refused.
@@ -129,18 +132,47 @@ impl Shared {
         guard
     }
 
+    /// Encodes a statement's output; `timer` completes once the statement has (when its rows
+    /// are streamed, or its COPY data loaded).
     async fn respond(
         &self,
         output: Output,
         format: &Format,
         options: Arc<FormatOptions>,
+        timer: QueryTimer,
     ) -> PgWireResult<Response> {
-        if let Output::CopyIn(copy) = &output {
-            *self.copy.lock().await = Some(PendingCopy {
-                copy: copy.clone(),
-                data: Vec::new(),
-            });
-        }
+        let output = match output {
+            Output::CopyIn(copy) => {
+                *self.copy.lock().await = Some(PendingCopy {
+                    copy: copy.clone(),
+                    data: Vec::new(),
+                    timer,
+                });
+                Output::CopyIn(copy)
+            }
+            Output::Rows {
+                schema,
+                stream,
+                tag,
+            } => Output::Rows {
+                schema,
+                stream: timed_stream(stream, timer),
+                tag,
+            },
+            Output::CopyOut {
+                schema,
+                stream,
+                format,
+            } => Output::CopyOut {
+                schema,
+                stream: timed_stream(stream, timer),
+                format,
+            },
+            Output::Command(tag) => {
+                timer.succeed();
+                Output::Command(tag)
+            }
+        };
         encode::response(output, format, Some(options))
     }
 }
@@ -161,6 +193,7 @@ impl SimpleQueryHandler for Connection {
         let statements = match session.parse(query) {
             Ok(s) => s,
             Err(e) => {
+                QueryTimer::start().fail();
                 return Ok(vec![Response::Error(Box::new(
                     super::sqlstate::error_info(&e),
                 ))]);
@@ -168,6 +201,7 @@ impl SimpleQueryHandler for Connection {
         };
         let mut responses = Vec::new();
         for prepared in statements {
+            let timer = QueryTimer::start();
             match with_timeout(
                 session.statement_timeout(),
                 session.execute(&prepared, None),
@@ -177,7 +211,7 @@ impl SimpleQueryHandler for Connection {
                 Ok(output) => {
                     let is_copy_in = matches!(output, Output::CopyIn(_));
                     responses.push(
-                        self.respond(output, &Format::UnifiedText, options.clone())
+                        self.respond(output, &Format::UnifiedText, options.clone(), timer)
                             .await?,
                     );
                     if is_copy_in {
@@ -185,6 +219,7 @@ impl SimpleQueryHandler for Connection {
                     }
                 }
                 Err(e) => {
+                    timer.fail();
                     responses.push(Response::Error(Box::new(super::sqlstate::error_info(&e))));
                     break;
                 }
@@ -220,10 +255,13 @@ impl QueryParser for Parser {
         C: ClientInfo + Unpin + Send + Sync,
     {
         ensure_authenticated(client)?;
+        // A statement that fails to parse or plan never executes: count it as failed here.
+        let timer = QueryTimer::start();
         let guard = self.conn.session(client).await;
         let session = guard.as_ref().expect("session created");
         let prepared = session.prepare(sql).map_err(|e| pg_error(&e))?;
         if prepared.statement.is_none() {
+            timer.discard();
             return Ok(None);
         }
         let (parameter_types, schema) = match session
@@ -234,6 +272,7 @@ impl QueryParser for Parser {
             Some(described) => (described.parameter_types, described.schema),
             None => (Vec::new(), None),
         };
+        timer.discard();
         Ok(Some(PreparedStatement {
             prepared,
             parameter_types,
@@ -328,6 +367,8 @@ impl ExtendedQueryHandler for Connection {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         ensure_authenticated(client)?;
+        // Dropped unfinished (any early return below) counts the statement as an error.
+        let timer = QueryTimer::start();
         let stmt = &portal.statement.statement;
         if portal.parameter_len() != stmt.parameter_types.len() {
             return Err(PgWireError::UserError(Box::new(
@@ -359,7 +400,7 @@ impl ExtendedQueryHandler for Connection {
             .await
             .map_err(|e| pg_error(&e))?;
         drop(guard);
-        self.respond(output, &portal.result_column_format, options)
+        self.respond(output, &portal.result_column_format, options, timer)
             .await
     }
 }
@@ -408,6 +449,7 @@ impl CopyHandler for Connection {
             .await
             .map_err(|e| pg_error(&e))?;
         drop(guard);
+        pending.timer.succeed();
         client
             .send(PgWireBackendMessage::CommandComplete(
                 Tag::new("COPY").with_rows(rows as usize).into(),

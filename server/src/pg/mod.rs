@@ -32,6 +32,7 @@ pub async fn serve(
         let auth = auth.clone();
         let slots = slots.clone();
         tokio::spawn(async move {
+            let _active = crate::metrics::get().connection_opened();
             let permit = slots.clone().try_acquire_owned().ok();
             let full = permit.is_none();
             let factory = handler::ConnectionHandlers::new(engine, auth, full);

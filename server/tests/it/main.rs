@@ -6,6 +6,7 @@ mod apply;
 mod auth;
 mod housekeeping;
 mod incremental;
+mod metrics;
 mod protocol;
 mod psql_compat;
 mod restart;
