@@ -221,6 +221,7 @@ pub async fn create_source(
     options.insert("path".into(), source.path.clone());
     options.insert("format".into(), source.format.as_str().into());
     let spec = FileSourceSpec::from_options(&options)?;
+    crate::schedule::max_staleness(&options)?;
     let schema = if source.columns.is_empty() {
         spec.infer_schema(&session.ctx.state()).await?
     } else {
@@ -326,6 +327,7 @@ pub async fn create_model(session: &mut Session, model: CreateModel, text: &str)
         }
     }
     crate::schedule::ModelSchedule::from_options(&model.options)?;
+    crate::schedule::max_staleness(&model.options)?;
     let plan = planning::plan_statement(
         &session.ctx.state(),
         ast::Statement::Query(model.query.clone()),

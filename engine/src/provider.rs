@@ -183,8 +183,16 @@ impl SchemaProvider for SystemSchema {
         let Some(engine) = self.engine.upgrade() else {
             return Ok(None);
         };
-        let Some(batch) = system::tributary::build(&engine.catalog, name).map_err(df_err)? else {
-            return Ok(None);
+        let batch = if name == system::freshness::TABLE {
+            system::freshness::build(&engine, chrono::Utc::now())
+                .await
+                .map_err(df_err)?
+        } else {
+            let Some(batch) = system::tributary::build(&engine.catalog, name).map_err(df_err)?
+            else {
+                return Ok(None);
+            };
+            batch
         };
         let table = MemTable::try_new(batch.schema(), vec![vec![batch]])?;
         Ok(Some(Arc::new(table)))

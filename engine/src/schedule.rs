@@ -168,6 +168,14 @@ pub fn parse_duration(option: &str, text: &str) -> Result<Duration> {
     })
 }
 
+/// The `max_staleness` freshness objective of a model or source (checked at CREATE).
+pub fn max_staleness(options: &BTreeMap<String, String>) -> Result<Option<Duration>> {
+    options
+        .get("max_staleness")
+        .map(|text| parse_duration("max_staleness", text))
+        .transpose()
+}
+
 /// The time, from the system or from a test.
 pub trait Clock: Send + Sync {
     fn now(&self) -> DateTime<Utc>;

@@ -37,6 +37,7 @@ pub const OPTION_KEYS: &[&str] = &[
     "mode",
     "on_bad_row",
     "poll",
+    "max_staleness",
     "description",
 ];
 

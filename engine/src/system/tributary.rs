@@ -12,7 +12,14 @@ use crate::error::Result;
 pub const SCHEMA: &str = "tributary";
 
 pub const TABLES: &[&str] = &[
-    "sources", "tables", "models", "views", "columns", "lineage", "runs",
+    "sources",
+    "tables",
+    "models",
+    "views",
+    "columns",
+    "lineage",
+    "runs",
+    "freshness",
 ];
 
 /// Builds one system table, or `None` if there is no such table.

@@ -168,6 +168,58 @@ async fn refreshes_over_their_timeout_fail_saying_so() {
 }
 
 #[tokio::test]
+async fn a_scheduled_run_a_crash_interrupted_is_retried_after_restart() {
+    let (mut server, _dir) = TestServer::start(&[]);
+    let client = server.connect().await;
+    client
+        .batch_execute(
+            "CREATE TABLE t (v BIGINT);
+             INSERT INTO t VALUES (1), (2);
+             CREATE MODEL hourly WITH (schedule = 'every 1 hour') AS SELECT sum(v) AS n FROM t;
+             INSERT INTO t VALUES (3);",
+        )
+        .await
+        .unwrap();
+    drop(client);
+    server.stop();
+    // As if the server died during a scheduled refresh: a run started and never finished.
+    let run_id = {
+        let catalog =
+            tributary_catalog::Catalog::open(&server.warehouse.join("catalog.db")).unwrap();
+        let model = catalog
+            .object(&tributary_catalog::ObjectName::new("public", "hourly"))
+            .unwrap()
+            .unwrap();
+        catalog.start_run(&model, "schedule").unwrap()
+    };
+    server.restart();
+    let client = server.connect().await;
+    let retried = "SELECT count(*) FROM tributary.runs WHERE model = 'public.hourly' \
+                   AND trigger = 'retry' AND status = 'succeeded'";
+    assert_eq!(
+        wait_for(&client, retried, 1, 20).await,
+        1,
+        "{:?}",
+        runs(&client, "public.hourly").await
+    );
+    let error: String = client
+        .query_one(
+            "SELECT error FROM tributary.runs WHERE run_id = $1",
+            &[&run_id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(error.starts_with("interrupted"), "{error}");
+    let n: i64 = client
+        .query_one("SELECT n FROM hourly", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 6);
+}
+
+#[tokio::test]
 async fn invalid_schedule_options_are_rejected_naming_the_option() {
     let (server, _dir) = TestServer::start(&["--scheduler", "off"]);
     let client = server.connect().await;

@@ -1,0 +1,90 @@
+//! `tributary.freshness`: per source, table and model, when its data was last known current,
+//! how stale it is now, its `max_staleness` objective and whether it meets it.
+//!
+//! What "last data time" means per kind:
+//! - model: when its last successful refresh finished (an `unchanged` refresh counts: it
+//!   confirmed the model was current then);
+//! - file source: the newest modification time among its files (listed when queried);
+//! - table: its last published commit (the catalog's `updated_at` of the object).
+//!
+//! Status: `fresh` (staleness within the objective), `stale` (over it), `unknown` (an
+//! objective but no data time yet, e.g. a model never refreshed), `no objective`.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use datafusion::arrow::record_batch::RecordBatch;
+use tributary_catalog::{ObjectKind, RunStatus};
+
+use super::rows::{Col, RowsBuilder};
+use crate::engine::EngineInner;
+use crate::error::Result;
+use crate::schedule;
+
+pub const TABLE: &str = "freshness";
+
+/// Builds the table as of `now`.
+pub(crate) async fn build(engine: &EngineInner, now: DateTime<Utc>) -> Result<RecordBatch> {
+    let mut b = RowsBuilder::new(&[
+        ("kind", Col::Text),
+        ("name", Col::Text),
+        ("last_data_at", Col::Timestamp),
+        ("staleness_seconds", Col::Int),
+        ("max_staleness", Col::Text),
+        ("objective_seconds", Col::Int),
+        ("status", Col::Text),
+    ]);
+    let catalog = &engine.catalog;
+    let mut last_success = std::collections::HashMap::new();
+    for run in catalog.runs()? {
+        if let (RunStatus::Succeeded, Some(finished)) = (run.status, run.finished_at) {
+            last_success.insert(run.object_id, finished);
+        }
+    }
+    for object in catalog.objects()? {
+        let last: Option<DateTime<Utc>> = match object.kind {
+            ObjectKind::Model => last_success.get(&object.id).and_then(|t| parse(t)),
+            ObjectKind::Table => object
+                .published_version
+                .and_then(|_| parse(&object.updated_at)),
+            ObjectKind::Source => newest_file(engine, &object).await,
+            _ => continue,
+        };
+        let objective_text = object.options.get("max_staleness");
+        let objective = objective_text
+            .and_then(|t| schedule::parse_duration("max_staleness", t).ok())
+            .map(|d| d.as_secs() as i64);
+        let staleness = last.map(|t| (now - t).num_seconds().max(0));
+        let status = match (objective, staleness) {
+            (None, _) => "no objective",
+            (Some(_), None) => "unknown",
+            (Some(max), Some(s)) if s <= max => "fresh",
+            (Some(_), Some(_)) => "stale",
+        };
+        let last_text = last.map(|t| t.to_rfc3339_opts(SecondsFormat::Micros, true));
+        b.text(Some(object.kind.as_str()))
+            .text(Some(&object.name.to_string()))
+            .timestamp(last_text.as_deref())
+            .int(staleness)
+            .text(objective_text.map(String::as_str))
+            .int(objective)
+            .text(Some(status));
+    }
+    b.finish()
+}
+
+fn parse(text: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// The newest modification time among a file source's files (`None` without files or when
+/// they cannot be listed).
+async fn newest_file(
+    engine: &EngineInner,
+    object: &tributary_catalog::CatalogObject,
+) -> Option<DateTime<Utc>> {
+    let spec = crate::sources::files::FileSourceSpec::from_options(&object.options).ok()?;
+    let listing = spec.list_files(engine.base_state()).await.ok()?;
+    let newest = listing.values().map(|stamp| stamp.modified_ms).max()?;
+    DateTime::from_timestamp_millis(newest)
+}
