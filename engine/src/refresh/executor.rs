@@ -46,13 +46,15 @@ pub async fn refresh_one(
             name: object.name.to_string(),
         })?;
     let run_id = inner.catalog.start_run(&object, trigger)?;
+    let started = std::time::Instant::now();
     let guard = RunGuard {
         engine: inner.clone(),
         run_id,
+        model: object.name.clone(),
+        started,
         finished: false,
     };
     tracing::info!(model = %object.name, run_id, trigger, "refresh started");
-    let started = std::time::Instant::now();
     let result = run(inner, &object, run_id, full).await;
     let outcome = match &result {
         Ok(done) => RunOutcome {
@@ -96,6 +98,8 @@ pub async fn refresh_one(
 struct RunGuard {
     engine: Arc<EngineInner>,
     run_id: i64,
+    model: tributary_catalog::ObjectName,
+    started: std::time::Instant,
     finished: bool,
 }
 
@@ -116,6 +120,7 @@ impl Drop for RunGuard {
             if let Err(e) = self.engine.catalog.finish_run(self.run_id, &outcome) {
                 tracing::error!(run_id = self.run_id, error = %e, "cannot record a canceled run");
             }
+            crate::metrics::refresh_finished(&self.model, &outcome, self.started.elapsed());
         }
     }
 }
