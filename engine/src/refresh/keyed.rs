@@ -245,6 +245,7 @@ pub(super) async fn refresh_keys(
     lateness: Option<&Lateness>,
 ) -> Result<KeyWise> {
     let ctx = SessionContext::new_with_state(state.clone());
+    let started = std::time::Instant::now();
     let plan = count_scans(plan, counter)?;
     let affected = affected_keys(engine, state, &plan, keys, inputs, changes).await?;
     let affected = count_scans(affected, counter)?;
@@ -266,6 +267,7 @@ pub(super) async fn refresh_keys(
         late_rows = Some((before - after) as i64);
     }
     let key_count: usize = key_batches.iter().map(|b| b.num_rows()).sum();
+    let keys_ms = started.elapsed().as_millis() as u64;
     let Some(key_schema) = key_batches
         .first()
         .map(|b| b.schema())
@@ -404,6 +406,15 @@ pub(super) async fn refresh_keys(
         })?
         .await
         .map_err(|e| merge_error(e, keys))?;
+    tracing::info!(
+        keys = key_count,
+        keys_ms,
+        merge_ms = metrics.execution_time_ms,
+        merge_scan_ms = metrics.scan_time_ms,
+        merge_rewrite_ms = metrics.rewrite_time_ms,
+        total_ms = started.elapsed().as_millis() as u64,
+        "key-wise refresh merged"
+    );
     let rows_written = (metrics.num_target_rows_inserted
         + metrics.num_target_rows_updated
         + metrics.num_target_rows_deleted) as i64;
