@@ -338,10 +338,14 @@ pub(super) async fn refresh_keys(
             )?
             .build()?,
     };
+    // The new rows are computed once, here, with the optimizer's full parallel plan; the
+    // MERGE then only joins them (few rows) with the model.
+    let recompute_started = std::time::Instant::now();
     let recompute = match keys.at {
-        KeysAt::Aggregate => recompute,
+        KeysAt::Aggregate => materialize(state, recompute).await?,
         KeysAt::Result => unique_rows(state, recompute, keys).await?,
     };
+    let recompute_ms = recompute_started.elapsed().as_millis() as u64;
     let model_columns: Vec<String> = recompute
         .schema()
         .fields()
@@ -409,6 +413,7 @@ pub(super) async fn refresh_keys(
     tracing::info!(
         keys = key_count,
         keys_ms,
+        recompute_ms,
         merge_ms = metrics.execution_time_ms,
         merge_scan_ms = metrics.scan_time_ms,
         merge_rewrite_ms = metrics.rewrite_time_ms,
@@ -468,21 +473,26 @@ fn key_prefilter(
     Ok(filter)
 }
 
-/// The new rows of a `unique_key` model, computed once and checked: two rows with one key
-/// break the merge contract, and the error names the key.
-async fn unique_rows(state: &SessionState, plan: LogicalPlan, keys: &Keys) -> Result<LogicalPlan> {
-    use datafusion::functions_aggregate::expr_fn::count;
+/// The rows of `plan`, computed now and held in memory.
+async fn materialize(state: &SessionState, plan: LogicalPlan) -> Result<LogicalPlan> {
     let schema = Arc::new(plan.schema().as_arrow().clone());
     let batches = DataFrame::new(state.clone(), plan).collect().await?;
     let rows = Arc::new(MemTable::try_new(schema, vec![batches])?);
     let ctx = SessionContext::new_with_state(state.clone());
+    Ok(ctx.read_table(rows)?.into_unoptimized_plan())
+}
+
+/// The new rows of a `unique_key` model, computed once and checked: two rows with one key
+/// break the merge contract, and the error names the key.
+async fn unique_rows(state: &SessionState, plan: LogicalPlan, keys: &Keys) -> Result<LogicalPlan> {
+    use datafusion::functions_aggregate::expr_fn::count;
+    let rows = materialize(state, plan).await?;
     let key_exprs: Vec<Expr> = keys
         .columns
         .iter()
         .map(|c| col(Column::from_name(c)))
         .collect();
-    let duplicates = ctx
-        .read_table(rows.clone())?
+    let duplicates = DataFrame::new(state.clone(), rows.clone())
         .aggregate(key_exprs, vec![count(lit(1)).alias("copies")])?
         .filter(col("copies").gt(lit(1)))?
         .limit(0, Some(1))?
@@ -504,7 +514,7 @@ async fn unique_rows(state: &SessionState, plan: LogicalPlan, keys: &Keys) -> Re
             shown.join(", ")
         )));
     }
-    Ok(ctx.read_table(rows)?.into_unoptimized_plan())
+    Ok(rows)
 }
 
 /// `expr IS NOT DISTINCT FROM key` for each key: GROUP BY puts NULLs in one group.
