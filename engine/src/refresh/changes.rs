@@ -260,12 +260,7 @@ pub(crate) async fn changed_rows(
     rows: FeedRows,
     like: &Arc<dyn TableProvider>,
 ) -> Result<Arc<dyn TableProvider>> {
-    let table = engine.published_table(input).await?;
-    let cdf = table
-        .scan_cdf()
-        .with_starting_version((from + 1) as u64)
-        .with_ending_version(to as u64);
-    let provider = Arc::new(DeltaCdfTableProvider::try_new(cdf)?);
+    let provider = change_feed(engine, input, (from, to)).await?;
     let ctx = SessionContext::new_with_state(state.clone());
     let columns = like
         .schema()
@@ -287,6 +282,20 @@ pub(crate) async fn changed_rows(
     Ok(Arc::new(ViewTable::new(plan, None)))
 }
 
+/// The change data feed of `input` in versions `from + 1 ..= to`.
+async fn change_feed(
+    engine: &EngineInner,
+    input: &CatalogObject,
+    (from, to): (i64, i64),
+) -> Result<Arc<DeltaCdfTableProvider>> {
+    let table = engine.published_table(input).await?;
+    let cdf = table
+        .scan_cdf()
+        .with_starting_version((from + 1) as u64)
+        .with_ending_version(to as u64);
+    Ok(Arc::new(DeltaCdfTableProvider::try_new(cdf)?))
+}
+
 /// The first row of `input`'s change feed in `from + 1 ..= to` that is not an insert, shown
 /// as `update_preimage (id=6, kind=credit)`, for errors that must name the row.
 pub(crate) async fn first_changed_row(
@@ -296,12 +305,7 @@ pub(crate) async fn first_changed_row(
     (from, to): (i64, i64),
 ) -> Result<Option<String>> {
     use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
-    let table = engine.published_table(input).await?;
-    let cdf = table
-        .scan_cdf()
-        .with_starting_version((from + 1) as u64)
-        .with_ending_version(to as u64);
-    let provider = Arc::new(DeltaCdfTableProvider::try_new(cdf)?);
+    let provider = change_feed(engine, input, (from, to)).await?;
     let ctx = SessionContext::new_with_state(state.clone());
     let batches = ctx
         .read_table(provider)?
