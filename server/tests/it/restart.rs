@@ -131,15 +131,7 @@ async fn interrupted_refresh_is_marked_failed_after_restart() {
     // Simulate a crash mid-refresh: the catalog has a run that started and never finished.
     drop(client);
     server.stop();
-    let run_id = {
-        let catalog =
-            tributary_catalog::Catalog::open(&server.warehouse.join("catalog.db")).unwrap();
-        let model = catalog
-            .object(&tributary_catalog::ObjectName::new("marts", "revenue"))
-            .unwrap()
-            .unwrap();
-        catalog.start_run(&model, "manual").unwrap()
-    };
+    let run_id = server.record_unfinished_run("marts", "revenue", "manual");
     server.restart();
     let client = server.connect().await;
     let row = client

@@ -183,15 +183,7 @@ async fn a_scheduled_run_a_crash_interrupted_is_retried_after_restart() {
     drop(client);
     server.stop();
     // As if the server died during a scheduled refresh: a run started and never finished.
-    let run_id = {
-        let catalog =
-            tributary_catalog::Catalog::open(&server.warehouse.join("catalog.db")).unwrap();
-        let model = catalog
-            .object(&tributary_catalog::ObjectName::new("public", "hourly"))
-            .unwrap()
-            .unwrap();
-        catalog.start_run(&model, "schedule").unwrap()
-    };
+    let run_id = server.record_unfinished_run("public", "hourly", "schedule");
     server.restart();
     let client = server.connect().await;
     let retried = "SELECT count(*) FROM tributary.runs WHERE model = 'public.hourly' \

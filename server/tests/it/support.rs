@@ -86,6 +86,17 @@ impl TestServer {
         }
     }
 
+    /// Records a run of `schema.name` that started and never finished, as a crash during a
+    /// refresh leaves it. The server must be stopped.
+    pub fn record_unfinished_run(&self, schema: &str, name: &str, trigger: &str) -> i64 {
+        let catalog = tributary_catalog::Catalog::open(&self.warehouse.join("catalog.db")).unwrap();
+        let model = catalog
+            .object(&tributary_catalog::ObjectName::new(schema, name))
+            .unwrap()
+            .unwrap();
+        catalog.start_run(&model, trigger).unwrap()
+    }
+
     pub fn restart(&mut self) {
         self.stop();
         self.spawn();
