@@ -304,7 +304,6 @@ pub(crate) async fn first_changed_row(
     input: &CatalogObject,
     (from, to): (i64, i64),
 ) -> Result<Option<String>> {
-    use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
     let provider = change_feed(engine, input, (from, to)).await?;
     let ctx = SessionContext::new_with_state(state.clone());
     let batches = ctx
@@ -316,18 +315,28 @@ pub(crate) async fn first_changed_row(
     let Some(batch) = batches.iter().find(|b| b.num_rows() > 0) else {
         return Ok(None);
     };
-    let options = FormatOptions::default().with_null("NULL");
     let mut kind = String::new();
     let mut values = Vec::new();
-    for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
-        let value = ArrayFormatter::try_new(column.as_ref(), &options)?
-            .value(0)
-            .to_string();
-        match field.name().as_str() {
+    for (name, value) in first_row(batch)? {
+        match name.as_str() {
             "_change_type" => kind = value,
             "_commit_version" | "_commit_timestamp" => {}
-            name => values.push(format!("{name}={value}")),
+            _ => values.push(format!("{name}={value}")),
         }
     }
     Ok(Some(format!("{kind} ({})", values.join(", "))))
+}
+
+/// The first row of a batch as (column, value as text) pairs, for error messages.
+pub(super) fn first_row(
+    batch: &datafusion::arrow::record_batch::RecordBatch,
+) -> Result<Vec<(String, String)>> {
+    use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+    let options = FormatOptions::default().with_null("NULL");
+    let mut row = Vec::new();
+    for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
+        let formatter = ArrayFormatter::try_new(column.as_ref(), &options)?;
+        row.push((field.name().clone(), formatter.value(0).to_string()));
+    }
+    Ok(row)
 }

@@ -17,7 +17,7 @@ pub(super) fn conform(
     state: &SessionState,
     plan: LogicalPlan,
     model: &CatalogObject,
-    inputs: &[CatalogObject],
+    inputs: impl Fn() -> Result<Vec<CatalogObject>>,
 ) -> Result<LogicalPlan> {
     if model.columns.is_empty() {
         return Ok(plan);
@@ -31,7 +31,7 @@ pub(super) fn conform(
                 "column \"{}\" of model \"{}\" is no longer produced by its query{}",
                 stored.name,
                 model.name,
-                match inputs
+                match inputs()?
                     .iter()
                     .find(|i| !i.columns.iter().any(|c| c.name == stored.name))
                 {
@@ -39,7 +39,7 @@ pub(super) fn conform(
                         " (input \"{}\" has no column \"{}\" now)",
                         input.name, stored.name
                     ),
-                    None => where_it_went(&stored.name, None, inputs),
+                    None => where_it_went(&stored.name, None, &inputs()?),
                 }
             )));
         };
@@ -51,7 +51,7 @@ pub(super) fn conform(
                 model.name,
                 stored.data_type,
                 now.data_type,
-                where_it_went(&stored.name, Some(&now.data_type), inputs)
+                where_it_went(&stored.name, Some(&now.data_type), &inputs()?)
             )));
         }
         let (qualifier, field) = plan.schema().qualified_field(position);

@@ -11,10 +11,10 @@ use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::tree_node::{Transformed, TreeNode};
-use datafusion::datasource::{TableType, provider_as_source, source_as_provider};
+use datafusion::datasource::{TableType, source_as_provider};
 use datafusion::error::Result as DfResult;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::logical_expr::{Expr, LogicalPlan, TableProviderFilterPushDown, TableScanBuilder};
+use datafusion::logical_expr::{Expr, LogicalPlan, TableProviderFilterPushDown};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 use futures::StreamExt;
@@ -35,12 +35,7 @@ pub fn count_scans(plan: LogicalPlan, counter: &RowCounter) -> crate::Result<Log
                 inner,
                 counter: counter.clone(),
             });
-            let new = TableScanBuilder::new(scan.table_name.clone(), provider_as_source(provider))
-                .with_projection(scan.projection.clone())
-                .with_filters(scan.filters.clone())
-                .with_fetch(scan.fetch)
-                .build()?;
-            Ok(Transformed::yes(LogicalPlan::TableScan(new)))
+            Ok(Transformed::yes(super::plans::scan_of(&scan, provider)?))
         }
         other => Ok(Transformed::no(other)),
     })?;

@@ -330,17 +330,21 @@ pub(super) async fn plan_refresh(
         input_changes.insert(name.clone(), change);
         inputs.insert(name, (input, bookmark));
     }
-    // What the model reads names the input in schema errors: its stored inputs, and the
-    // views its query names (the planner inlines views, so they are not among the scans).
-    let named = crate::dialect::identifiers(query);
-    let mut upstream: Vec<CatalogObject> = engine
-        .catalog
-        .objects()?
-        .into_iter()
-        .filter(|o| o.kind == ObjectKind::View && named.contains(&o.name.name))
-        .collect();
-    upstream.extend(inputs.values().map(|(input, _)| input.clone()));
-    let plan = columns::conform(&state, plan, object, &upstream)?;
+    // What the model reads names the input in schema errors: the views its query names (the
+    // planner inlines views, so they are not among the scans), then its stored inputs. Only
+    // looked up when a column no longer fits.
+    let upstream = || -> Result<Vec<CatalogObject>> {
+        let named = crate::dialect::identifiers(query);
+        let mut upstream: Vec<CatalogObject> = engine
+            .catalog
+            .objects()?
+            .into_iter()
+            .filter(|o| o.kind == ObjectKind::View && named.contains(&o.name.name))
+            .collect();
+        upstream.extend(inputs.values().map(|(input, _)| input.clone()));
+        Ok(upstream)
+    };
+    let plan = columns::conform(&state, plan, object, upstream)?;
     let plan = pin_file_sources(plan, &inputs, &files)?;
     if object.options.get("refresh").map(String::as_str) == Some("append") && !full_requested {
         check_append_contract(engine, &state, object, &inputs, &input_changes).await?;
@@ -364,7 +368,7 @@ fn pin_file_sources(
     files: &BTreeMap<tributary_catalog::ObjectName, crate::sources::files::Listing>,
 ) -> Result<datafusion::logical_expr::LogicalPlan> {
     use datafusion::common::tree_node::{Transformed, TreeNode};
-    use datafusion::logical_expr::{LogicalPlan, TableScanBuilder};
+    use datafusion::logical_expr::LogicalPlan;
     if files.is_empty() {
         return Ok(plan);
     }
@@ -388,15 +392,7 @@ fn pin_file_sources(
         let provider = spec
             .files_provider(like.schema(), listing.keys())
             .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
-        let new = TableScanBuilder::new(
-            scan.table_name.clone(),
-            datafusion::datasource::provider_as_source(provider),
-        )
-        .with_projection(scan.projection.clone())
-        .with_filters(scan.filters.clone())
-        .with_fetch(scan.fetch)
-        .build()?;
-        Ok(Transformed::yes(LogicalPlan::TableScan(new)))
+        Ok(Transformed::yes(plans::scan_of(&scan, provider)?))
     })?;
     Ok(pinned.data)
 }

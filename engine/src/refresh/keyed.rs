@@ -87,7 +87,7 @@ pub fn group_keys(plan: &LogicalPlan) -> std::result::Result<Keys, String> {
     }
     check_below_keys(&aggregate.input)?;
     for node in std::iter::once(plan).chain(chain.iter().copied()) {
-        if node.expressions().iter().any(has_subquery) {
+        if node.expressions().iter().any(strategy::contains_subquery) {
             return Err("the query has a subquery".into());
         }
     }
@@ -173,16 +173,6 @@ fn unalias(e: &Expr) -> &Expr {
         Expr::Alias(a) => unalias(&a.expr),
         other => other,
     }
-}
-
-fn has_subquery(e: &Expr) -> bool {
-    e.exists(|e| {
-        Ok(matches!(
-            e,
-            Expr::ScalarSubquery(_) | Expr::Exists(_) | Expr::InSubquery(_)
-        ))
-    })
-    .unwrap_or(true)
 }
 
 /// The plan below the keys: the aggregate's input, or the whole query.
@@ -499,15 +489,10 @@ async fn unique_rows(state: &SessionState, plan: LogicalPlan, keys: &Keys) -> Re
         .collect()
         .await?;
     if let Some(batch) = duplicates.iter().find(|b| b.num_rows() > 0) {
-        use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
-        let options = FormatOptions::default().with_null("NULL");
-        let mut shown = Vec::new();
-        for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
-            let value = ArrayFormatter::try_new(column.as_ref(), &options)?
-                .value(0)
-                .to_string();
-            shown.push(format!("{}={value}", field.name()));
-        }
+        let shown: Vec<String> = super::changes::first_row(batch)?
+            .into_iter()
+            .map(|(name, value)| format!("{name}={value}"))
+            .collect();
         return Err(Error::bad_input(format!(
             "unique_key ({}) is not unique in the new rows: {}",
             keys.columns.join(", "),

@@ -108,7 +108,7 @@ pub(super) async fn rewrite_scans(
 ) -> Result<datafusion::logical_expr::LogicalPlan> {
     use datafusion::common::tree_node::{Transformed, TreeNode};
     use datafusion::datasource::empty::EmptyTable;
-    use datafusion::logical_expr::{LogicalPlan, TableScanBuilder};
+    use datafusion::logical_expr::LogicalPlan;
 
     let default_schema = state.config().options().catalog.default_schema.clone();
     let mut replacements = HashMap::new();
@@ -180,20 +180,26 @@ pub(super) async fn rewrite_scans(
     }
     let rewritten = plan.transform_up(|node| match node {
         LogicalPlan::TableScan(scan) => match replacements.get(&scan.table_name.to_string()) {
-            Some(provider) => {
-                let source = datafusion::datasource::provider_as_source(provider.clone());
-                let new = TableScanBuilder::new(scan.table_name.clone(), source)
-                    .with_projection(scan.projection.clone())
-                    .with_filters(scan.filters.clone())
-                    .with_fetch(scan.fetch)
-                    .build()?;
-                Ok(Transformed::yes(LogicalPlan::TableScan(new)))
-            }
+            Some(provider) => Ok(Transformed::yes(scan_of(&scan, provider.clone())?)),
             None => Ok(Transformed::no(LogicalPlan::TableScan(scan))),
         },
         other => Ok(Transformed::no(other)),
     })?;
     Ok(rewritten.data)
+}
+
+/// The same scan (projection, filters, limit) reading another provider.
+pub(super) fn scan_of(
+    scan: &datafusion::logical_expr::TableScan,
+    provider: Arc<dyn datafusion::catalog::TableProvider>,
+) -> datafusion::error::Result<datafusion::logical_expr::LogicalPlan> {
+    let source = datafusion::datasource::provider_as_source(provider);
+    let new = datafusion::logical_expr::TableScanBuilder::new(scan.table_name.clone(), source)
+        .with_projection(scan.projection.clone())
+        .with_filters(scan.filters.clone())
+        .with_fetch(scan.fetch)
+        .build()?;
+    Ok(datafusion::logical_expr::LogicalPlan::TableScan(new))
 }
 
 /// The provider of `input` at the version a bookmark recorded.

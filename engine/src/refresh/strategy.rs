@@ -158,7 +158,7 @@ fn changes_between_runs(e: &Expr) -> bool {
     .unwrap_or(true)
 }
 
-fn contains_subquery(e: &Expr) -> bool {
+pub(super) fn contains_subquery(e: &Expr) -> bool {
     e.exists(|e| {
         Ok(matches!(
             e,
