@@ -9,9 +9,11 @@
 mod error;
 mod objects;
 mod runs;
+mod secrets;
 mod store;
 
 pub use error::{Error, Result};
 pub use objects::{CatalogObject, ColumnDef, NewObject, ObjectKind, ObjectName};
 pub use runs::{Run, RunOutcome, RunStatus};
+pub use secrets::{Connection, Secret, SecretSource, SecretValue};
 pub use store::Catalog;

@@ -604,6 +604,12 @@ fn drop_tag(kind: ObjectKind) -> &'static str {
     }
 }
 
+/// Drops `ids` and everything that reads them (what `DROP CONNECTION ... CASCADE` removes).
+pub(crate) fn drop_with_dependents(session: &Session, ids: &[i64]) -> Result<()> {
+    let all = with_dependents(session, ids)?;
+    drop_ids(session, &all)
+}
+
 fn drop_ids(session: &Session, ids: &[i64]) -> Result<()> {
     let catalog = session.engine.catalog();
     let objects: Vec<CatalogObject> = ids

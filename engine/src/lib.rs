@@ -20,6 +20,7 @@ pub mod project;
 pub mod provider;
 pub mod refresh;
 pub mod schedule;
+pub mod secrets;
 pub mod session;
 pub mod sources;
 pub mod storage;

@@ -202,6 +202,9 @@ impl Session {
             Statement::Drop(d) => crate::ddl::drop_objects(self, d).await,
             Statement::Show(kind) => crate::ddl::show_objects(self, kind).await,
             Statement::ExplainRefresh(name) => crate::refresh::explain(self, &name).await,
+            Statement::CreateSecret(c) => crate::secrets::create_secret(self, c),
+            Statement::CreateConnection(c) => crate::secrets::create_connection(self, c),
+            Statement::DropGlobal(d) => crate::secrets::drop_global(self, d).await,
             Statement::CommentOn { name, comment } => {
                 crate::ddl::comment_on(self, ast::CommentObject::Table, &name, comment.as_deref())
             }

@@ -55,6 +55,21 @@ const STEPS: &[&str] = &[
     "ALTER TABLE objects ADD COLUMN default_schema TEXT;",
     // 3: rows an incremental refresh withheld as later than the model's lateness.
     "ALTER TABLE runs ADD COLUMN late_rows INTEGER;",
+    // 4: secrets (an environment variable's name or a literal value) and connections to
+    // external systems; sources name their connection in their options.
+    "CREATE TABLE secrets (
+        name TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        value TEXT NOT NULL,
+        created_at TEXT NOT NULL
+     );
+     CREATE TABLE connections (
+        name TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        options TEXT NOT NULL,
+        password_secret TEXT REFERENCES secrets(name),
+        created_at TEXT NOT NULL
+     );",
 ];
 
 pub(super) fn apply(conn: &mut Connection) -> Result<()> {

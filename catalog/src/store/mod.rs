@@ -2,6 +2,7 @@
 //! small and rare next to query execution, and SQLite serialises writers anyway.
 
 mod migrations;
+mod secrets;
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -23,6 +23,10 @@ pub enum Statement {
     Show(ObjectKindSyntax),
     /// `EXPLAIN REFRESH MODEL name`: the strategy a refresh would use now, and why.
     ExplainRefresh(ObjectName),
+    CreateSecret(CreateSecret),
+    CreateConnection(CreateConnection),
+    /// `DROP SECRET | CONNECTION [IF EXISTS] name, ... [CASCADE | RESTRICT]`
+    DropGlobal(DropGlobal),
     /// `COMMENT ON MODEL | SOURCE name IS 'text' | NULL` (tables, views and columns use
     /// sqlparser's own COMMENT).
     CommentOn {
@@ -112,6 +116,54 @@ pub struct DropObjects {
     pub cascade: bool,
 }
 
+/// `CREATE [OR REPLACE] SECRET [IF NOT EXISTS] name AS ENV 'VAR' | AS 'value'`. The value
+/// is a [`SecretValue`](tributary_catalog::SecretValue), so `Debug` of a statement shows `***`.
+#[derive(Debug, Clone)]
+pub struct CreateSecret {
+    pub name: String,
+    pub or_replace: bool,
+    pub if_not_exists: bool,
+    pub source: tributary_catalog::SecretSource,
+}
+
+/// `CREATE [OR REPLACE] CONNECTION [IF NOT EXISTS] name TO POSTGRES (HOST 'h', PORT 5432,
+/// DATABASE 'd', USER 'u', PASSWORD SECRET s, SSLMODE 'prefer')`
+#[derive(Debug, Clone)]
+pub struct CreateConnection {
+    pub name: String,
+    pub or_replace: bool,
+    pub if_not_exists: bool,
+    /// `postgres`
+    pub kind: String,
+    /// Lower-cased keys (`host`, `port`, ...) and their values, without the password.
+    pub options: BTreeMap<String, String>,
+    pub password_secret: Option<String>,
+}
+
+/// Secrets and connections: database-wide objects outside any schema.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GlobalKind {
+    Secret,
+    Connection,
+}
+
+impl GlobalKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GlobalKind::Secret => "secret",
+            GlobalKind::Connection => "connection",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct DropGlobal {
+    pub kind: GlobalKind,
+    pub names: Vec<String>,
+    pub if_exists: bool,
+    pub cascade: bool,
+}
+
 /// Parses one statement (no trailing semicolon needed).
 pub fn parse_statement(sql: &str) -> Result<Statement, ParserError> {
     let dialect = TributaryDialect::default();
@@ -147,6 +199,15 @@ fn parse_tributary(p: &mut Parser, sql: &str) -> Result<Option<Statement>, Parse
         if word_is(p, at, "materialized") && word_is(p, at + 1, "view") {
             advance(p, at + 2);
             return parse_create_model(p, sql, or_replace).map(|m| Some(Statement::CreateModel(m)));
+        }
+        if word_is(p, at, "secret") {
+            advance(p, at + 1);
+            return parse_create_secret(p, or_replace).map(|s| Some(Statement::CreateSecret(s)));
+        }
+        if word_is(p, at, "connection") {
+            advance(p, at + 1);
+            return parse_create_connection(p, or_replace)
+                .map(|c| Some(Statement::CreateConnection(c)));
         }
         if !or_replace && word_is(p, 1, "source") {
             advance(p, 2);
@@ -195,6 +256,26 @@ fn parse_tributary(p: &mut Parser, sql: &str) -> Result<Option<Statement>, Parse
             p.next_token();
         }
         return Ok(Some(Statement::Refresh(refresh)));
+    }
+    if word_is(p, 0, "drop") && (word_is(p, 1, "secret") || word_is(p, 1, "connection")) {
+        let kind = if word_is(p, 1, "secret") {
+            GlobalKind::Secret
+        } else {
+            GlobalKind::Connection
+        };
+        advance(p, 2);
+        let if_exists = p.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
+        let names = p.parse_comma_separated(|p| Ok(crate::names::ident(&p.parse_identifier()?)))?;
+        let cascade = matches!(
+            p.parse_one_of_keywords(&[Keyword::CASCADE, Keyword::RESTRICT]),
+            Some(Keyword::CASCADE)
+        );
+        return Ok(Some(Statement::DropGlobal(DropGlobal {
+            kind,
+            names,
+            if_exists,
+            cascade,
+        })));
     }
     if word_is(p, 0, "drop") {
         let kind = if word_is(p, 1, "source") {
@@ -349,6 +430,94 @@ fn parse_create_source(p: &mut Parser) -> Result<CreateSource, ParserError> {
     })
 }
 
+fn parse_create_secret(p: &mut Parser, or_replace: bool) -> Result<CreateSecret, ParserError> {
+    use tributary_catalog::{SecretSource, SecretValue};
+    let if_not_exists = p.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
+    let name = crate::names::ident(&p.parse_identifier()?);
+    p.expect_keyword(Keyword::AS)?;
+    let source = if word_is(p, 0, "env") {
+        p.next_token();
+        SecretSource::Env(p.parse_literal_string()?)
+    } else {
+        // Not `parse_literal_string`: its error would quote the token, i.e. the value.
+        match p.next_token().token {
+            Token::SingleQuotedString(v)
+            | Token::EscapedStringLiteral(v)
+            | Token::DollarQuotedString(ast::DollarQuotedString { value: v, .. }) => {
+                SecretSource::Literal(SecretValue::new(v))
+            }
+            _ => {
+                return Err(ParserError::ParserError(
+                    "expected ENV 'variable' or a string literal after AS in CREATE SECRET".into(),
+                ));
+            }
+        }
+    };
+    Ok(CreateSecret {
+        name,
+        or_replace,
+        if_not_exists,
+        source,
+    })
+}
+
+fn parse_create_connection(
+    p: &mut Parser,
+    or_replace: bool,
+) -> Result<CreateConnection, ParserError> {
+    let if_not_exists = p.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
+    let name = crate::names::ident(&p.parse_identifier()?);
+    p.expect_keyword(Keyword::TO)?;
+    if !word_is(p, 0, "postgres") && !word_is(p, 0, "postgresql") {
+        return p.expected("POSTGRES after TO", p.peek_token());
+    }
+    p.next_token();
+    let mut options = BTreeMap::new();
+    let mut password_secret = None;
+    p.expect_token(&Token::LParen)?;
+    loop {
+        let key = p.parse_identifier()?.value.to_lowercase();
+        if key == "password" {
+            if !word_is(p, 0, "secret") {
+                return p.expected(
+                    "SECRET name after PASSWORD (passwords are kept in secrets)",
+                    p.peek_token(),
+                );
+            }
+            p.next_token();
+            password_secret = Some(crate::names::ident(&p.parse_identifier()?));
+        } else {
+            let value = match p.next_token().token {
+                Token::SingleQuotedString(v) => v,
+                Token::Number(n, _) => n,
+                Token::Word(w) => w.value,
+                other => {
+                    return Err(ParserError::ParserError(format!(
+                        "expected a value for {key}, found {other}"
+                    )));
+                }
+            };
+            if options.insert(key.clone(), value).is_some() {
+                return Err(ParserError::ParserError(format!(
+                    "option {key} given twice"
+                )));
+            }
+        }
+        if !p.consume_token(&Token::Comma) {
+            break;
+        }
+    }
+    p.expect_token(&Token::RParen)?;
+    Ok(CreateConnection {
+        name,
+        or_replace,
+        if_not_exists,
+        kind: "postgres".into(),
+        options,
+        password_secret,
+    })
+}
+
 /// `WITH (key = value, ...)` as lower-cased keys and plain string values.
 fn options_map(options: Vec<SqlOption>) -> Result<BTreeMap<String, String>, ParserError> {
     let mut out = BTreeMap::new();
@@ -464,6 +633,44 @@ mod tests {
             panic!()
         };
         assert!(s.to_string().contains("VERSION AS OF 3"));
+    }
+
+    #[test]
+    fn secrets_and_connections() {
+        let Statement::CreateSecret(s) = parse_statement("CREATE SECRET Pw AS 'hunter2'").unwrap()
+        else {
+            panic!("not a secret")
+        };
+        assert_eq!(s.name, "pw");
+        assert!(!format!("{s:?}").contains("hunter2"));
+        let Statement::CreateSecret(s) =
+            parse_statement("create or replace secret pw as env 'PGPASS'").unwrap()
+        else {
+            panic!("not a secret")
+        };
+        assert!(s.or_replace);
+        assert_eq!(
+            s.source,
+            tributary_catalog::SecretSource::Env("PGPASS".into())
+        );
+        let e = parse_statement("CREATE SECRET pw AS hunter2").unwrap_err();
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+        let sql = "CREATE CONNECTION bank TO POSTGRES (HOST '127.0.0.1', PORT 5432, \
+                   DATABASE 'bank', USER 'reader', PASSWORD SECRET pw, SSLMODE 'prefer')";
+        let Statement::CreateConnection(c) = parse_statement(sql).unwrap() else {
+            panic!("not a connection")
+        };
+        assert_eq!(c.options["port"], "5432");
+        assert_eq!(c.options["user"], "reader");
+        assert_eq!(c.password_secret.as_deref(), Some("pw"));
+        let Statement::DropGlobal(d) =
+            parse_statement("drop connection if exists bank, other cascade").unwrap()
+        else {
+            panic!("not a drop")
+        };
+        assert_eq!(d.kind, GlobalKind::Connection);
+        assert!(d.if_exists && d.cascade);
+        assert_eq!(d.names, vec!["bank", "other"]);
     }
 
     #[test]

@@ -20,6 +20,8 @@ pub const TABLES: &[&str] = &[
     "lineage",
     "runs",
     "freshness",
+    "secrets",
+    "connections",
 ];
 
 /// Builds one system table, or `None` if there is no such table.
@@ -32,6 +34,8 @@ pub fn build(catalog: &Catalog, table: &str) -> Result<Option<RecordBatch>> {
         "columns" => columns(catalog)?,
         "lineage" => lineage(catalog)?,
         "runs" => runs(catalog)?,
+        "secrets" => crate::secrets::secrets_table(catalog)?,
+        "connections" => crate::secrets::connections_table(catalog)?,
         _ => return Ok(None),
     }))
 }
