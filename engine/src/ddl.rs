@@ -217,6 +217,9 @@ pub async fn create_source(
         }
         return Err(duplicate(&existing));
     }
+    if source.from == crate::dialect::SourceFrom::Http {
+        return crate::sources::http::create(session, name, source, text).await;
+    }
     let mut options = source.options.clone();
     options.insert("path".into(), source.path.clone());
     options.insert("format".into(), source.format.as_str().into());

@@ -236,6 +236,11 @@ impl EngineInner {
                 let table = self.published_table(object).await?;
                 delta::provider(&table).await
             }
+            // HTTP sources are read from their stored snapshots.
+            ObjectKind::Source if crate::sources::http::is_http(object) => {
+                let table = self.published_table(object).await?;
+                delta::provider(&table).await
+            }
             ObjectKind::Source => {
                 let spec = FileSourceSpec::from_options(&object.options)?;
                 let schema = crate::types::schema_of_columns(&object.columns)?;

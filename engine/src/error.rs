@@ -32,6 +32,12 @@ pub enum Error {
     InvalidOption { option: String, message: String },
     #[error("{0} is not supported")]
     NotSupported(String),
+    /// A source could not be read: unreachable, timed out, or answered with an error status.
+    #[error("{0}")]
+    SourceUnavailable(String),
+    /// A source's data no longer fits its columns (a field changed type or went away).
+    #[error("{0}")]
+    SchemaDrift(String),
     #[error("permission denied: {0}")]
     InsufficientPrivilege(String),
     #[error("canceling statement due to user request")]

@@ -199,6 +199,9 @@ impl Session {
             Statement::CreateModel(m) => crate::ddl::create_model(self, m, &prepared.text).await,
             Statement::Refresh(r) => crate::refresh::refresh_statement(self, r).await,
             Statement::RefreshAll => crate::refresh::refresh_all(self).await,
+            Statement::RefreshSource(name) => {
+                crate::sources::http::refresh_statement(self, &name).await
+            }
             Statement::Drop(d) => crate::ddl::drop_objects(self, d).await,
             Statement::Show(kind) => crate::ddl::show_objects(self, kind).await,
             Statement::ExplainRefresh(name) => crate::refresh::explain(self, &name).await,

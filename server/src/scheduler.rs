@@ -1,4 +1,5 @@
-//! The scheduler loop: every tick it asks the engine which models are due
+//! The scheduler loop: every tick it polls the HTTP sources whose `poll` interval passed
+//! ([`tributary_engine::sources::http::due_sources`]) and asks the engine which models are due
 //! ([`tributary_engine::schedule::due`]: `'every'` and `'cron'` by time since the last run,
 //! `'on change'` when an input changed, failed attempts by their retry policy) and refreshes
 //! them through the same path as `REFRESH` (dependency order, downstream of a failure skipped
@@ -66,6 +67,9 @@ impl Scheduler {
     /// long refresh does not hold back models due later).
     async fn tick(&self) -> Result<(), Error> {
         let now = self.clock.now();
+        if let Err(e) = self.poll_sources(now) {
+            tracing::warn!(error = %e, "cannot poll http sources");
+        }
         let catalog = self.engine.catalog();
         let in_flight = lock(&self.in_flight).clone();
         let mut due: BTreeMap<i64, String> = BTreeMap::new();
@@ -131,6 +135,29 @@ impl Scheduler {
                 in_flight.remove(id);
             }
         });
+        Ok(())
+    }
+}
+
+impl Scheduler {
+    /// Starts a poll of every HTTP source whose `poll` interval passed, each in the
+    /// background (a slow API holds back nothing else) and never two at once for one source.
+    /// A poll that brings a new snapshot is a new Delta version of the source, which the
+    /// `'on change'` models over it see on a later tick.
+    fn poll_sources(&self, now: chrono::DateTime<chrono::Utc>) -> Result<(), Error> {
+        use tributary_engine::sources::http;
+        for source in http::due_sources(&self.engine, now)? {
+            if !lock(&self.in_flight).insert(source.id) {
+                continue;
+            }
+            let engine = self.engine.clone();
+            let in_flight = self.in_flight.clone();
+            tokio::spawn(async move {
+                // The outcome (and any error) is recorded as a run of the source.
+                let _ = http::poll(&engine, &source, schedule::TRIGGER_SCHEDULE).await;
+                lock(&in_flight).remove(&source.id);
+            });
+        }
         Ok(())
     }
 }

@@ -15,7 +15,7 @@ use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 
 pub use statements::{
     CreateConnection, CreateModel, CreateSecret, CreateSource, DropGlobal, DropObjects, GlobalKind,
-    ObjectKindSyntax, Refresh, SourceFormat, Statement, parse_statement,
+    ObjectKindSyntax, Refresh, SourceFormat, SourceFrom, Statement, parse_statement,
 };
 
 /// PostgreSQL's dialect with table versioning switched on for time travel. It reports itself

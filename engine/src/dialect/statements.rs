@@ -19,6 +19,8 @@ pub enum Statement {
     CreateModel(CreateModel),
     Refresh(Refresh),
     RefreshAll,
+    /// `REFRESH SOURCE name`: poll an HTTP source now (one snapshot).
+    RefreshSource(ObjectName),
     Drop(DropObjects),
     Show(ObjectKindSyntax),
     /// `EXPLAIN REFRESH MODEL name`: the strategy a refresh would use now, and why.
@@ -73,12 +75,23 @@ impl SourceFormat {
     }
 }
 
-/// `CREATE SOURCE [IF NOT EXISTS] name [(columns)] FROM FILES 'path' FORMAT f [WITH (...)]`
+/// Where a source's rows come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceFrom {
+    /// `FROM FILES 'path'`
+    Files,
+    /// `FROM HTTP 'url'`: polled into snapshots (see `sources::http`).
+    Http,
+}
+
+/// `CREATE SOURCE [IF NOT EXISTS] name [(columns)] FROM FILES 'path' | HTTP 'url' FORMAT f [WITH (...)]`
 #[derive(Debug, Clone)]
 pub struct CreateSource {
     pub name: ObjectName,
     pub if_not_exists: bool,
     pub columns: Vec<ColumnDef>,
+    pub from: SourceFrom,
+    /// The file path, glob or URL (`FILES`), or the URL to poll (`HTTP`).
     pub path: String,
     pub format: SourceFormat,
     pub options: BTreeMap<String, String>,
@@ -227,13 +240,17 @@ fn parse_tributary(p: &mut Parser, sql: &str) -> Result<Option<Statement>, Parse
         if p.parse_keyword(Keyword::ALL) {
             return Ok(Some(Statement::RefreshAll));
         }
+        if word_is(p, 0, "source") {
+            p.next_token();
+            return Ok(Some(Statement::RefreshSource(p.parse_object_name(false)?)));
+        }
         if word_is(p, 0, "model") {
             p.next_token();
         } else if word_is(p, 0, "materialized") && word_is(p, 1, "view") {
             advance(p, 2);
         } else {
             return p.expected(
-                "MODEL, MATERIALIZED VIEW or ALL after REFRESH",
+                "MODEL, MATERIALIZED VIEW, SOURCE or ALL after REFRESH",
                 p.peek_token(),
             );
         }
@@ -401,9 +418,13 @@ fn parse_create_source(p: &mut Parser) -> Result<CreateSource, ParserError> {
         Vec::new()
     };
     p.expect_keyword(Keyword::FROM)?;
-    if !word_is(p, 0, "files") {
-        return p.expected("FILES after FROM", p.peek_token());
-    }
+    let from = if word_is(p, 0, "files") {
+        SourceFrom::Files
+    } else if word_is(p, 0, "http") {
+        SourceFrom::Http
+    } else {
+        return p.expected("FILES or HTTP after FROM", p.peek_token());
+    };
     p.next_token();
     let path = p.parse_literal_string()?;
     p.expect_keyword(Keyword::FORMAT)?;
@@ -415,6 +436,9 @@ fn parse_create_source(p: &mut Parser) -> Result<CreateSource, ParserError> {
     let Some(format) = format else {
         return p.expected("CSV, JSON, NDJSON or PARQUET", format_token);
     };
+    if from == SourceFrom::Http && format != SourceFormat::Json {
+        return p.expected("JSON (HTTP sources read FORMAT JSON)", format_token);
+    }
     let options = if p.peek_keyword(Keyword::WITH) {
         options_map(p.parse_options(Keyword::WITH)?)?
     } else {
@@ -424,6 +448,7 @@ fn parse_create_source(p: &mut Parser) -> Result<CreateSource, ParserError> {
         name,
         if_not_exists,
         columns,
+        from,
         path,
         format,
         options,
@@ -611,6 +636,24 @@ mod tests {
         assert_eq!(s.path, "seeds/*.csv");
         assert_eq!(s.format, SourceFormat::Csv);
         assert_eq!(s.options["header"], "true");
+    }
+
+    #[test]
+    fn create_source_http_and_refresh_source() {
+        let sql = "CREATE SOURCE raw.fx FROM HTTP 'http://127.0.0.1:1/fx?base=USD' FORMAT JSON WITH (records = '$.rates[*]', headers_secret = api_token, retries = 3)";
+        let Statement::CreateSource(s) = parse_statement(sql).unwrap() else {
+            panic!("not a source")
+        };
+        assert_eq!(s.from, SourceFrom::Http);
+        assert_eq!(s.path, "http://127.0.0.1:1/fx?base=USD");
+        assert_eq!(s.options["records"], "$.rates[*]");
+        assert_eq!(s.options["headers_secret"], "api_token");
+        assert!(parse_statement("CREATE SOURCE x FROM HTTP 'http://h/' FORMAT CSV").is_err());
+        let Statement::RefreshSource(name) = parse_statement("refresh source raw.fx").unwrap()
+        else {
+            panic!("not refresh source")
+        };
+        assert_eq!(name.to_string(), "raw.fx");
     }
 
     #[test]

@@ -154,6 +154,8 @@ pub(crate) async fn change_of(
     bookmark: Option<i64>,
 ) -> Result<Change> {
     match input.kind {
+        // HTTP sources store their snapshots as Delta versions, tracked like tables.
+        ObjectKind::Source if crate::sources::http::is_http(input) => {}
         ObjectKind::Source => {
             return Err(Error::Internal(format!(
                 "source \"{}\" is tracked by its files",

@@ -1,3 +1,4 @@
 //! Sources: data that lives outside Tributary and is read in place on every use.
 
 pub mod files;
+pub mod http;

@@ -5,6 +5,7 @@
 //! - model: when its last successful refresh finished (an `unchanged` refresh counts: it
 //!   confirmed the model was current then);
 //! - file source: the newest modification time among its files (listed when queried);
+//! - http source: when its last successful poll finished (an unchanged body counts);
 //! - table: its last published commit (the catalog's `updated_at` of the object).
 //!
 //! Status: `fresh` (staleness within the objective), `stale` (over it), `unknown` (an
@@ -45,6 +46,10 @@ pub(crate) async fn build(engine: &EngineInner, now: DateTime<Utc>) -> Result<Re
             ObjectKind::Table => object
                 .published_version
                 .and_then(|_| parse(&object.updated_at)),
+            // An HTTP source was current when its last successful poll finished.
+            ObjectKind::Source if crate::sources::http::is_http(&object) => {
+                last_success.get(&object.id).and_then(|t| parse(t))
+            }
             ObjectKind::Source => newest_file(engine, &object).await,
             _ => continue,
         };

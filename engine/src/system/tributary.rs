@@ -68,17 +68,29 @@ fn objects(catalog: &Catalog, kind: ObjectKind) -> Result<RecordBatch> {
                 ("description", Col::Text),
                 ("definition", Col::Text),
                 ("created_at", Col::Timestamp),
+                ("version", Col::Int),
+                ("last_polled_at", Col::Timestamp),
+                ("last_poll_status", Col::Text),
+                ("last_error", Col::Text),
             ]);
+            // Polled sources (HTTP) record each poll as a run; the last one says how the
+            // source is doing, and its error stays visible while the last good data is served.
+            let last_runs = last_runs(catalog)?;
             for o in &objects {
+                let last = last_runs.get(&o.id);
                 b.text(Some(&o.name.schema))
                     .text(Some(&o.name.name))
-                    .text(Some("files"))
+                    .text(Some(opt(o, "connector").unwrap_or("files")))
                     .text(opt(o, "format"))
-                    .text(opt(o, "path"))
+                    .text(opt(o, "path").or(opt(o, "url")))
                     .text(Some(&options_json(o)))
                     .text(description(o).as_deref())
                     .text(Some(&o.sql))
-                    .timestamp(Some(&o.created_at));
+                    .timestamp(Some(&o.created_at))
+                    .int(o.published_version)
+                    .timestamp(last.map(|r| r.started_at.as_str()))
+                    .text(last.map(|r| r.status.as_str()))
+                    .text(last.and_then(|r| r.error.as_deref()));
             }
             b.finish()?
         }

@@ -26,6 +26,9 @@ pub fn sqlstate(e: &Error) -> &'static str {
         Error::BadInput { .. } => "22P02",
         Error::InvalidOption { .. } => "22023",
         Error::NotSupported(_) => "0A000",
+        // As postgres_fdw reports a remote server it cannot reach.
+        Error::SourceUnavailable(_) => "08001",
+        Error::SchemaDrift(_) => "42804",
         Error::InsufficientPrivilege(_) => "42501",
         Error::Cancelled | Error::StatementTimeout => "57014",
         Error::RefreshFailed { source, .. } => sqlstate(source),

@@ -5,6 +5,7 @@ mod support;
 mod apply;
 mod auth;
 mod housekeeping;
+mod http_source;
 mod incremental;
 mod metrics;
 mod protocol;

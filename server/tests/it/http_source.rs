@@ -1,0 +1,631 @@
+//! HTTP JSON sources against a local API (axum on 127.0.0.1:0) whose answer each test sets:
+//! snapshots with `_loaded_at`, unchanged bodies appending nothing, and the failures a real API
+//! has (slow, 500, garbage, a field that changed type) recorded on the source while the last
+//! good snapshot stays served; incremental models over a source; the scheduler's polls.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use tokio_postgres::Client;
+
+use crate::support::{TestServer, code};
+
+/// What the API answers next, and what it saw.
+#[derive(Default)]
+struct Api {
+    status: u16,
+    body: String,
+    delay: Duration,
+    /// When each request arrived, and its Authorization header.
+    hits: Vec<(Instant, Option<String>)>,
+}
+
+type Shared = Arc<Mutex<Api>>;
+
+async fn answer(State(api): State<Shared>, headers: HeaderMap) -> (StatusCode, String) {
+    let (status, body, delay) = {
+        let mut api = api.lock().unwrap();
+        let auth = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        api.hits.push((Instant::now(), auth));
+        (api.status, api.body.clone(), api.delay)
+    };
+    tokio::time::sleep(delay).await;
+    (StatusCode::from_u16(status).unwrap(), body)
+}
+
+/// Starts the API; returns its state and the URL of its one endpoint.
+async fn start_api(body: &str) -> (Shared, String) {
+    let api: Shared = Arc::new(Mutex::new(Api {
+        status: 200,
+        body: body.to_string(),
+        ..Default::default()
+    }));
+    let app = axum::Router::new()
+        .route("/fx", axum::routing::get(answer))
+        .with_state(api.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/fx?base=USD", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (api, url)
+}
+
+fn set(api: &Shared, status: u16, body: &str, delay: Duration) {
+    let mut api = api.lock().unwrap();
+    api.status = status;
+    api.body = body.to_string();
+    api.delay = delay;
+}
+
+fn hits(api: &Shared) -> usize {
+    api.lock().unwrap().hits.len()
+}
+
+/// A body with the rates nested two levels down, as many APIs wrap them.
+fn rates(pairs: &[(&str, f64)]) -> String {
+    let items: Vec<String> = pairs
+        .iter()
+        .map(|(c, r)| format!(r#"{{"code": "{c}", "rate": {r}, "meta": {{"src": "ecb"}}}}"#))
+        .collect();
+    format!(
+        r#"{{"base": "USD", "data": {{"rates": [{}]}}}}"#,
+        items.join(", ")
+    )
+}
+
+async fn count(client: &Client, sql: &str) -> i64 {
+    client.query_one(sql, &[]).await.unwrap().get(0)
+}
+
+/// `(version, last_poll_status, last_error)` of a source in `tributary.sources`.
+async fn source_state(client: &Client, name: &str) -> (Option<i64>, String, Option<String>) {
+    let row = client
+        .query_one(
+            "SELECT version, last_poll_status, last_error FROM tributary.sources \
+             WHERE schema_name || '.' || name = $1",
+            &[&name],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1), row.get(2))
+}
+
+/// The rows of the source, ordered, as text.
+async fn rows(client: &Client, sql: &str) -> Vec<String> {
+    client
+        .simple_query(sql)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => Some(
+                (0..r.len())
+                    .map(|i| r.get(i).unwrap_or("NULL").to_string())
+                    .collect::<Vec<_>>()
+                    .join("|"),
+            ),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn snapshots_failures_and_the_last_good_data() {
+    let (api, url) = start_api(&rates(&[("EUR", 0.9), ("GBP", 0.8)])).await;
+    let (server, _dir) = TestServer::start(&[]);
+    let client = server.connect().await;
+    client
+        .batch_execute(&format!(
+            "CREATE SCHEMA raw;
+             CREATE SOURCE raw.fx FROM HTTP '{url}' FORMAT JSON
+                 WITH (records = '$.data.rates[*]', timeout = '1 second', retries = 2,
+                       retry_delay = '200ms');"
+        ))
+        .await
+        .unwrap();
+    // Columns inferred from the first poll (nested values as JSON text), then _loaded_at.
+    let columns = rows(
+        &client,
+        "SELECT column_name, data_type FROM tributary.columns \
+         WHERE object_name = 'fx' ORDER BY ordinal_position",
+    )
+    .await;
+    assert_eq!(
+        columns,
+        [
+            "code|text",
+            "rate|double precision",
+            "meta|text",
+            "_loaded_at|timestamp with time zone"
+        ]
+    );
+    assert_eq!(
+        rows(&client, "SELECT code, rate, meta FROM raw.fx ORDER BY code").await,
+        [r#"EUR|0.9|{"src":"ecb"}"#, r#"GBP|0.8|{"src":"ecb"}"#]
+    );
+    let (version, status, error) = source_state(&client, "raw.fx").await;
+    assert_eq!(
+        (version, status.as_str(), error),
+        (Some(1), "succeeded", None)
+    );
+
+    // The same body again appends nothing (and makes no Delta version).
+    client.batch_execute("REFRESH SOURCE raw.fx").await.unwrap();
+    assert_eq!(count(&client, "SELECT count(*) FROM raw.fx").await, 2);
+    assert_eq!(source_state(&client, "raw.fx").await.0, Some(1));
+
+    // A new body is a new snapshot with its own _loaded_at.
+    set(
+        &api,
+        200,
+        &rates(&[("EUR", 0.91), ("GBP", 0.8), ("JPY", 150.0)]),
+        Duration::ZERO,
+    );
+    client.batch_execute("REFRESH SOURCE raw.fx").await.unwrap();
+    assert_eq!(count(&client, "SELECT count(*) FROM raw.fx").await, 5);
+    assert_eq!(
+        count(&client, "SELECT count(DISTINCT _loaded_at) FROM raw.fx").await,
+        2
+    );
+    assert_eq!(source_state(&client, "raw.fx").await.0, Some(2));
+    let good = rows(
+        &client,
+        "SELECT code, rate, _loaded_at FROM raw.fx ORDER BY 3, 1",
+    )
+    .await;
+
+    // Each failure: the statement fails with its SQLSTATE and a message naming the source and
+    // URL, the error is recorded on the source, and the last good data is still served.
+    let cases: Vec<(&str, u16, String, Duration, &str, &str)> = vec![
+        (
+            "slow",
+            200,
+            rates(&[("EUR", 1.0)]),
+            Duration::from_secs(3),
+            "08001",
+            "timed out after 1s",
+        ),
+        (
+            "500",
+            500,
+            "oops".into(),
+            Duration::ZERO,
+            "08001",
+            "500 Internal Server Error",
+        ),
+        (
+            "garbage",
+            200,
+            "<html>not json</html>".into(),
+            Duration::ZERO,
+            "22P02",
+            "the response is not json",
+        ),
+        (
+            "type drift",
+            200,
+            r#"{"data": {"rates": [{"code": "EUR", "rate": "high", "meta": null}]}}"#.into(),
+            Duration::ZERO,
+            "42804",
+            "schema drift: field \"rate\" of record 1 is a string, but the column is double precision",
+        ),
+        (
+            "missing column",
+            200,
+            r#"{"data": {"rates": [{"code": "EUR", "meta": null}]}}"#.into(),
+            Duration::ZERO,
+            "42804",
+            "schema drift: column \"rate\" is missing from every record",
+        ),
+        (
+            "records path",
+            200,
+            r#"{"data": {"items": []}}"#.into(),
+            Duration::ZERO,
+            "22P02",
+            "records path $.data.rates[*]: $.data has no key \"rates\"",
+        ),
+    ];
+    for (case, status, body, delay, sqlstate, expected) in cases {
+        set(&api, status, &body, delay);
+        let before = hits(&api);
+        let started = Instant::now();
+        let e = client
+            .batch_execute("REFRESH SOURCE raw.fx")
+            .await
+            .expect_err(case);
+        let elapsed = started.elapsed();
+        let message = e.as_db_error().unwrap().message().to_string();
+        assert_eq!(code(&e), sqlstate, "{case}: {message}");
+        assert!(message.contains(expected), "{case}: {message}");
+        assert!(
+            message.starts_with(&format!("http source \"raw.fx\" ({url})")),
+            "{case}: {message}"
+        );
+        assert_eq!(
+            rows(
+                &client,
+                "SELECT code, rate, _loaded_at FROM raw.fx ORDER BY 3, 1"
+            )
+            .await,
+            good,
+            "{case}: the last good data stays served"
+        );
+        let (version, poll_status, error) = source_state(&client, "raw.fx").await;
+        assert_eq!(
+            (version, poll_status.as_str()),
+            (Some(2), "failed"),
+            "{case}"
+        );
+        assert_eq!(error.as_deref(), Some(message.as_str()), "{case}");
+        let attempts = hits(&api) - before;
+        match case {
+            // Retryable failures: 1 + retries attempts, waiting 200 ms then 400 ms.
+            "slow" | "500" => {
+                assert_eq!(attempts, 3, "{case}");
+                assert!(message.contains("(after 3 attempts)"), "{message}");
+                let api = api.lock().unwrap();
+                let times: Vec<Instant> = api.hits[before..].iter().map(|h| h.0).collect();
+                let first_gap = times[1] - times[0];
+                let second_gap = times[2] - times[1];
+                if case == "500" {
+                    assert!(first_gap >= Duration::from_millis(200), "{first_gap:?}");
+                    assert!(second_gap >= Duration::from_millis(400), "{second_gap:?}");
+                    assert!(second_gap > first_gap, "{first_gap:?} then {second_gap:?}");
+                } else {
+                    // Each attempt waits out the 1 s timeout, then backs off.
+                    assert!(first_gap >= Duration::from_millis(1200), "{first_gap:?}");
+                    assert!(second_gap >= Duration::from_millis(1400), "{second_gap:?}");
+                    assert!(elapsed >= Duration::from_secs(3), "{elapsed:?}");
+                }
+            }
+            // A body that arrived is not fetched again.
+            _ => assert_eq!(attempts, 1, "{case}"),
+        }
+    }
+    // The failures are runs of the source, with their errors.
+    let failed = count(
+        &client,
+        "SELECT count(*) FROM tributary.runs WHERE model = 'raw.fx' AND status = 'failed' \
+         AND error LIKE 'http source \"raw.fx\"%'",
+    )
+    .await;
+    assert_eq!(failed, 6);
+
+    // Once the API recovers, polling resumes where it was.
+    set(&api, 200, &rates(&[("EUR", 0.92)]), Duration::ZERO);
+    client.batch_execute("REFRESH SOURCE raw.fx").await.unwrap();
+    assert_eq!(count(&client, "SELECT count(*) FROM raw.fx").await, 6);
+    let (version, status, error) = source_state(&client, "raw.fx").await;
+    assert_eq!(
+        (version, status.as_str(), error),
+        (Some(3), "succeeded", None)
+    );
+}
+
+#[tokio::test]
+async fn declared_columns_and_create_errors() {
+    let (api, url) =
+        start_api(r#"[{"id": 1, "day": "2026-11-30", "amount": 10.5, "extra": true}]"#).await;
+    let (server, _dir) = TestServer::start(&[]);
+    let client = server.connect().await;
+    client.batch_execute("CREATE SCHEMA raw").await.unwrap();
+    // Declared columns: types come from the declaration; fields the API adds are ignored.
+    client
+        .batch_execute(&format!(
+            "CREATE SOURCE raw.tx (id BIGINT NOT NULL, day DATE, amount NUMERIC(10,2))
+                 FROM HTTP '{url}' FORMAT JSON WITH (records = '$[*]')"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        rows(&client, "SELECT id, day, amount FROM raw.tx").await,
+        ["1|2026-11-30|10.50"]
+    );
+    // A null in a NOT NULL column is refused.
+    set(
+        &api,
+        200,
+        r#"[{"id": null, "day": "2026-12-01", "amount": 1}]"#,
+        Duration::ZERO,
+    );
+    let e = client
+        .batch_execute("REFRESH SOURCE raw.tx")
+        .await
+        .unwrap_err();
+    assert!(
+        e.as_db_error()
+            .unwrap()
+            .message()
+            .contains("column \"id\", which is NOT NULL"),
+        "{e:?}"
+    );
+    assert_eq!(count(&client, "SELECT count(*) FROM raw.tx").await, 1);
+
+    // The first poll is part of CREATE: when it fails, nothing is created.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let e = client
+        .batch_execute(&format!(
+            "CREATE SOURCE raw.down FROM HTTP 'http://127.0.0.1:{closed}/x' FORMAT JSON \
+             WITH (retries = 0)"
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "08001", "{e:?}");
+    let message = e.as_db_error().unwrap().message();
+    assert!(
+        message.starts_with(&format!(
+            "http source \"raw.down\" (http://127.0.0.1:{closed}/x): request failed"
+        )),
+        "{message}"
+    );
+    assert_eq!(
+        count(
+            &client,
+            "SELECT count(*) FROM tributary.sources WHERE name = 'down'"
+        )
+        .await,
+        0
+    );
+    // Bad options are refused before any request.
+    let before = hits(&api);
+    for (options, option) in [
+        ("records = 'rates'", "records"),
+        ("retries = 'many'", "retries"),
+        ("poll = 'soon'", "poll"),
+        ("colour = 'red'", "colour"),
+    ] {
+        let e = client
+            .batch_execute(&format!(
+                "CREATE SOURCE raw.bad FROM HTTP '{url}' FORMAT JSON WITH ({options})"
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(code(&e), "22023", "{options}: {e:?}");
+        assert!(
+            e.as_db_error()
+                .unwrap()
+                .message()
+                .contains(&format!("\"{option}\"")),
+            "{e:?}"
+        );
+    }
+    assert_eq!(hits(&api), before);
+    // Only HTTP sources are polled.
+    client
+        .batch_execute("CREATE TABLE raw.t (a INT)")
+        .await
+        .unwrap();
+    let e = client
+        .batch_execute("REFRESH SOURCE raw.t")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "42809", "{e:?}");
+    // Dropping the source removes it and its snapshots.
+    client.batch_execute("DROP SOURCE raw.tx").await.unwrap();
+    let e = client
+        .batch_execute("SELECT * FROM raw.tx")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "42P01", "{e:?}");
+}
+
+#[tokio::test]
+async fn incremental_models_append_only_the_new_snapshot() {
+    let (api, url) = start_api(&rates(&[("EUR", 0.9), ("GBP", 0.8)])).await;
+    let (server, _dir) = TestServer::start(&[]);
+    let client = server.connect().await;
+    client
+        .batch_execute(&format!(
+            "CREATE SCHEMA raw;
+             CREATE SOURCE raw.fx FROM HTTP '{url}' FORMAT JSON WITH (records = '$.data.rates');
+             CREATE MODEL raw.fx_hist AS
+                 SELECT code, rate * 100 AS pct, _loaded_at FROM raw.fx WHERE rate < 100;"
+        ))
+        .await
+        .unwrap();
+    for (i, body) in [
+        rates(&[("EUR", 0.91), ("GBP", 0.81), ("JPY", 150.0)]),
+        rates(&[("EUR", 0.92)]),
+    ]
+    .iter()
+    .enumerate()
+    {
+        set(&api, 200, body, Duration::ZERO);
+        client.batch_execute("REFRESH SOURCE raw.fx").await.unwrap();
+        client
+            .batch_execute("REFRESH MODEL raw.fx_hist")
+            .await
+            .unwrap();
+        let row = client
+            .query_one(
+                "SELECT strategy, rows_written FROM tributary.runs \
+                 WHERE model = 'raw.fx_hist' ORDER BY run_id DESC LIMIT 1",
+                &[],
+            )
+            .await
+            .unwrap();
+        let (strategy, written): (String, i64) = (row.get(0), row.get(1));
+        assert_eq!(strategy, "incremental_append", "poll {i}");
+        // Only the new snapshot's rows that pass the filter (JPY does not).
+        assert_eq!(written, [2, 1][i], "poll {i}");
+    }
+    // An unchanged body: no new version, so the model has nothing to do.
+    client.batch_execute("REFRESH SOURCE raw.fx").await.unwrap();
+    client
+        .batch_execute("REFRESH MODEL raw.fx_hist")
+        .await
+        .unwrap();
+    let strategy: String = client
+        .query_one(
+            "SELECT strategy FROM tributary.runs WHERE model = 'raw.fx_hist' \
+             ORDER BY run_id DESC LIMIT 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(strategy, "unchanged");
+    // The incremental result equals a full recompute.
+    let query = "SELECT code, pct, _loaded_at FROM raw.fx_hist ORDER BY 3, 1";
+    let incremental = rows(&client, query).await;
+    assert_eq!(incremental.len(), 5);
+    client
+        .batch_execute("REFRESH MODEL raw.fx_hist FULL")
+        .await
+        .unwrap();
+    assert_eq!(rows(&client, query).await, incremental);
+}
+
+#[tokio::test]
+async fn the_scheduler_polls_and_on_change_models_follow() {
+    let (api, url) = start_api(&rates(&[("EUR", 0.9)])).await;
+    let (server, _dir) = TestServer::start(&[]);
+    let client = server.connect().await;
+    client
+        .batch_execute(&format!(
+            "CREATE SCHEMA raw;
+             CREATE SOURCE raw.fx FROM HTTP '{url}' FORMAT JSON
+                 WITH (records = '$.data.rates[*]', poll = '1 second');
+             CREATE MODEL raw.latest WITH (schedule = 'on change') AS
+                 SELECT count(*) AS snapshots FROM (SELECT DISTINCT _loaded_at FROM raw.fx) s;"
+        ))
+        .await
+        .unwrap();
+    // Polls keep coming, but the same body appends nothing and triggers no refresh.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while hits(&api) < 3 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(hits(&api) >= 3, "the scheduler polls every second");
+    assert_eq!(count(&client, "SELECT snapshots FROM raw.latest").await, 1);
+    let scheduled_polls = count(
+        &client,
+        "SELECT count(*) FROM tributary.runs WHERE model = 'raw.fx' AND trigger = 'schedule' \
+         AND strategy = 'unchanged'",
+    )
+    .await;
+    assert!(scheduled_polls >= 1, "{scheduled_polls}");
+    assert_eq!(
+        count(
+            &client,
+            "SELECT count(*) FROM tributary.runs WHERE model = 'raw.latest'"
+        )
+        .await,
+        1
+    );
+    // New content: the next poll appends it and the 'on change' model refreshes by itself.
+    set(&api, 200, &rates(&[("EUR", 0.95)]), Duration::ZERO);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let n = count(&client, "SELECT snapshots FROM raw.latest").await;
+        if n == 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the model did not follow the new snapshot"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // A poll that fails is recorded on the source; the model keeps its data and is not rerun.
+    set(&api, 404, "gone", Duration::ZERO);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, status, error) = source_state(&client, "raw.fx").await;
+        if status == "failed" {
+            assert!(error.unwrap().contains("the server answered 404 Not Found"));
+            break;
+        }
+        assert!(Instant::now() < deadline, "no failed poll recorded");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(count(&client, "SELECT count(*) FROM raw.fx").await, 2);
+    assert_eq!(count(&client, "SELECT snapshots FROM raw.latest").await, 2);
+}
+
+#[tokio::test]
+async fn headers_come_from_a_secret_that_never_shows() {
+    let token = "Bearer s3cret-t0ken-9f2";
+    let (api, url) = start_api(&rates(&[("EUR", 0.9)])).await;
+    let (server, _dir) = TestServer::start(&[]);
+    let client = server.connect().await;
+    client
+        .batch_execute(&format!(
+            "CREATE SCHEMA raw;
+             CREATE SECRET api_json AS '{{\"Authorization\": \"{token}\"}}';
+             CREATE SECRET api_lines AS 'Authorization: {token}
+X-Other: 1';
+             CREATE SOURCE raw.fx FROM HTTP '{url}' FORMAT JSON
+                 WITH (records = '$.data.rates[*]', headers_secret = api_json, retries = 0);
+             CREATE SOURCE raw.fx2 FROM HTTP '{url}' FORMAT JSON
+                 WITH (records = '$.data.rates[*]', headers_secret = 'api_lines', retries = 0);
+             CREATE SOURCE raw.anonymous FROM HTTP '{url}' FORMAT JSON
+                 WITH (records = '$.data.rates[*]');"
+        ))
+        .await
+        .unwrap();
+    let seen: Vec<Option<String>> = api
+        .lock()
+        .unwrap()
+        .hits
+        .iter()
+        .map(|h| h.1.clone())
+        .collect();
+    assert_eq!(
+        seen,
+        [Some(token.to_string()), Some(token.to_string()), None]
+    );
+    // A failing poll with the header: nothing anywhere shows the value.
+    set(&api, 401, "unauthorized", Duration::ZERO);
+    let e = client
+        .batch_execute("REFRESH SOURCE raw.fx")
+        .await
+        .unwrap_err();
+    let message = e.as_db_error().unwrap().message().to_string();
+    assert!(
+        message.contains("the server answered 401 Unauthorized"),
+        "{message}"
+    );
+    assert_eq!(api.lock().unwrap().hits.len(), 4, "a 401 is not retried");
+    for sql in [
+        "SELECT * FROM tributary.sources",
+        "SELECT * FROM tributary.runs",
+        "SELECT * FROM tributary.secrets",
+        "SELECT * FROM tributary.columns",
+    ] {
+        let text = rows(&client, sql).await.join("\n");
+        assert!(!text.contains("s3cret"), "{sql} shows the secret: {text}");
+    }
+    assert!(!message.contains("s3cret"));
+    // An unknown secret is an error naming it, before any request.
+    let before = api.lock().unwrap().hits.len();
+    let e = client
+        .batch_execute(&format!(
+            "CREATE SOURCE raw.fx3 FROM HTTP '{url}' FORMAT JSON WITH (headers_secret = nope)"
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "42704", "{e:?}");
+    assert!(
+        e.as_db_error()
+            .unwrap()
+            .message()
+            .contains("secret \"nope\""),
+        "{e:?}"
+    );
+    assert_eq!(api.lock().unwrap().hits.len(), before);
+    // The secret cannot be dropped while a source uses it.
+    let e = client
+        .batch_execute("DROP SECRET api_json")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "2BP01", "{e:?}");
+}
