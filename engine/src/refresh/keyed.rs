@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use datafusion::catalog::MemTable;
 use datafusion::common::tree_node::{Transformed, TreeNode};
-use datafusion::common::{Column, JoinType};
+use datafusion::common::{Column, JoinType, TableReference};
 use datafusion::execution::context::SessionState;
 use datafusion::logical_expr::{
     Aggregate, Expr, LogicalPlan, LogicalPlanBuilder, Operator, col, lit,
@@ -58,7 +58,10 @@ const NEW_ALIAS: &str = "__tributary_new";
 
 /// The GROUP BY keys of an aggregate query whose key groups can be recomputed one by one, or
 /// why the query is not one.
-pub fn group_keys(plan: &LogicalPlan) -> std::result::Result<Keys, String> {
+pub fn group_keys(
+    plan: &LogicalPlan,
+    changed: super::outer::Changed,
+) -> std::result::Result<Keys, String> {
     let mut chain = Vec::new();
     let mut node = plan;
     let aggregate = loop {
@@ -115,6 +118,7 @@ pub fn group_keys(plan: &LogicalPlan) -> std::result::Result<Keys, String> {
             }
         }
     }
+    super::outer::check_keys(&aggregate.input, &aggregate.group_expr, changed)?;
     Ok(Keys {
         at: KeysAt::Aggregate,
         exprs: aggregate.group_expr.clone(),
@@ -126,7 +130,11 @@ pub fn group_keys(plan: &LogicalPlan) -> std::result::Result<Keys, String> {
 }
 
 /// The `unique_key` columns of a linear or joining query, or why they cannot drive a merge.
-pub fn unique_keys(plan: &LogicalPlan, unique_key: &str) -> std::result::Result<Keys, String> {
+pub fn unique_keys(
+    plan: &LogicalPlan,
+    unique_key: &str,
+    changed: super::outer::Changed,
+) -> std::result::Result<Keys, String> {
     check_below_keys(plan)?;
     let mut exprs = Vec::new();
     let mut columns = Vec::new();
@@ -146,6 +154,7 @@ pub fn unique_keys(plan: &LogicalPlan, unique_key: &str) -> std::result::Result<
     if columns.is_empty() {
         return Err("unique_key names no column".into());
     }
+    super::outer::check_keys(plan, &exprs, changed)?;
     Ok(Keys {
         at: KeysAt::Result,
         exprs,
@@ -154,7 +163,8 @@ pub fn unique_keys(plan: &LogicalPlan, unique_key: &str) -> std::result::Result<
 }
 
 /// The part of the plan below the keys must let changed input rows be traced to their keys:
-/// filters, projections, UNION ALL and inner joins, each input read once.
+/// filters, projections, UNION ALL and joins (outer ones as `outer` allows), each input read
+/// once.
 fn check_below_keys(plan: &LogicalPlan) -> std::result::Result<(), String> {
     let linear = strategy::shape_violation(plan, Shape::Linear);
     if linear.is_some()
@@ -552,19 +562,26 @@ async fn affected_keys(
         changes: changes.clone(),
         keys: None,
     };
+    let default_schema = state.config().options().catalog.default_schema.clone();
     let mut branches = Vec::new();
     for this in &changed {
-        let branch =
-            plans::rewrite_scans(engine, state, below.clone(), inputs, &choice, |name, _| {
-                if name == *this {
-                    ScanAs::Changed
-                } else if changed.contains(&name) {
-                    ScanAs::OldAndCurrent
-                } else {
-                    ScanAs::Current
-                }
-            })
-            .await?;
+        let is = |name: &tributary_catalog::ObjectName, table: &TableReference| {
+            table.schema().unwrap_or(&default_schema) == name.schema && table.table() == name.name
+        };
+        let traced =
+            super::outer::tracing_plan(below.clone(), &|table| is(this, table), &|table| {
+                changed.iter().any(|name| is(name, table))
+            })?;
+        let branch = plans::rewrite_scans(engine, state, traced, inputs, &choice, |name, _| {
+            if name == *this {
+                ScanAs::Changed
+            } else if changed.contains(&name) {
+                ScanAs::OldAndCurrent
+            } else {
+                ScanAs::Current
+            }
+        })
+        .await?;
         let projected = LogicalPlanBuilder::from(branch)
             .project(
                 keys.exprs

@@ -9,6 +9,7 @@ mod counting;
 mod executor;
 mod keyed;
 mod lateness;
+mod outer;
 mod plans;
 pub mod strategy;
 

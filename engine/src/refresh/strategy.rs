@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use datafusion::common::TableReference;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::logical_expr::{Expr, LogicalPlan};
 use tributary_catalog::{CatalogObject, ObjectName};
@@ -58,7 +59,7 @@ pub struct Choice {
 pub enum Shape {
     /// Filters, projections and UNION ALL over scans.
     Linear,
-    /// Filters, projections and inner joins over scans (no UNION).
+    /// Filters, projections and inner, left and right joins over scans (no UNION).
     SelectProjectJoin,
 }
 
@@ -78,9 +79,15 @@ pub fn shape_violation(plan: &LogicalPlan, shape: Shape) -> Option<String> {
             | LogicalPlan::SubqueryAlias(_) => None,
             LogicalPlan::Union(_) if shape == Shape::Linear => None,
             LogicalPlan::Union(_) => Some("the query mixes UNION with joins".to_string()),
+            // Outer joins are checked further by the strategies (see `outer`).
             LogicalPlan::Join(join)
                 if shape == Shape::SelectProjectJoin
-                    && join.join_type == datafusion::logical_expr::JoinType::Inner =>
+                    && matches!(
+                        join.join_type,
+                        datafusion::logical_expr::JoinType::Inner
+                            | datafusion::logical_expr::JoinType::Left
+                            | datafusion::logical_expr::JoinType::Right
+                    ) =>
             {
                 None
             }
@@ -198,7 +205,8 @@ pub fn choose(
             let Some(unique_key) = model.options.get("unique_key") else {
                 return Err(broken("it needs a unique_key".into()));
             };
-            keyed::unique_keys(plan, unique_key).map_err(broken)?;
+            let changed = |table: &TableReference| changed_input(&changes, table, model);
+            keyed::unique_keys(plan, unique_key, &changed).map_err(broken)?;
         }
         _ => {}
     }
@@ -255,12 +263,19 @@ fn decide(
                 let why = format!("the query reads \"{table}\" more than once");
                 return full(why, changes);
             }
-            let why =
-                "inputs only gained rows and the query selects, projects and inner-joins them";
-            return choice(Strategy::JoinDelta, why, None, changes);
+            // An outer join is linear in its preserved side only while its nullable side
+            // stays as it was; otherwise the key-wise strategies below may apply.
+            if !super::outer::nullable_tables(plan)
+                .iter()
+                .any(|table| changed_input(&changes, table, model))
+            {
+                let why = "inputs only gained rows and the query selects, projects and joins them";
+                return choice(Strategy::JoinDelta, why, None, changes);
+            }
         }
     }
-    let why_not_groups = match keyed::group_keys(plan) {
+    let changed = |table: &TableReference| changed_input(&changes, table, model);
+    let why_not_groups = match keyed::group_keys(plan, &changed) {
         Ok(keys) => {
             let why = format!(
                 "recomputes the groups of ({}) whose input rows changed",
@@ -271,7 +286,7 @@ fn decide(
         Err(why) => why,
     };
     let why_not = match model.options.get("unique_key") {
-        Some(unique_key) => match keyed::unique_keys(plan, unique_key) {
+        Some(unique_key) => match keyed::unique_keys(plan, unique_key, &changed) {
             Ok(keys) => {
                 let why = format!(
                     "merges the rows of the unique_key ({}) values whose input rows changed",
@@ -286,13 +301,38 @@ fn decide(
             Some(ref change) => {
                 format!("{change}, and the query has no GROUP BY or unique_key to merge by")
             }
-            None => nonlinear_reason(plan).unwrap_or(why_not_groups),
+            None => match super::outer::nullable_tables(plan)
+                .iter()
+                .find(|table| changed_input(&changes, table, model))
+            {
+                Some(table) if shape_violation(plan, Shape::SelectProjectJoin).is_none() => {
+                    format!(
+                        "\"{table}\" changed on the nullable side of an outer join, and the query has no GROUP BY or unique_key to merge by"
+                    )
+                }
+                _ => nonlinear_reason(plan).unwrap_or(why_not_groups),
+            },
         },
     };
     full(
         format!("{why_not}; incremental refresh of this shape is not implemented yet"),
         changes,
     )
+}
+
+/// Whether the input a scan reads changed (unqualified names are in the model's schema).
+fn changed_input(
+    changes: &BTreeMap<ObjectName, Change>,
+    table: &TableReference,
+    model: &CatalogObject,
+) -> bool {
+    let schema = table
+        .schema()
+        .or(model.default_schema.as_deref())
+        .unwrap_or("public");
+    changes
+        .get(&ObjectName::new(schema, table.table()))
+        .is_none_or(|c| *c != Change::Unchanged)
 }
 
 /// Whether the plan aggregates anywhere.

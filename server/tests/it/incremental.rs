@@ -29,8 +29,9 @@ impl Rng {
 
 /// Model shapes: filters, projections, UNION ALL, chains of models, inner joins, aggregates
 /// (every aggregate function, NULL keys, HAVING, keys computed by expressions, over joins
-/// and over other models), `unique_key` merges, and shapes that fall back to full refreshes
-/// (LEFT JOIN, DISTINCT, aggregates without GROUP BY).
+/// and over other models), `unique_key` merges, LEFT and RIGHT joins (appends, merges and
+/// groups keyed on the preserved side, an anti-join filter, a chain of left joins), and
+/// shapes that fall back to full refreshes (DISTINCT, aggregates without GROUP BY).
 const MODELS: &[(&str, &str, &str)] = &[
     ("m_filter", "", "SELECT id, k, v FROM a WHERE v > 40"),
     (
@@ -94,6 +95,33 @@ const MODELS: &[(&str, &str, &str)] = &[
         "m_left",
         "",
         "SELECT a.id, b.id AS bid FROM a LEFT JOIN b ON a.id = b.id",
+    ),
+    (
+        "m_left_uk",
+        "unique_key = 'id'",
+        "SELECT a.id, a.v, d.label FROM a LEFT JOIN d ON a.k = d.k",
+    ),
+    (
+        "m_left_agg",
+        "",
+        "SELECT a.k, count(d.label) AS labelled, sum(a.v) AS total \
+         FROM a LEFT JOIN d ON a.k = d.k GROUP BY a.k",
+    ),
+    (
+        "m_left_anti",
+        "unique_key = 'id'",
+        "SELECT a.id, a.k FROM a LEFT JOIN b ON a.id = b.id WHERE b.id IS NULL",
+    ),
+    (
+        "m_left_chain",
+        "unique_key = 'id'",
+        "SELECT a.id, b.v AS bv, d.label FROM a LEFT JOIN b ON a.id = b.id \
+         LEFT JOIN d ON b.k = d.k",
+    ),
+    (
+        "m_right_uk",
+        "unique_key = 'id'",
+        "SELECT a.id, d.label FROM d RIGHT JOIN a ON a.k = d.k",
     ),
     ("m_distinct", "", "SELECT DISTINCT k FROM m_union"),
 ];
