@@ -18,14 +18,11 @@ pub async fn serve(listener: TcpListener, engine: Engine) -> std::io::Result<()>
 
 /// Prometheus text exposition format 0.0.4.
 async fn metrics(State(engine): State<Engine>) -> impl IntoResponse {
-    // Staleness reads the catalog (SQLite): off the async workers.
-    match tokio::task::spawn_blocking(move || crate::metrics::get().render(&engine)).await {
-        Ok(body) => (
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)],
-            body,
-        )
-            .into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
-    }
+    let body = crate::metrics::get().render(&engine).await;
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)],
+        body,
+    )
+        .into_response()
 }

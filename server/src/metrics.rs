@@ -1,10 +1,11 @@
 //! Prometheus metrics, served as text at `GET /metrics` (see [`crate::http`]).
 //!
-//! Names follow `tributary_<subsystem>_<noun>_<unit>`; the only labels are `model`, `status`
-//! and `strategy`, whose values are bounded (model names, run statuses, strategy names, and
-//! `ok`/`error` for queries), never SQL text. The engine reports refreshes and commits through
-//! [`tributary_engine::metrics::EngineMetrics`]; the pgwire front end reports statements and
-//! connections; model staleness is read from the catalog at each scrape.
+//! Names follow `tributary_<subsystem>_<noun>_<unit>`; the only labels are `model`, `source`,
+//! `status` and `strategy`, whose values are bounded (object names, run statuses, strategy
+//! names, and `ok`/`error` for queries), never SQL text. The engine reports refreshes and
+//! commits through [`tributary_engine::metrics::EngineMetrics`]; the pgwire front end reports
+//! statements, connections and bytes sent; the scheduler its queue; staleness and its
+//! objectives (`max_staleness`) are read at each scrape from what `tributary.freshness` shows.
 
 use std::pin::Pin;
 use std::sync::LazyLock;
@@ -18,10 +19,10 @@ use futures::Stream;
 
 use prometheus::core::Collector;
 use prometheus::{
-    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Opts, Registry, TextEncoder,
 };
-use tributary_catalog::RunOutcome;
+use tributary_catalog::{ObjectKind, RunOutcome};
 use tributary_engine::Engine;
 
 /// Refreshes take from milliseconds (unchanged inputs) to hours (a large full rebuild).
@@ -50,6 +51,8 @@ pub struct Metrics {
     queries: IntCounterVec,
     query_duration: HistogramVec,
     connections: IntGauge,
+    bytes_sent: IntCounter,
+    scheduler_queue: IntGauge,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -163,6 +166,22 @@ impl Metrics {
                 IntGauge::new("tributary_connections_active", "Open pgwire connections.")
                     .expect("valid metric"),
             ),
+            bytes_sent: register(
+                &registry,
+                IntCounter::new(
+                    "tributary_pgwire_sent_bytes_total",
+                    "Bytes of result rows and COPY data sent to pgwire clients (DataRow and CopyData messages, headers included).",
+                )
+                .expect("valid metric"),
+            ),
+            scheduler_queue: register(
+                &registry,
+                IntGauge::new(
+                    "tributary_scheduler_queue_depth",
+                    "Scheduled refreshes that are due and not started yet (waiting for a concurrency slot or for their upstream models).",
+                )
+                .expect("valid metric"),
+            ),
             registry,
         }
     }
@@ -173,6 +192,16 @@ impl Metrics {
         ConnectionGuard(self)
     }
 
+    /// Counts a pgwire message of `payload` bytes sent (plus its type byte and length).
+    pub fn message_sent(&self, payload: usize) {
+        self.bytes_sent.inc_by(payload as u64 + 5);
+    }
+
+    /// `n` scheduled refreshes became due (`n` < 0: that many left the queue).
+    pub fn scheduler_queued(&self, n: i64) {
+        self.scheduler_queue.add(n);
+    }
+
     fn query_finished(&self, ok: bool, elapsed: Duration) {
         let status = if ok { "ok" } else { "error" };
         self.queries.with_label_values(&[status]).inc();
@@ -181,14 +210,15 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
-    /// The text exposition of every metric, with each model's staleness as of now.
-    pub fn render(&self, engine: &Engine) -> String {
+    /// The text exposition of every metric, with staleness as of now.
+    pub async fn render(&self, engine: &Engine) -> String {
         let mut families = self.registry.gather();
         // The encoder refuses a family without series (no model refreshed yet).
         families.extend(
             staleness(engine)
-                .collect()
+                .await
                 .into_iter()
+                .flat_map(|g| g.collect())
                 .filter(|f| !f.get_metric().is_empty()),
         );
         families.sort_by(|a, b| a.name().cmp(b.name()));
@@ -200,36 +230,59 @@ impl Metrics {
     }
 }
 
-/// `tributary_model_staleness_seconds`: now minus each model's last successful refresh, read
-/// from the catalog's runs (models that never refreshed successfully have no series).
-fn staleness(engine: &Engine) -> GaugeVec {
-    let gauge = GaugeVec::new(
-        Opts::new(
-            "tributary_model_staleness_seconds",
-            "Seconds since the model's last successful refresh finished.",
-        ),
-        &["model"],
-    )
-    .expect("valid metric");
-    let last = match engine.catalog().last_successful_refreshes() {
-        Ok(last) => last,
+/// Staleness of models and sources and their `max_staleness` objectives, as
+/// `tributary.freshness` has them now: `tributary_{model,source}_staleness_seconds` (objects
+/// with no data time yet have no series) and `tributary_{model,source}_staleness_objective_seconds`.
+async fn staleness(engine: &Engine) -> Vec<GaugeVec> {
+    let gauge = |name: &str, help: &str, label: &str| {
+        GaugeVec::new(Opts::new(name, help), &[label]).expect("valid metric")
+    };
+    let model = gauge(
+        "tributary_model_staleness_seconds",
+        "Seconds since the model's last successful refresh finished.",
+        "model",
+    );
+    let model_objective = gauge(
+        "tributary_model_staleness_objective_seconds",
+        "The model's max_staleness objective in seconds.",
+        "model",
+    );
+    let source = gauge(
+        "tributary_source_staleness_seconds",
+        "Seconds since the source's data was last known current (newest file, last successful poll).",
+        "source",
+    );
+    let source_objective = gauge(
+        "tributary_source_staleness_objective_seconds",
+        "The source's max_staleness objective in seconds.",
+        "source",
+    );
+    let rows = match engine.freshness().await {
+        Ok(rows) => rows,
         Err(e) => {
-            tracing::warn!(error = %e, "cannot read refresh history for metrics");
-            return gauge;
+            tracing::warn!(error = %e, "cannot read freshness for metrics");
+            return Vec::new();
         }
     };
-    let now = chrono::Utc::now();
-    for (model, finished_at) in last {
-        let Ok(finished) = chrono::DateTime::parse_from_rfc3339(&finished_at) else {
-            continue;
+    for row in rows {
+        let (staleness, objective) = match row.kind {
+            ObjectKind::Model => (&model, &model_objective),
+            ObjectKind::Source => (&source, &source_objective),
+            _ => continue,
         };
-        let age = (now - finished.with_timezone(&chrono::Utc)).num_microseconds();
-        let seconds = age.unwrap_or(i64::MAX) as f64 / 1e6;
-        gauge
-            .with_label_values(&[model.to_string().as_str()])
-            .set(seconds.max(0.0));
+        let name = row.name.to_string();
+        if let Some(seconds) = row.staleness_seconds {
+            staleness
+                .with_label_values(&[name.as_str()])
+                .set(seconds as f64);
+        }
+        if let Some(seconds) = row.objective_seconds {
+            objective
+                .with_label_values(&[name.as_str()])
+                .set(seconds as f64);
+        }
     }
-    gauge
+    vec![model, model_objective, source, source_objective]
 }
 
 impl tributary_engine::metrics::EngineMetrics for Metrics {

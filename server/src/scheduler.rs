@@ -123,10 +123,11 @@ impl Scheduler {
         let engine = self.engine.clone();
         let permits = self.permits.clone();
         let in_flight = self.in_flight.clone();
+        let queue = Queue::new(due.len());
         tokio::spawn(async move {
             let run = |object: CatalogObject| {
                 let trigger = due.get(&object.id).cloned().unwrap_or_default();
-                run_one(&engine, &permits, object, trigger)
+                run_one(&engine, &permits, object, trigger, &queue)
             };
             // Failures are recorded on their runs (and logged); nobody waits for this pass.
             let _ = tributary_engine::refresh::refresh_selected(&engine, &due, run).await;
@@ -162,17 +163,43 @@ impl Scheduler {
     }
 }
 
+/// The refreshes of one pass that have not started yet, mirrored in the
+/// `tributary_scheduler_queue_depth` gauge; models the pass skips (an upstream failed) leave
+/// the queue when the pass ends.
+struct Queue(std::sync::atomic::AtomicI64);
+
+impl Queue {
+    fn new(due: usize) -> Self {
+        crate::metrics::get().scheduler_queued(due as i64);
+        Self(std::sync::atomic::AtomicI64::new(due as i64))
+    }
+
+    fn started(&self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        crate::metrics::get().scheduler_queued(-1);
+    }
+}
+
+impl Drop for Queue {
+    fn drop(&mut self) {
+        let left = self.0.load(std::sync::atomic::Ordering::Relaxed);
+        crate::metrics::get().scheduler_queued(-left);
+    }
+}
+
 /// One refresh under the concurrency bound and the model's `timeout`.
 async fn run_one(
     engine: &Engine,
     permits: &tokio::sync::Semaphore,
     object: CatalogObject,
     trigger: String,
+    queue: &Queue,
 ) -> Result<(), Error> {
     let _permit = permits
         .acquire()
         .await
         .map_err(|e| Error::Internal(e.to_string()))?;
+    queue.started();
     let timeout = ModelSchedule::from_options(&object.options)
         .ok()
         .and_then(|s| s.timeout);

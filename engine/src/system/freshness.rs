@@ -13,7 +13,7 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use datafusion::arrow::record_batch::RecordBatch;
-use tributary_catalog::{ObjectKind, RunStatus};
+use tributary_catalog::{ObjectKind, ObjectName, RunStatus};
 
 use super::rows::{Col, RowsBuilder};
 use crate::engine::EngineInner;
@@ -22,17 +22,30 @@ use crate::schedule;
 
 pub const TABLE: &str = "freshness";
 
-/// Builds the table as of `now`.
-pub(crate) async fn build(engine: &EngineInner, now: DateTime<Utc>) -> Result<RecordBatch> {
-    let mut b = RowsBuilder::new(&[
-        ("kind", Col::Text),
-        ("name", Col::Text),
-        ("last_data_at", Col::Timestamp),
-        ("staleness_seconds", Col::Int),
-        ("max_staleness", Col::Text),
-        ("objective_seconds", Col::Int),
-        ("status", Col::Text),
-    ]);
+/// One object's freshness as of a moment.
+#[derive(Debug, Clone)]
+pub struct Freshness {
+    pub kind: ObjectKind,
+    pub name: ObjectName,
+    /// When its data was last known current.
+    pub last_data_at: Option<DateTime<Utc>>,
+    pub staleness_seconds: Option<i64>,
+    /// The `max_staleness` option as written.
+    pub max_staleness: Option<String>,
+    pub objective_seconds: Option<i64>,
+    /// `fresh`, `stale`, `unknown` or `no objective`.
+    pub status: &'static str,
+}
+
+impl crate::Engine {
+    /// Every source, table and model's freshness as of now (what `tributary.freshness` shows).
+    pub async fn freshness(&self) -> Result<Vec<Freshness>> {
+        freshness(&self.inner, Utc::now()).await
+    }
+}
+
+/// Every source, table and model's freshness as of `now`.
+pub(crate) async fn freshness(engine: &EngineInner, now: DateTime<Utc>) -> Result<Vec<Freshness>> {
     let catalog = &engine.catalog;
     let mut last_success = std::collections::HashMap::new();
     for run in catalog.runs()? {
@@ -40,6 +53,7 @@ pub(crate) async fn build(engine: &EngineInner, now: DateTime<Utc>) -> Result<Re
             last_success.insert(run.object_id, finished);
         }
     }
+    let mut all = Vec::new();
     for object in catalog.objects()? {
         let last: Option<DateTime<Utc>> = match object.kind {
             ObjectKind::Model => last_success.get(&object.id).and_then(|t| parse(t)),
@@ -53,8 +67,9 @@ pub(crate) async fn build(engine: &EngineInner, now: DateTime<Utc>) -> Result<Re
             ObjectKind::Source => newest_file(engine, &object).await,
             _ => continue,
         };
-        let objective_text = object.options.get("max_staleness");
-        let objective = objective_text
+        let max_staleness = object.options.get("max_staleness").cloned();
+        let objective = max_staleness
+            .as_deref()
             .and_then(|t| schedule::parse_duration("max_staleness", t).ok())
             .map(|d| d.as_secs() as i64);
         let staleness = last.map(|t| (now - t).num_seconds().max(0));
@@ -64,14 +79,41 @@ pub(crate) async fn build(engine: &EngineInner, now: DateTime<Utc>) -> Result<Re
             (Some(max), Some(s)) if s <= max => "fresh",
             (Some(_), Some(_)) => "stale",
         };
-        let last_text = last.map(|t| t.to_rfc3339_opts(SecondsFormat::Micros, true));
-        b.text(Some(object.kind.as_str()))
-            .text(Some(&object.name.to_string()))
+        all.push(Freshness {
+            kind: object.kind,
+            name: object.name,
+            last_data_at: last,
+            staleness_seconds: staleness,
+            max_staleness,
+            objective_seconds: objective,
+            status,
+        });
+    }
+    Ok(all)
+}
+
+/// Builds the table as of `now`.
+pub(crate) async fn build(engine: &EngineInner, now: DateTime<Utc>) -> Result<RecordBatch> {
+    let mut b = RowsBuilder::new(&[
+        ("kind", Col::Text),
+        ("name", Col::Text),
+        ("last_data_at", Col::Timestamp),
+        ("staleness_seconds", Col::Int),
+        ("max_staleness", Col::Text),
+        ("objective_seconds", Col::Int),
+        ("status", Col::Text),
+    ]);
+    for row in freshness(engine, now).await? {
+        let last_text = row
+            .last_data_at
+            .map(|t| t.to_rfc3339_opts(SecondsFormat::Micros, true));
+        b.text(Some(row.kind.as_str()))
+            .text(Some(&row.name.to_string()))
             .timestamp(last_text.as_deref())
-            .int(staleness)
-            .text(objective_text.map(String::as_str))
-            .int(objective)
-            .text(Some(status));
+            .int(row.staleness_seconds)
+            .text(row.max_staleness.as_deref())
+            .int(row.objective_seconds)
+            .text(Some(row.status));
     }
     b.finish()
 }

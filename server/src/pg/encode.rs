@@ -41,14 +41,21 @@ pub fn rows_response(
     let fields = Arc::new(arrow_schema_to_pg_fields(schema, format, options)?);
     let row_fields = fields.clone();
     let format = format.clone();
-    let rows = stream.flat_map(move |batch| match batch {
-        Ok(batch) => stream::iter(encode_recordbatch(
-            row_fields.clone(),
-            super::text::render(batch, &format),
-        ))
-        .boxed(),
-        Err(e) => stream::iter(vec![Err(df_error(e))]).boxed(),
-    });
+    let rows = stream
+        .flat_map(move |batch| match batch {
+            Ok(batch) => stream::iter(encode_recordbatch(
+                row_fields.clone(),
+                super::text::render(batch, &format),
+            ))
+            .boxed(),
+            Err(e) => stream::iter(vec![Err(df_error(e))]).boxed(),
+        })
+        .inspect(|row| {
+            if let Ok(row) = row {
+                // The field count (2 bytes) precedes the fields.
+                crate::metrics::get().message_sent(row.data.len() + 2);
+            }
+        });
     let mut response = QueryResponse::new(fields, rows);
     if tag != "SELECT" {
         response.set_command_tag(tag);
@@ -144,7 +151,11 @@ fn copy_out(
         };
         stream::iter(encoded)
     });
-    let all = stream::iter(header).chain(rows);
+    let all = stream::iter(header).chain(rows).inspect(|data| {
+        if let Ok(data) = data {
+            crate::metrics::get().message_sent(data.data.len());
+        }
+    });
     Ok(Response::CopyOut(CopyResponse::new(0, columns, all)))
 }
 

@@ -88,6 +88,33 @@ async fn metrics_count_queries_refreshes_connections_and_commits() {
     let after = Scrape::of(&server);
     let delta = |series: &str| after.value(series) - before.value_or_zero(series);
     assert_eq!(delta("tributary_queries_total{status=\"ok\"}"), 5.0);
+    // Bytes sent: four one-row results; then a 10,000-byte value and a COPY of 1,000 rows.
+    let sent = delta("tributary_pgwire_sent_bytes_total");
+    assert!((4.0 * 15.0..200.0).contains(&sent), "{sent}");
+    client
+        .query("SELECT repeat('x', 10000)", &[])
+        .await
+        .unwrap();
+    let copied = {
+        let out = client
+            .copy_out("COPY (SELECT * FROM generate_series(1, 1000)) TO STDOUT")
+            .await
+            .unwrap();
+        futures::pin_mut!(out);
+        let mut bytes = 0;
+        while let Some(chunk) = futures::StreamExt::next(&mut out).await {
+            bytes += chunk.unwrap().len();
+        }
+        bytes
+    };
+    let grown = Scrape::of(&server).value("tributary_pgwire_sent_bytes_total")
+        - after.value("tributary_pgwire_sent_bytes_total");
+    // Each CopyData message adds 5 header bytes to its row.
+    let expected = (10000 + 11 + copied + 1000 * 5) as f64;
+    assert!(
+        (expected..expected + 100.0).contains(&grown),
+        "{grown} vs {expected}"
+    );
     assert_eq!(delta("tributary_queries_total{status=\"error\"}"), 2.0);
     for status in ["ok", "error"] {
         assert_eq!(
@@ -103,7 +130,7 @@ async fn metrics_count_queries_refreshes_connections_and_commits() {
         .batch_execute(
             "CREATE TABLE t (id BIGINT NOT NULL, v BIGINT);
              INSERT INTO t VALUES (1, 10), (2, 20), (0, 0);
-             CREATE MODEL m AS SELECT id, v FROM t;
+             CREATE MODEL m WITH (max_staleness = '1 hour') AS SELECT id, v FROM t;
              CREATE MODEL bad AS SELECT 100 / id AS q FROM t WITH NO DATA;
              INSERT INTO t VALUES (3, 30);
              REFRESH MODEL m;",
@@ -199,6 +226,38 @@ async fn metrics_count_queries_refreshes_connections_and_commits() {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let later = Scrape::of(&server).value("tributary_model_staleness_seconds{model=\"public.m\"}");
     assert!(later >= stale + 1.0, "{stale} then {later}");
+    assert_eq!(
+        scrape.value("tributary_model_staleness_objective_seconds{model=\"public.m\"}"),
+        3600.0
+    );
+    // A file source: staleness since its newest file changed, and its objective.
+    client
+        .batch_execute(
+            "CREATE SOURCE landing FROM FILES 'sqllogictests/data/orders.csv' FORMAT CSV \
+             WITH (max_staleness = '1 day')",
+        )
+        .await
+        .unwrap();
+    let with_source = Scrape::of(&server);
+    let modified =
+        std::fs::metadata(crate::support::repo_root().join("sqllogictests/data/orders.csv"))
+            .unwrap()
+            .modified()
+            .unwrap();
+    let age = modified.elapsed().unwrap_or_default().as_secs_f64();
+    let source_stale =
+        with_source.value("tributary_source_staleness_seconds{source=\"public.landing\"}");
+    assert!(
+        (age - 5.0..age + 5.0).contains(&source_stale),
+        "{source_stale} vs {age}"
+    );
+    assert_eq!(
+        with_source
+            .value("tributary_source_staleness_objective_seconds{source=\"public.landing\"}"),
+        86400.0
+    );
+    // No scheduler pass is waiting.
+    assert_eq!(with_source.value("tributary_scheduler_queue_depth"), 0.0);
 
     // Commits: table creation, inserts and refreshes each wrote Delta log entries and
     // published them in the catalog.
@@ -232,6 +291,9 @@ async fn metrics_count_queries_refreshes_connections_and_commits() {
         ("tributary_connections_active", "gauge"),
         ("tributary_delta_commit_seconds", "histogram"),
         ("tributary_catalog_commit_seconds", "histogram"),
+        ("tributary_pgwire_sent_bytes_total", "counter"),
+        ("tributary_scheduler_queue_depth", "gauge"),
+        ("tributary_model_staleness_objective_seconds", "gauge"),
     ] {
         assert!(
             scrape.text.contains(&format!("# TYPE {name} {kind}\n")),
@@ -246,7 +308,7 @@ async fn metrics_count_queries_refreshes_connections_and_commits() {
             for pair in labels.trim_end_matches('}').split(',') {
                 let name = pair.split('=').next().unwrap();
                 assert!(
-                    ["model", "status", "strategy", "le"].contains(&name),
+                    ["model", "source", "status", "strategy", "le"].contains(&name),
                     "label {name} in {series}"
                 );
             }
