@@ -38,9 +38,9 @@ pub async fn snapshot_provider(
             kind: "relation",
             name: object_name.to_string(),
         })?;
-    if !object.kind.is_stored() {
+    if !object.kind.is_stored() && !crate::sources::http::is_http(&object) {
         return Err(Error::bad_input(format!(
-            "time travel needs a table or model, and \"{}\" is a {}",
+            "time travel needs a table, a model or an http source, and \"{}\" is a {}",
             object.name, object.kind
         )));
     }

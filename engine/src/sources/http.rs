@@ -869,16 +869,19 @@ async fn commit_snapshot(
         .await?)
 }
 
-/// The body hash the table's latest snapshot commit recorded.
-async fn last_hash(table: &deltalake::DeltaTable) -> Option<String> {
+/// The body hash the latest snapshot commit recorded. Housekeeping commits (compaction)
+/// carry none, so the recent history is read back to the newest commit that has one (a
+/// compaction needs many snapshots, so a few commits back is always enough).
+async fn last_hash(table: &deltalake::DeltaTable) -> Result<Option<String>> {
     use futures::TryStreamExt;
-    let infos: Vec<_> = table.history(Some(1)).try_collect().await.ok()?;
-    infos
-        .first()?
-        .info
-        .get(BODY_HASH_KEY)?
-        .as_str()
-        .map(str::to_string)
+    let infos: Vec<_> = table.history(Some(64)).try_collect().await?;
+    // Newest first; version 0 (the empty table) has no hash either.
+    Ok(infos.iter().find_map(|info| {
+        info.info
+            .get(BODY_HASH_KEY)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    }))
 }
 
 /// `CREATE SOURCE name [(columns)] FROM HTTP 'url' FORMAT JSON [WITH (...)]`: checks the
@@ -1076,7 +1079,7 @@ async fn poll_locked(engine: &EngineInner, object: &CatalogObject) -> Result<Pol
     if delta::version(&table) != object.published_version.unwrap_or(-1) {
         engine.publish(object, table.clone())?;
     }
-    if last_hash(&table).await.as_deref() == Some(snapshot.hash.as_str()) {
+    if last_hash(&table).await?.as_deref() == Some(snapshot.hash.as_str()) {
         return Ok(Polled::Unchanged);
     }
     let rows = conform(&spec, &object.name, &columns, snapshot.records)?;

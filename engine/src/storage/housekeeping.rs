@@ -510,7 +510,9 @@ impl Engine {
 }
 
 fn is_maintained(object: &CatalogObject) -> bool {
-    matches!(object.kind, ObjectKind::Table | ObjectKind::Model)
+    // HTTP sources keep their snapshots as a Delta table too: one small file per poll.
+    (matches!(object.kind, ObjectKind::Table | ObjectKind::Model)
+        || crate::sources::http::is_http(object))
         && object.location.is_some()
         && object.published_version.is_some()
 }
