@@ -16,4 +16,4 @@ pub use error::{Error, Result};
 pub use objects::{CatalogObject, ColumnDef, NewObject, ObjectKind, ObjectName};
 pub use runs::{Run, RunOutcome, RunStatus};
 pub use secrets::{Connection, Secret, SecretSource, SecretValue};
-pub use store::Catalog;
+pub use store::{Catalog, ColumnEdge};

@@ -173,7 +173,9 @@ pub async fn create_view(
         ast::Statement::Query(view.query.clone()),
     )
     .await?;
-    let upstream = upstream_ids(session, &plan)?;
+    let views =
+        crate::lineage::Views::of(&session.engine, &plan, &session.current_schema()).await?;
+    let upstream = upstream_ids(session, &plan, &views)?;
     let columns = columns_of_schema(
         &planning::result_schema(&session.ctx.state(), &plan)?
             .as_ref()
@@ -191,15 +193,20 @@ pub async fn create_view(
         comment: view.comment.clone(),
     };
     let catalog = session.engine.catalog();
-    match catalog.object(&name)? {
+    let stored = match catalog.object(&name)? {
         Some(existing) if view.or_replace && existing.kind == ObjectKind::View => {
             check_no_cycle(session, existing.id, &upstream)?;
             catalog.replace_object(existing.id, &new, &upstream)?;
+            Some((existing.id, true))
         }
-        Some(_) if view.if_not_exists => {}
+        Some(_) if view.if_not_exists => None,
         Some(existing) => return Err(duplicate(&existing)),
-        None => {
-            catalog.create_object(&new, &upstream)?;
+        None => Some((catalog.create_object(&new, &upstream)?.id, false)),
+    };
+    if let Some((id, replaced)) = stored {
+        views.record(&session.engine, id, &plan)?;
+        if replaced {
+            crate::lineage::recompute_dependents(&session.engine, id).await?;
         }
     }
     Ok(Output::Command("CREATE VIEW".into()))
@@ -263,15 +270,17 @@ pub async fn create_source(
     Ok(Output::Command("CREATE SOURCE".into()))
 }
 
-/// The catalog ids of the user objects a plan reads. Planning already rejected unknown
-/// tables, so a scanned name the catalog does not know is a table function
-/// (`generate_series(...)`), not an input.
+/// The catalog ids of the user objects a plan reads: what it scans (through views, which the
+/// planner inlines) and the views themselves. Planning already rejected unknown tables, so a
+/// scanned name the catalog does not know is a table function (`generate_series(...)`), not
+/// an input.
 fn upstream_ids(
     session: &Session,
     plan: &datafusion::logical_expr::LogicalPlan,
+    views: &crate::lineage::Views,
 ) -> Result<Vec<i64>> {
     let catalog = session.engine.catalog();
-    let mut ids = Vec::new();
+    let mut ids = views.ids();
     for name in planning::plan_inputs(plan, &session.current_schema()) {
         if let Some(object) = catalog.object(&name)? {
             ids.push(object.id);
@@ -336,7 +345,9 @@ pub async fn create_model(session: &mut Session, model: CreateModel, text: &str)
         ast::Statement::Query(model.query.clone()),
     )
     .await?;
-    let upstream = upstream_ids(session, &plan)?;
+    let views =
+        crate::lineage::Views::of(&session.engine, &plan, &session.current_schema()).await?;
+    let upstream = upstream_ids(session, &plan, &views)?;
     let schema = planning::result_schema(&session.ctx.state(), &plan)?;
     check_key_options(&model.options, &schema)?;
     if let Some(existing) = &existing {
@@ -397,6 +408,10 @@ pub async fn create_model(session: &mut Session, model: CreateModel, text: &str)
         if let Some(old_location) = existing.as_ref().and_then(|o| o.location.as_ref()) {
             let _ = engine.warehouse.remove(old_location);
         }
+        views.record(&session.engine, id, &plan)?;
+        if existing.is_some() {
+            crate::lineage::recompute_dependents(&session.engine, id).await?;
+        }
         return Ok(Output::Command("CREATE MODEL".into()));
     }
     // The statement is atomic, as CREATE MATERIALIZED VIEW is in PostgreSQL: if the first
@@ -420,10 +435,14 @@ pub async fn create_model(session: &mut Session, model: CreateModel, text: &str)
             return Err(e);
         }
     };
+    // Edges are stored once the statement has succeeded, so a failed replacement keeps the
+    // previous definition's.
+    views.record(&session.engine, id, &plan)?;
     if let Some(old) = &existing {
         if let Some(old_location) = &old.location {
             let _ = engine.warehouse.remove(old_location);
         }
+        crate::lineage::recompute_dependents(&session.engine, id).await?;
         crate::refresh::refresh_downstream_of(&session.engine, object.id, "replace").await?;
     }
     Ok(Output::Command(format!(

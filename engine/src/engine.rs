@@ -100,6 +100,7 @@ impl Engine {
         let _ = inner.base_state.set(state);
         let engine = Engine { inner };
         crate::refresh::recover(&engine).await?;
+        crate::lineage::backfill(&engine).await;
         Ok(engine)
     }
 

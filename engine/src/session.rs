@@ -204,6 +204,15 @@ impl Session {
             }
             Statement::Drop(d) => crate::ddl::drop_objects(self, d).await,
             Statement::Show(kind) => crate::ddl::show_objects(self, kind).await,
+            Statement::ShowLineage { name, direction } => {
+                let object = self.resolve(&name, "relation")?;
+                let batch = crate::lineage::show::show_lineage(
+                    self.engine.catalog(),
+                    object.id,
+                    direction,
+                )?;
+                crate::ddl::rows_output(batch)
+            }
             Statement::ExplainRefresh(name) => crate::refresh::explain(self, &name).await,
             Statement::CreateSecret(c) => crate::secrets::create_secret(self, c),
             Statement::CreateConnection(c) => crate::secrets::create_connection(self, c),

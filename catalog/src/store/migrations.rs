@@ -70,6 +70,18 @@ const STEPS: &[&str] = &[
         password_secret TEXT REFERENCES secrets(name),
         created_at TEXT NOT NULL
      );",
+    // 5: column lineage edges (see store/lineage.rs) and when each object's were computed,
+    // so catalogs from before lineage get theirs filled at start-up.
+    "CREATE TABLE column_lineage (
+        object_id INTEGER NOT NULL REFERENCES objects(id),
+        upstream_id INTEGER NOT NULL REFERENCES objects(id),
+        upstream_column TEXT NOT NULL,
+        downstream_column TEXT,
+        kind TEXT NOT NULL
+     );
+     CREATE INDEX column_lineage_object ON column_lineage (object_id);
+     CREATE INDEX column_lineage_upstream ON column_lineage (upstream_id);
+     ALTER TABLE objects ADD COLUMN lineage_at TEXT;",
 ];
 
 pub(super) fn apply(conn: &mut Connection) -> Result<()> {

@@ -1,8 +1,11 @@
 //! The SQLite store behind [`Catalog`]. One connection behind a mutex: catalog operations are
 //! small and rare next to query execution, and SQLite serialises writers anyway.
 
+mod lineage;
 mod migrations;
 mod secrets;
+
+pub use lineage::ColumnEdge;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -244,6 +247,7 @@ impl Catalog {
         }
         for &id in ids {
             tx.execute("DELETE FROM dependencies WHERE object_id = ?1", [id])?;
+            lineage::forget(&tx, id)?;
         }
         for &id in ids {
             tx.execute("DELETE FROM objects WHERE id = ?1", [id])?;

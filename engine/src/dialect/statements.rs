@@ -23,6 +23,11 @@ pub enum Statement {
     RefreshSource(ObjectName),
     Drop(DropObjects),
     Show(ObjectKindSyntax),
+    /// `SHOW LINEAGE FOR name [UPSTREAM | DOWNSTREAM]` (both directions when neither is given).
+    ShowLineage {
+        name: ObjectName,
+        direction: crate::lineage::show::Direction,
+    },
     /// `EXPLAIN REFRESH MODEL name`: the strategy a refresh would use now, and why.
     ExplainRefresh(ObjectName),
     CreateSecret(CreateSecret),
@@ -337,6 +342,21 @@ fn parse_tributary(p: &mut Parser, sql: &str) -> Result<Option<Statement>, Parse
             Some(p.parse_literal_string()?)
         };
         return Ok(Some(Statement::CommentOn { name, comment }));
+    }
+    if word_is(p, 0, "show") && word_is(p, 1, "lineage") && word_is(p, 2, "for") {
+        advance(p, 3);
+        let name = p.parse_object_name(false)?;
+        let direction = if word_is(p, 0, "upstream") {
+            crate::lineage::show::Direction::Upstream
+        } else if word_is(p, 0, "downstream") {
+            crate::lineage::show::Direction::Downstream
+        } else {
+            crate::lineage::show::Direction::Both
+        };
+        if direction != crate::lineage::show::Direction::Both {
+            p.next_token();
+        }
+        return Ok(Some(Statement::ShowLineage { name, direction }));
     }
     if word_is(p, 0, "show") {
         let kind = if word_is(p, 1, "sources") {
@@ -714,6 +734,22 @@ mod tests {
         assert_eq!(d.kind, GlobalKind::Connection);
         assert!(d.if_exists && d.cascade);
         assert_eq!(d.names, vec!["bank", "other"]);
+    }
+
+    #[test]
+    fn show_lineage_directions() {
+        use crate::lineage::show::Direction;
+        for (sql, expected) in [
+            ("show lineage for marts.kpi", Direction::Both),
+            ("SHOW LINEAGE FOR kpi UPSTREAM", Direction::Upstream),
+            ("show lineage for kpi downstream;", Direction::Downstream),
+        ] {
+            let Statement::ShowLineage { direction, .. } = parse_statement(sql).unwrap() else {
+                panic!("not show lineage: {sql}")
+            };
+            assert_eq!(direction, expected, "{sql}");
+        }
+        assert!(parse_statement("show lineage for kpi sideways").is_err());
     }
 
     #[test]

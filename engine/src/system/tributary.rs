@@ -32,7 +32,7 @@ pub fn build(catalog: &Catalog, table: &str) -> Result<Option<RecordBatch>> {
         "models" => objects(catalog, ObjectKind::Model)?,
         "views" => objects(catalog, ObjectKind::View)?,
         "columns" => columns(catalog)?,
-        "lineage" => lineage(catalog)?,
+        "lineage" => crate::lineage::show::lineage_table(catalog)?,
         "runs" => runs(catalog)?,
         "secrets" => crate::secrets::secrets_table(catalog)?,
         "connections" => crate::secrets::connections_table(catalog)?,
@@ -206,36 +206,6 @@ fn columns(catalog: &Catalog) -> Result<RecordBatch> {
                 .bool(Some(c.nullable))
                 .text(c.comment.as_deref());
         }
-    }
-    b.finish()
-}
-
-fn lineage(catalog: &Catalog) -> Result<RecordBatch> {
-    let names: HashMap<i64, (String, &'static str)> = catalog
-        .objects()?
-        .into_iter()
-        .map(|o| (o.id, (o.name.to_string(), o.kind.as_str())))
-        .collect();
-    let mut b = RowsBuilder::new(&[
-        ("upstream", Col::Text),
-        ("upstream_kind", Col::Text),
-        ("upstream_column", Col::Text),
-        ("downstream", Col::Text),
-        ("downstream_kind", Col::Text),
-        ("downstream_column", Col::Text),
-        ("edge", Col::Text),
-    ]);
-    for (down, up) in catalog.dependencies()? {
-        let (Some(up), Some(down)) = (names.get(&up), names.get(&down)) else {
-            continue;
-        };
-        b.text(Some(&up.0))
-            .text(Some(up.1))
-            .text(None)
-            .text(Some(&down.0))
-            .text(Some(down.1))
-            .text(None)
-            .text(Some("table"));
     }
     b.finish()
 }

@@ -7,6 +7,7 @@ mod auth;
 mod housekeeping;
 mod http_source;
 mod incremental;
+mod lineage;
 mod metrics;
 mod protocol;
 mod psql_compat;
