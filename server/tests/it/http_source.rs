@@ -694,3 +694,30 @@ async fn housekeeping_and_time_travel_over_snapshots() {
         2
     );
 }
+
+/// The snapshots, and the body hash that tells an unchanged poll, live in the Delta log: a
+/// restart changes nothing.
+#[tokio::test]
+async fn snapshots_survive_a_restart() {
+    let (api, url) = start_api(&rates(&[("EUR", 0.9), ("GBP", 0.8)])).await;
+    let (mut server, _dir) = TestServer::start(&[]);
+    server
+        .connect()
+        .await
+        .batch_execute(&format!(
+            "CREATE SCHEMA raw;
+             CREATE SOURCE raw.fx FROM HTTP '{url}' FORMAT JSON WITH (records = '$.data.rates');"
+        ))
+        .await
+        .unwrap();
+    server.restart();
+    let client = server.connect().await;
+    assert_eq!(count(&client, "SELECT count(*) FROM raw.fx").await, 2);
+    client.batch_execute("REFRESH SOURCE raw.fx").await.unwrap();
+    assert_eq!(count(&client, "SELECT count(*) FROM raw.fx").await, 2);
+    assert_eq!(source_state(&client, "raw.fx").await.0, Some(1));
+    set(&api, 200, &rates(&[("EUR", 0.95)]), Duration::ZERO);
+    client.batch_execute("REFRESH SOURCE raw.fx").await.unwrap();
+    assert_eq!(count(&client, "SELECT count(*) FROM raw.fx").await, 3);
+    assert_eq!(source_state(&client, "raw.fx").await.0, Some(2));
+}
