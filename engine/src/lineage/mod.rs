@@ -202,9 +202,9 @@ pub async fn recompute(engine: &Engine, object: &CatalogObject) -> Result<()> {
         .record(engine, object.id, &plan)
 }
 
-/// Recomputes the edges of every model and view that (transitively) reads `id`, upstream
-/// first. A dependent that no longer plans keeps its previous edges (its next refresh fails
-/// and says why).
+/// Recomputes the edges of every model and view that (transitively) reads `id` (each from its
+/// own plan, so the order does not matter). A dependent that no longer plans keeps its
+/// previous edges (its next refresh fails and says why).
 pub async fn recompute_dependents(engine: &Engine, id: i64) -> Result<()> {
     let catalog = engine.catalog();
     let mut downs: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
