@@ -626,6 +626,22 @@ fn drop_tag(kind: ObjectKind) -> &'static str {
     }
 }
 
+/// `CREATE SOURCE ... FROM POSTGRES` (see `sources::postgres`).
+pub async fn create_postgres_source(
+    session: &mut Session,
+    source: crate::dialect::CreatePostgresSource,
+    text: &str,
+) -> Result<Output> {
+    let name = new_object_name(session, &source.name)?;
+    if let Some(existing) = session.engine.catalog().object(&name)? {
+        if source.if_not_exists {
+            return Ok(Output::Command("CREATE SOURCE".into()));
+        }
+        return Err(duplicate(&existing));
+    }
+    crate::sources::postgres::create(session, name, source, text).await
+}
+
 /// Drops `ids` and everything that reads them (what `DROP CONNECTION ... CASCADE` removes).
 pub(crate) fn drop_with_dependents(session: &Session, ids: &[i64]) -> Result<()> {
     let all = with_dependents(session, ids)?;

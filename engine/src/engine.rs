@@ -146,8 +146,10 @@ fn base_state(inner: &Arc<EngineInner>, memory_limit: usize) -> Result<SessionSt
         .with_config(config)
         .with_runtime_env(runtime)
         .with_default_features()
-        // Delta writes plan metric nodes that only Delta's planner can execute.
-        .with_query_planner(deltalake::delta_datafusion::planner::DeltaPlanner::new())
+        // Delta writes plan metric nodes that only Delta's planner can execute; federated
+        // PostgreSQL subplans need the federation rule and planner (see `sources::postgres`).
+        .with_optimizer_rules(crate::sources::postgres::optimizer_rules())
+        .with_query_planner(crate::sources::postgres::query_planner())
         .build();
     let ctx = SessionContext::new_with_state(state);
     ctx.register_catalog(
@@ -241,6 +243,9 @@ impl EngineInner {
             ObjectKind::Source if crate::sources::http::is_http(object) => {
                 let table = self.published_table(object).await?;
                 delta::provider(&table).await
+            }
+            ObjectKind::Source if crate::sources::postgres::is_postgres(object) => {
+                crate::sources::postgres::provider(&self.catalog, object).await
             }
             ObjectKind::Source => {
                 let spec = FileSourceSpec::from_options(&object.options)?;

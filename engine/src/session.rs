@@ -216,6 +216,9 @@ impl Session {
             Statement::ExplainRefresh(name) => crate::refresh::explain(self, &name).await,
             Statement::CreateSecret(c) => crate::secrets::create_secret(self, c),
             Statement::CreateConnection(c) => crate::secrets::create_connection(self, c),
+            Statement::CreatePostgresSource(s) => {
+                crate::ddl::create_postgres_source(self, s, &prepared.text).await
+            }
             Statement::DropGlobal(d) => crate::secrets::drop_global(self, d).await,
             Statement::CommentOn { name, comment } => {
                 crate::ddl::comment_on(self, ast::CommentObject::Table, &name, comment.as_deref())

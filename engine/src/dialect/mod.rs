@@ -14,8 +14,9 @@ use datafusion::sql::sqlparser::parser::{Parser, ParserError};
 use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 
 pub use statements::{
-    CreateConnection, CreateModel, CreateSecret, CreateSource, DropGlobal, DropObjects, GlobalKind,
-    ObjectKindSyntax, Refresh, SourceFormat, SourceFrom, Statement, parse_statement,
+    CreateConnection, CreateModel, CreatePostgresSource, CreateSecret, CreateSource, DropGlobal,
+    DropObjects, GlobalKind, ObjectKindSyntax, Refresh, SourceFormat, SourceFrom, Statement,
+    parse_statement,
 };
 
 /// PostgreSQL's dialect with table versioning switched on for time travel. It reports itself

@@ -32,6 +32,7 @@ pub enum Statement {
     ExplainRefresh(ObjectName),
     CreateSecret(CreateSecret),
     CreateConnection(CreateConnection),
+    CreatePostgresSource(CreatePostgresSource),
     /// `DROP SECRET | CONNECTION [IF EXISTS] name, ... [CASCADE | RESTRICT]`
     DropGlobal(DropGlobal),
     /// `COMMENT ON MODEL | SOURCE name IS 'text' | NULL` (tables, views and columns use
@@ -158,6 +159,17 @@ pub struct CreateConnection {
     pub password_secret: Option<String>,
 }
 
+/// `CREATE SOURCE [IF NOT EXISTS] name FROM POSTGRES CONNECTION c TABLE 'schema.table'
+/// [WITH (cursor = 'col', primary_key = 'col', poll = '1 minute')]`
+#[derive(Debug, Clone)]
+pub struct CreatePostgresSource {
+    pub name: ObjectName,
+    pub if_not_exists: bool,
+    pub connection: String,
+    pub table: String,
+    pub options: BTreeMap<String, String>,
+}
+
 /// Secrets and connections: database-wide objects outside any schema.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GlobalKind {
@@ -226,6 +238,11 @@ fn parse_tributary(p: &mut Parser, sql: &str) -> Result<Option<Statement>, Parse
             advance(p, at + 1);
             return parse_create_connection(p, or_replace)
                 .map(|c| Some(Statement::CreateConnection(c)));
+        }
+        if !or_replace && word_is(p, 1, "source") && from_postgres_ahead(p) {
+            advance(p, 2);
+            return parse_create_postgres_source(p)
+                .map(|s| Some(Statement::CreatePostgresSource(s)));
         }
         if !or_replace && word_is(p, 1, "source") {
             advance(p, 2);
@@ -471,6 +488,45 @@ fn parse_create_source(p: &mut Parser) -> Result<CreateSource, ParserError> {
         from,
         path,
         format,
+        options,
+    })
+}
+
+/// Whether a `CREATE SOURCE` reads `FROM POSTGRES` (the name comes before FROM; PostgreSQL
+/// sources take no column list).
+fn from_postgres_ahead(p: &Parser) -> bool {
+    for n in 2..16 {
+        match &p.peek_nth_token(n).token {
+            Token::EOF | Token::LParen => return false,
+            _ if word_is(p, n, "from") => return word_is(p, n + 1, "postgres"),
+            _ => {}
+        }
+    }
+    false
+}
+
+fn parse_create_postgres_source(p: &mut Parser) -> Result<CreatePostgresSource, ParserError> {
+    let if_not_exists = p.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
+    let name = p.parse_object_name(false)?;
+    p.expect_keyword(Keyword::FROM)?;
+    p.next_token();
+    if !word_is(p, 0, "connection") {
+        return p.expected("CONNECTION name after FROM POSTGRES", p.peek_token());
+    }
+    p.next_token();
+    let connection = crate::names::ident(&p.parse_identifier()?);
+    p.expect_keyword(Keyword::TABLE)?;
+    let table = p.parse_literal_string()?;
+    let options = if p.peek_keyword(Keyword::WITH) {
+        options_map(p.parse_options(Keyword::WITH)?)?
+    } else {
+        BTreeMap::new()
+    };
+    Ok(CreatePostgresSource {
+        name,
+        if_not_exists,
+        connection,
+        table,
         options,
     })
 }
@@ -726,6 +782,21 @@ mod tests {
         assert_eq!(c.options["port"], "5432");
         assert_eq!(c.options["user"], "reader");
         assert_eq!(c.password_secret.as_deref(), Some("pw"));
+        let Statement::CreatePostgresSource(s) = parse_statement(
+            "CREATE SOURCE raw.tx FROM POSTGRES CONNECTION Bank TABLE 'public.tx' \
+             WITH (cursor = 'updated_at', primary_key = 'id')",
+        )
+        .unwrap() else {
+            panic!("not a postgres source")
+        };
+        assert_eq!(s.name.to_string(), "raw.tx");
+        assert_eq!(s.connection, "bank");
+        assert_eq!(s.table, "public.tx");
+        assert_eq!(s.options["cursor"], "updated_at");
+        assert!(matches!(
+            parse_statement("CREATE SOURCE x FROM FILES 'a.csv' FORMAT CSV").unwrap(),
+            Statement::CreateSource(_)
+        ));
         let Statement::DropGlobal(d) =
             parse_statement("drop connection if exists bank, other cascade").unwrap()
         else {

@@ -28,7 +28,11 @@ pub fn count_scans(plan: LogicalPlan, counter: &RowCounter) -> crate::Result<Log
         LogicalPlan::TableScan(scan) => {
             let inner = source_as_provider(&scan.source)?;
             let any: &dyn Any = inner.as_ref();
-            if any.is::<CountingTable>() {
+            // A federated scan stays as it is, so the federation rule can still push the
+            // subplan over it down to PostgreSQL (its rows are not counted).
+            if any.is::<CountingTable>()
+                || any.is::<datafusion_federation::FederatedTableProviderAdaptor>()
+            {
                 return Ok(Transformed::no(LogicalPlan::TableScan(scan)));
             }
             let provider = Arc::new(CountingTable {

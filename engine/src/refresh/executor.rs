@@ -311,7 +311,9 @@ pub(super) async fn plan_refresh(
         let bookmark = recorded
             .and_then(|b| b.get("version"))
             .and_then(|v| v.as_i64());
-        let change = if input.kind == ObjectKind::Source && !crate::sources::http::is_http(&input) {
+        let change = if crate::sources::postgres::is_postgres(&input) {
+            crate::sources::postgres::change_since(engine, &input, recorded).await?
+        } else if input.kind == ObjectKind::Source && !crate::sources::http::is_http(&input) {
             let spec = crate::sources::files::FileSourceSpec::from_options(&input.options)?;
             let listing = spec.list_files(&state).await?;
             let change = changes::files_change(&input, recorded, &listing);

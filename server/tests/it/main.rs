@@ -9,6 +9,7 @@ mod http_source;
 mod incremental;
 mod lineage;
 mod metrics;
+mod postgres_source;
 mod protocol;
 mod psql_compat;
 mod restart;
