@@ -310,7 +310,8 @@ pub(crate) async fn recover(engine: &Engine) -> Result<()> {
     let catalog = &inner.catalog;
     let mut committed_runs: HashMap<i64, i64> = HashMap::new();
     for object in catalog.objects()? {
-        if !object.kind.is_stored() {
+        // HTTP sources store their snapshots in Delta too.
+        if !object.kind.is_stored() && !crate::sources::http::is_http(&object) {
             continue;
         }
         let Some(location) = object.location.as_deref() else {

@@ -859,9 +859,12 @@ async fn commit_snapshot(
     table: deltalake::DeltaTable,
     batch: RecordBatch,
     hash: &str,
+    run_id: i64,
 ) -> Result<deltalake::DeltaTable> {
     let mut metadata = serde_json::Map::new();
     metadata.insert(BODY_HASH_KEY.into(), Value::String(hash.to_string()));
+    // Lets start-up recovery tell which run a snapshot that landed belongs to.
+    metadata.insert(delta::RUN_ID_KEY.into(), Value::from(run_id));
     Ok(table
         .write(vec![batch])
         .with_save_mode(SaveMode::Append)
@@ -950,7 +953,7 @@ pub async fn create(
     let run_id = engine.catalog.start_run(&object, "create")?;
     let written = async {
         let rows = batch.num_rows() as i64;
-        let table = commit_snapshot(table, batch, &snapshot.hash).await?;
+        let table = commit_snapshot(table, batch, &snapshot.hash, run_id).await?;
         let version = engine.publish(&object, table)?;
         Ok::<_, Error>((rows, version))
     }
@@ -1037,7 +1040,7 @@ pub async fn poll(engine: &Engine, object: &CatalogObject, trigger: &str) -> Res
             name: object.name.to_string(),
         })?;
     let run_id = inner.catalog.start_run(&object, trigger)?;
-    let result = poll_locked(inner, &object).await;
+    let result = poll_locked(inner, &object, run_id).await;
     let outcome = match &result {
         Ok(Polled::Appended { rows, version }) => RunOutcome {
             status: Some(RunStatus::Succeeded),
@@ -1069,7 +1072,7 @@ pub async fn poll(engine: &Engine, object: &CatalogObject, trigger: &str) -> Res
     result
 }
 
-async fn poll_locked(engine: &EngineInner, object: &CatalogObject) -> Result<Polled> {
+async fn poll_locked(engine: &EngineInner, object: &CatalogObject, run_id: i64) -> Result<Polled> {
     let spec = HttpSourceSpec::from_options(&object.options)?;
     let columns = data_columns(object)?;
     let (snapshot, _) = fetch_snapshot(engine, &spec, &object.name).await?;
@@ -1085,7 +1088,7 @@ async fn poll_locked(engine: &EngineInner, object: &CatalogObject) -> Result<Pol
     let rows = conform(&spec, &object.name, &columns, snapshot.records)?;
     let batch = to_batch(&spec, &object.name, &columns, &rows, Utc::now())?;
     let count = batch.num_rows() as i64;
-    let table = commit_snapshot(table, batch, &snapshot.hash).await?;
+    let table = commit_snapshot(table, batch, &snapshot.hash, run_id).await?;
     let version = engine.publish(object, table)?;
     Ok(Polled::Appended {
         rows: count,

@@ -721,3 +721,38 @@ async fn snapshots_survive_a_restart() {
     assert_eq!(count(&client, "SELECT count(*) FROM raw.fx").await, 3);
     assert_eq!(source_state(&client, "raw.fx").await.0, Some(2));
 }
+
+/// A snapshot that was committed but not yet published when the server stopped (the catalog
+/// still names the previous version) is published at start-up, not lost or written twice.
+#[tokio::test]
+async fn a_snapshot_committed_before_a_crash_is_published_at_start_up() {
+    let (_api, url) = start_api(&rates(&[("EUR", 0.9), ("GBP", 0.8)])).await;
+    let (mut server, _dir) = TestServer::start(&[]);
+    server
+        .connect()
+        .await
+        .batch_execute(&format!(
+            "CREATE SCHEMA raw;
+             CREATE SOURCE raw.fx FROM HTTP '{url}' FORMAT JSON WITH (records = '$.data.rates');"
+        ))
+        .await
+        .unwrap();
+    server.stop();
+    {
+        // As if the server stopped between the snapshot's Delta commit and its publication.
+        let catalog =
+            tributary_catalog::Catalog::open(&server.warehouse.join("catalog.db")).unwrap();
+        let source = catalog
+            .object(&tributary_catalog::ObjectName::new("raw", "fx"))
+            .unwrap()
+            .unwrap();
+        catalog.set_published_version(source.id, 0).unwrap();
+    }
+    server.restart();
+    let client = server.connect().await;
+    assert_eq!(source_state(&client, "raw.fx").await.0, Some(1));
+    assert_eq!(count(&client, "SELECT count(*) FROM raw.fx").await, 2);
+    // The same body again: the landed snapshot is recognised, nothing is written twice.
+    client.batch_execute("REFRESH SOURCE raw.fx").await.unwrap();
+    assert_eq!(count(&client, "SELECT count(*) FROM raw.fx").await, 2);
+}
