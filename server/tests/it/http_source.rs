@@ -706,11 +706,25 @@ async fn snapshots_survive_a_restart() {
         .await
         .batch_execute(&format!(
             "CREATE SCHEMA raw;
-             CREATE SOURCE raw.fx FROM HTTP '{url}' FORMAT JSON WITH (records = '$.data.rates');"
+             CREATE SOURCE raw.fx FROM HTTP '{url}' FORMAT JSON
+                 WITH (records = '$.data.rates', max_staleness = '1 hour');"
         ))
         .await
         .unwrap();
     server.restart();
+    // Fresh: the last successful poll (at CREATE) is within the objective.
+    let status: String = server
+        .connect()
+        .await
+        .query_one(
+            "SELECT status FROM tributary.freshness WHERE name = 'raw.fx' \
+             AND last_data_at IS NOT NULL AND staleness_seconds < 3600",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(status, "fresh");
     let client = server.connect().await;
     assert_eq!(count(&client, "SELECT count(*) FROM raw.fx").await, 2);
     client.batch_execute("REFRESH SOURCE raw.fx").await.unwrap();
