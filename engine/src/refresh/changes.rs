@@ -41,6 +41,13 @@ pub enum Change {
         added: Vec<String>,
         before: Vec<String>,
     },
+    /// A PostgreSQL source with a cursor gained rows (and lost or changed none): those whose
+    /// cursor is after `from` and at most `to` (see `sources::postgres`).
+    CursorAppended {
+        cursor: String,
+        from: Option<String>,
+        to: String,
+    },
     /// No bookmark (first refresh) or an input kind without change tracking yet.
     Unknown(String),
 }
@@ -58,13 +65,20 @@ impl Change {
             Change::NewFiles { added, .. } => {
                 format!("{} new file(s): {}", added.len(), file_names(added))
             }
+            Change::CursorAppended { cursor, from, to } => match from {
+                Some(from) => format!("rows with {cursor} after {from} (up to {to})"),
+                None => format!("rows with {cursor} up to {to}"),
+            },
             Change::Unknown(why) => why.clone(),
         }
     }
 
     /// Whether the input only gained rows.
     pub fn only_appends(&self) -> bool {
-        matches!(self, Change::Appended { .. } | Change::NewFiles { .. })
+        matches!(
+            self,
+            Change::Appended { .. } | Change::NewFiles { .. } | Change::CursorAppended { .. }
+        )
     }
 }
 

@@ -151,15 +151,21 @@ async fn run(
         table,
         inputs,
         files,
+        cursors,
     } = planned;
     let inputs_json = serde_json::Value::Object(
         inputs
             .iter()
             .map(|(name, (input, _))| {
                 let change = choice.changes.get(name).map(|c| c.describe());
-                let bookmark = match files.get(name) {
-                    Some(listing) => json!({ "files": listing, "change": change }),
-                    None => json!({ "version": input.published_version, "change": change }),
+                let bookmark = match (files.get(name), cursors.get(name)) {
+                    (Some(listing), _) => json!({ "files": listing, "change": change }),
+                    (None, Some(now)) => {
+                        json!({ "cursor": now.cursor, "rows": now.rows, "change": change })
+                    }
+                    (None, None) => {
+                        json!({ "version": input.published_version, "change": change })
+                    }
                 };
                 (name.to_string(), bookmark)
             })
@@ -280,6 +286,9 @@ pub(super) struct Planned {
     pub(super) inputs: BTreeMap<tributary_catalog::ObjectName, (CatalogObject, Option<i64>)>,
     /// The files each file source input has now, read by this refresh.
     pub(super) files: BTreeMap<tributary_catalog::ObjectName, crate::sources::files::Listing>,
+    /// The cursor state of each PostgreSQL source input with a cursor, read by this refresh.
+    pub(super) cursors:
+        BTreeMap<tributary_catalog::ObjectName, crate::sources::postgres::CursorState>,
 }
 
 pub(super) async fn plan_refresh(
@@ -303,6 +312,7 @@ pub(super) async fn plan_refresh(
     let mut inputs = BTreeMap::new();
     let mut input_changes = BTreeMap::new();
     let mut files = BTreeMap::new();
+    let mut cursors = BTreeMap::new();
     for name in planning::plan_inputs(&plan, default_schema) {
         let Some(input) = engine.catalog.object(&name)? else {
             continue;
@@ -312,7 +322,12 @@ pub(super) async fn plan_refresh(
             .and_then(|b| b.get("version"))
             .and_then(|v| v.as_i64());
         let change = if crate::sources::postgres::is_postgres(&input) {
-            crate::sources::postgres::change_since(engine, &input, recorded).await?
+            let (change, now) =
+                crate::sources::postgres::change_since(engine, &input, recorded).await?;
+            if let Some(now) = now {
+                cursors.insert(name.clone(), now);
+            }
+            change
         } else if input.kind == ObjectKind::Source && !crate::sources::http::is_http(&input) {
             let spec = crate::sources::files::FileSourceSpec::from_options(&input.options)?;
             let listing = spec.list_files(&state).await?;
@@ -348,6 +363,7 @@ pub(super) async fn plan_refresh(
     };
     let plan = columns::conform(&state, plan, object, upstream)?;
     let plan = pin_file_sources(plan, &inputs, &files)?;
+    let plan = crate::sources::postgres::pin_cursors(&state, plan, &inputs, &cursors).await?;
     if object.options.get("refresh").map(String::as_str) == Some("append") && !full_requested {
         check_append_contract(engine, &state, object, &inputs, &input_changes).await?;
     }
@@ -359,6 +375,7 @@ pub(super) async fn plan_refresh(
         table,
         inputs,
         files,
+        cursors,
     })
 }
 

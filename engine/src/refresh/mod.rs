@@ -225,9 +225,10 @@ pub async fn input_change(engine: &Engine, object: &CatalogObject) -> Result<Opt
         .inputs
         .iter()
         .map(|(name, (input, _))| {
-            let value = match planned.files.get(name) {
-                Some(listing) => serde_json::json!(listing),
-                None => serde_json::json!(input.published_version),
+            let value = match (planned.files.get(name), planned.cursors.get(name)) {
+                (Some(listing), _) => serde_json::json!(listing),
+                (None, Some(cursor)) => serde_json::json!(cursor),
+                (None, None) => serde_json::json!(input.published_version),
             };
             (name.to_string(), value)
         })

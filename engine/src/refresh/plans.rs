@@ -126,6 +126,32 @@ pub(super) async fn rewrite_scans(
         );
         let like = datafusion::datasource::source_as_provider(&scan.source)?;
         let change = choice.changes.get(&name);
+        if let (Some(changes::Change::CursorAppended { from, to, .. }), Some((input, _))) =
+            (change, inputs.get(&name))
+        {
+            use crate::sources::postgres::cursor_rows;
+            let (from, to) = (from.as_deref(), Some(to.as_str()));
+            let provider = match how(&name, change) {
+                // The scan was pinned to the cursor this refresh records (`pin_cursors`).
+                ScanAs::Current => continue,
+                ScanAs::Empty => Arc::new(EmptyTable::new(like.schema())),
+                ScanAs::Appended | ScanAs::Changed => {
+                    cursor_rows(engine, state, input, from, to, false).await?
+                }
+                ScanAs::Old => cursor_rows(engine, state, input, None, from, true).await?,
+                ScanAs::OldAndCurrent => {
+                    let old = cursor_rows(engine, state, input, None, from, true).await?;
+                    let ctx = datafusion::prelude::SessionContext::new_with_state(state.clone());
+                    let both = ctx.read_table(old)?.union(ctx.read_table(like.clone())?)?;
+                    Arc::new(datafusion::datasource::view::ViewTable::new(
+                        both.into_unoptimized_plan(),
+                        None,
+                    ))
+                }
+            };
+            replacements.insert(scan.table_name.to_string(), provider);
+            continue;
+        }
         if let (Some(changes::Change::NewFiles { added, before }), Some((input, _))) =
             (change, inputs.get(&name))
         {

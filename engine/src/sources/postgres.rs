@@ -416,17 +416,223 @@ pub(crate) fn query_planner() -> Arc<dyn datafusion::execution::context::QueryPl
     Arc::new(Planner)
 }
 
-/// How a PostgreSQL source changed since the bookmark a model's last commit recorded. Without
-/// change tracking every refresh reads the table whole (a full refresh).
+/// What a refresh saw of a cursor-tracked source: the largest cursor value (as PostgreSQL's
+/// JSON renders it, so it parses back into the column's Arrow type) and the row count. It is
+/// the input's bookmark in the model's commit: `{"cursor": ..., "rows": ...}`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CursorState {
+    pub cursor: Option<String>,
+    pub rows: i64,
+}
+
+/// `"schema"."table"` for SQL Tributary writes itself.
+fn quoted_table(spec: &PostgresSourceSpec) -> String {
+    let quote = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
+    match spec.table.split_once('.') {
+        Some((schema, table)) => format!("{}.{}", quote(schema), quote(table)),
+        None => quote(&spec.table),
+    }
+}
+
+/// How a PostgreSQL source changed since the bookmark a model's last commit recorded, and the
+/// cursor state this refresh reads up to (`None` without a cursor).
+///
+/// The invariant is that an incremental refresh equals a full one, so appends are claimed only
+/// when they are provably all that happened: with the bookmark `(c, n)` and now `n'` rows of
+/// which `k` have a cursor after `c`, the rows after `c` are exactly the new rows only if
+/// `n' = n + k` (an update moves a row's cursor past `c` without adding a row; a delete, a row
+/// inserted with an old or NULL cursor, or a transaction that commits late with an older
+/// cursor all break the equation). Anything else is a full refresh with its reason. Updates and
+/// deletes therefore always refresh in full, `primary_key` or not: the old image of an updated
+/// row, which group-wise and unique_key refreshes need, is gone from PostgreSQL once it commits.
 pub(crate) async fn change_since(
-    _engine: &crate::engine::EngineInner,
+    engine: &crate::engine::EngineInner,
     input: &CatalogObject,
-    _bookmark: Option<&serde_json::Value>,
-) -> Result<crate::refresh::changes::Change> {
-    Ok(crate::refresh::changes::Change::Unknown(format!(
-        "source \"{}\" is a PostgreSQL table without a cursor (read in full)",
-        input.name
+    bookmark: Option<&serde_json::Value>,
+) -> Result<(crate::refresh::changes::Change, Option<CursorState>)> {
+    use crate::refresh::changes::Change;
+    let spec = PostgresSourceSpec::from_options(&input.options)?;
+    let Some(cursor) = &spec.cursor else {
+        return Ok((
+            Change::Unknown(format!(
+                "source \"{}\" is a PostgreSQL table without a cursor (read in full)",
+                input.name
+            )),
+            None,
+        ));
+    };
+    let before: Option<CursorState> = bookmark
+        .filter(|b| b.get("rows").is_some())
+        .and_then(|b| serde_json::from_value(b.clone()).ok());
+    let column = input
+        .columns
+        .iter()
+        .find(|c| &c.name == cursor)
+        .ok_or_else(|| {
+            Error::UndefinedColumn(format!(
+                "cursor column \"{cursor}\" of source \"{}\" does not exist",
+                input.name
+            ))
+        })?;
+    let c = format!("\"{}\"", cursor.replace('"', "\"\""));
+    let after = before.as_ref().and_then(|b| b.cursor.clone());
+    let newer = match &after {
+        Some(_) => format!(
+            "count(*) FILTER (WHERE {c} > CAST($1::text AS {}))",
+            column.data_type
+        ),
+        None => format!("count({c}) + 0 * length($1::text)"),
+    };
+    let sql = format!(
+        "SELECT count(*)::bigint, to_json(max({c})) #>> '{{}}', ({newer})::bigint FROM {}",
+        quoted_table(&spec)
+    );
+    let pool = pool(&engine.catalog, &spec.connection).await?;
+    let conn = pool
+        .connect_direct()
+        .await
+        .map_err(|e| remote_error(&input.name, &spec, e))?;
+    let row = conn
+        .conn
+        .query_one(&sql, &[&after.clone().unwrap_or_default()])
+        .await
+        .map_err(|e| remote_error(&input.name, &spec, e))?;
+    let now = CursorState {
+        rows: row.get(0),
+        cursor: row.get(1),
+    };
+    let newer: i64 = row.get(2);
+    let Some(before) = before else {
+        let why = format!(
+            "no cursor bookmark for source \"{}\" (first refresh)",
+            input.name
+        );
+        return Ok((Change::Unknown(why), Some(now)));
+    };
+    let change = if now == before {
+        Change::Unchanged
+    } else if now.rows == before.rows + newer && newer > 0 {
+        Change::CursorAppended {
+            cursor: cursor.clone(),
+            from: before.cursor.clone(),
+            to: now.cursor.clone().unwrap_or_default(),
+        }
+    } else {
+        Change::Unknown(format!(
+            "rows of source \"{}\" were updated or deleted since the last refresh ({} rows then, \
+             {} now, {newer} with {cursor} after the bookmark)",
+            input.name, before.rows, now.rows
+        ))
+    };
+    Ok((change, Some(now)))
+}
+
+/// The rows of `provider` whose cursor is after `after` and at most `up_to`, plus those with a
+/// NULL cursor when `nulls` is set. `after = None` has no lower bound; `up_to = None` means
+/// no non-NULL cursor existed when the bookmark was taken, so no non-NULL row qualifies.
+fn filtered(
+    state: &datafusion::execution::context::SessionState,
+    provider: Arc<dyn TableProvider>,
+    cursor: &str,
+    after: Option<&str>,
+    up_to: Option<&str>,
+    nulls: bool,
+) -> Result<Arc<dyn TableProvider>> {
+    use datafusion::common::{Column, ScalarValue};
+    use datafusion::logical_expr::{Expr, lit};
+    let field = provider.schema().field_with_name(cursor)?.clone();
+    let c = Expr::Column(Column::from_name(cursor));
+    let value = |text: &str| -> Result<Expr> {
+        Ok(lit(ScalarValue::try_from_string(
+            text.to_string(),
+            field.data_type(),
+        )?))
+    };
+    let range = match (after, up_to) {
+        (_, None) => None,
+        (Some(a), Some(u)) => Some(c.clone().gt(value(a)?).and(c.clone().lt_eq(value(u)?))),
+        (None, Some(u)) => Some(c.clone().lt_eq(value(u)?)),
+    };
+    let predicate = match (range, nulls) {
+        (Some(r), true) => r.or(c.is_null()),
+        (Some(r), false) => r,
+        (None, true) => c.is_null(),
+        (None, false) => lit(false),
+    };
+    let ctx = datafusion::prelude::SessionContext::new_with_state(state.clone());
+    let plan = ctx
+        .read_table(provider)?
+        .filter(predicate)?
+        .into_unoptimized_plan();
+    Ok(Arc::new(datafusion::datasource::view::ViewTable::new(
+        plan, None,
     )))
+}
+
+/// A cursor-tracked source's rows in a cursor range, read through the federated provider (the
+/// filter is pushed down to PostgreSQL with the rest of the subplan).
+pub(crate) async fn cursor_rows(
+    engine: &crate::engine::EngineInner,
+    state: &datafusion::execution::context::SessionState,
+    input: &CatalogObject,
+    after: Option<&str>,
+    up_to: Option<&str>,
+    nulls: bool,
+) -> Result<Arc<dyn TableProvider>> {
+    let spec = PostgresSourceSpec::from_options(&input.options)?;
+    let cursor = spec
+        .cursor
+        .ok_or_else(|| Error::Internal(format!("source {} has no cursor", input.name)))?;
+    let base = provider(&engine.catalog, input).await?;
+    filtered(state, base, &cursor, after, up_to, nulls)
+}
+
+/// Makes every scan of a cursor-tracked source read only rows up to the cursor this refresh
+/// records (and rows with a NULL cursor): a row that lands while the refresh runs is read by
+/// the next one, never by both.
+pub(crate) async fn pin_cursors(
+    state: &datafusion::execution::context::SessionState,
+    plan: datafusion::logical_expr::LogicalPlan,
+    inputs: &BTreeMap<ObjectName, (CatalogObject, Option<i64>)>,
+    cursors: &BTreeMap<ObjectName, CursorState>,
+) -> Result<datafusion::logical_expr::LogicalPlan> {
+    use datafusion::common::tree_node::{Transformed, TreeNode};
+    use datafusion::logical_expr::LogicalPlan;
+    if cursors.is_empty() {
+        return Ok(plan);
+    }
+    let pinned = plan.transform_up(|node| {
+        let LogicalPlan::TableScan(scan) = node else {
+            return Ok(Transformed::no(node));
+        };
+        let found = inputs.iter().find(|(name, _)| {
+            scan.table_name.table() == name.name
+                && scan.table_name.schema().is_none_or(|s| s == name.schema)
+        });
+        let Some((name, (input, _))) = found else {
+            return Ok(Transformed::no(LogicalPlan::TableScan(scan)));
+        };
+        let (Some(now), Ok(spec)) = (
+            cursors.get(name),
+            PostgresSourceSpec::from_options(&input.options),
+        ) else {
+            return Ok(Transformed::no(LogicalPlan::TableScan(scan)));
+        };
+        let Some(cursor) = spec.cursor else {
+            return Ok(Transformed::no(LogicalPlan::TableScan(scan)));
+        };
+        let base = datafusion::datasource::source_as_provider(&scan.source)?;
+        let view = filtered(state, base, &cursor, None, now.cursor.as_deref(), true)
+            .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+        let source = datafusion::datasource::provider_as_source(view);
+        let new = datafusion::logical_expr::TableScanBuilder::new(scan.table_name.clone(), source)
+            .with_projection(scan.projection.clone())
+            .with_filters(scan.filters.clone())
+            .with_fetch(scan.fetch)
+            .build()?;
+        Ok(Transformed::yes(LogicalPlan::TableScan(new)))
+    })?;
+    Ok(pinned.data)
 }
 
 /// DataFusion's optimizer rules with federation last, wrapped so it never federates across an

@@ -345,3 +345,141 @@ async fn shape_changes_connection_failures_and_drops_are_clean_errors() {
         .await
         .unwrap();
 }
+
+/// The strategy and reason of each model's latest run.
+async fn last_runs(client: &Client) -> Vec<(String, String, String)> {
+    rows(
+        client,
+        "SELECT r.model, r.strategy, coalesce(r.reason, '') FROM tributary.runs r \
+         JOIN (SELECT model, max(run_id) AS run_id FROM tributary.runs GROUP BY model) l \
+         ON l.run_id = r.run_id ORDER BY r.model",
+    )
+    .await
+    .into_iter()
+    .map(|r| {
+        (
+            r[0].clone().unwrap(),
+            r[1].clone().unwrap_or_default(),
+            r[2].clone().unwrap_or_default(),
+        )
+    })
+    .collect()
+}
+
+#[tokio::test]
+async fn cursor_tracked_models_equal_a_full_recompute() {
+    let remote = Remote::new("cursor").await;
+    let app = remote.schema.clone();
+    remote
+        .exec(
+            "CREATE TABLE $S.events (id bigint PRIMARY KEY, account integer, amount numeric(12,2),
+                 updated_at timestamptz);
+             INSERT INTO $S.events SELECT g, g % 4, g * 0.75 - 10,
+                 timestamptz '2026-01-01 00:00:00+00' + g * interval '1 minute'
+             FROM generate_series(1, 60) g;",
+        )
+        .await;
+    let (_server, _dir) = TestServer::start(&["--scheduler", "off"]);
+    let client = _server.connect().await;
+    client
+        .batch_execute(&format!(
+            "CREATE CONNECTION bank TO POSTGRES (HOST '127.0.0.1', PORT 5432, DATABASE 'test',
+                 USER 'postgres', SSLMODE 'disable', APPLICATION_NAME '{app}');
+             CREATE SCHEMA src;
+             CREATE SOURCE src.events FROM POSTGRES CONNECTION bank TABLE '{app}.events'
+                 WITH (cursor = 'updated_at', primary_key = 'id');
+             CREATE MODEL positive AS SELECT id, account, amount FROM src.events WHERE amount > 0;
+             CREATE MODEL totals AS SELECT account, sum(amount) AS total, count(*) AS n
+                 FROM src.events GROUP BY account;"
+        ))
+        .await
+        .unwrap();
+    let models: &[(&str, &str)] = &[
+        (
+            "SELECT * FROM positive ORDER BY id",
+            "SELECT id, account, amount FROM $S.events WHERE amount > 0 ORDER BY id",
+        ),
+        (
+            "SELECT * FROM totals ORDER BY account",
+            "SELECT account, sum(amount), count(*) FROM $S.events GROUP BY account ORDER BY account",
+        ),
+    ];
+    let check = |step: &'static str| {
+        let client = &client;
+        let remote = &remote;
+        async move {
+            for (ours, theirs) in models {
+                let direct = rows(&remote.client, &theirs.replace("$S", &remote.schema)).await;
+                assert_eq!(rows(client, ours).await, direct, "{step}: {ours}");
+            }
+        }
+    };
+    check("created").await;
+
+    // Inserts with advancing cursors: incremental, and equal to PostgreSQL's answer.
+    remote
+        .exec(
+            "INSERT INTO $S.events SELECT g, g % 4, g * 0.5, timestamptz '2026-02-01 00:00:00+00' + g * interval '1 second'
+             FROM generate_series(61, 75) g",
+        )
+        .await;
+    client.batch_execute("REFRESH ALL").await.unwrap();
+    for (model, strategy, reason) in last_runs(&client).await {
+        assert!(
+            strategy.starts_with("incremental"),
+            "{model}: {strategy} ({reason})"
+        );
+    }
+    check("inserted").await;
+
+    client.batch_execute("REFRESH ALL").await.unwrap();
+    for (model, strategy, reason) in last_runs(&client).await {
+        assert_eq!(strategy, "unchanged", "{model}: {reason}");
+    }
+
+    // An update moves a row's cursor without adding a row: a full refresh, with the reason.
+    remote
+        .exec("UPDATE $S.events SET amount = 99, updated_at = timestamptz '2026-03-01 00:00:00+00' WHERE id = 5")
+        .await;
+    client.batch_execute("REFRESH ALL").await.unwrap();
+    for (model, strategy, reason) in last_runs(&client).await {
+        assert_eq!(strategy, "full", "{model}: {reason}");
+        assert!(reason.contains("updated or deleted"), "{model}: {reason}");
+    }
+    check("updated").await;
+
+    // A delete (and an insert of as many rows with a late cursor) is caught too.
+    remote
+        .exec(
+            "DELETE FROM $S.events WHERE id = 7;
+             INSERT INTO $S.events VALUES (100, 1, 5, timestamptz '2026-03-02 00:00:00+00')",
+        )
+        .await;
+    client.batch_execute("REFRESH ALL").await.unwrap();
+    for (model, strategy, reason) in last_runs(&client).await {
+        assert_eq!(strategy, "full", "{model}: {reason}");
+    }
+    check("deleted").await;
+
+    // A row with a NULL cursor is not an append the cursor can see.
+    remote
+        .exec("INSERT INTO $S.events VALUES (101, 2, 7, NULL)")
+        .await;
+    client.batch_execute("REFRESH ALL").await.unwrap();
+    for (model, strategy, reason) in last_runs(&client).await {
+        assert_eq!(strategy, "full", "{model}: {reason}");
+    }
+    check("null cursor").await;
+
+    remote
+        .exec("INSERT INTO $S.events VALUES (102, 3, 8, timestamptz '2026-04-01 00:00:00+00')")
+        .await;
+    client.batch_execute("REFRESH ALL").await.unwrap();
+    for (model, strategy, reason) in last_runs(&client).await {
+        assert!(
+            strategy.starts_with("incremental"),
+            "{model}: {strategy} ({reason})"
+        );
+    }
+    check("inserted again").await;
+}
