@@ -483,3 +483,52 @@ async fn cursor_tracked_models_equal_a_full_recompute() {
     }
     check("inserted again").await;
 }
+
+/// `schedule = 'on change'` sees a PostgreSQL cursor that advanced (and nothing else).
+#[tokio::test]
+async fn on_change_models_follow_an_advancing_cursor() {
+    let remote = Remote::new("sensor").await;
+    let app = remote.schema.clone();
+    remote
+        .exec(
+            "CREATE TABLE $S.events (id bigint, amount bigint, updated_at timestamptz);
+             INSERT INTO $S.events VALUES (1, 10, '2026-01-01 00:00:00+00')",
+        )
+        .await;
+    let (server, _dir) = TestServer::start(&[]);
+    let client = server.connect().await;
+    client
+        .batch_execute(&format!(
+            "CREATE CONNECTION bank TO POSTGRES (HOST '127.0.0.1', PORT 5432, DATABASE 'test',
+                 USER 'postgres', SSLMODE 'disable', APPLICATION_NAME '{app}');
+             CREATE SOURCE events FROM POSTGRES CONNECTION bank TABLE '{app}.events'
+                 WITH (cursor = 'updated_at');
+             CREATE MODEL total WITH (schedule = 'on change') AS
+                 SELECT sum(amount) AS total FROM events;"
+        ))
+        .await
+        .unwrap();
+    let scheduled = "SELECT count(*) FROM tributary.runs WHERE model = 'public.total' \
+                     AND trigger = 'schedule' AND status = 'succeeded'";
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let before: i64 = client.query_one(scheduled, &[]).await.unwrap().get(0);
+    assert_eq!(before, 0, "nothing changed, nothing ran");
+    remote
+        .exec("INSERT INTO $S.events VALUES (2, 5, '2026-01-02 00:00:00+00')")
+        .await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let n: i64 = client.query_one(scheduled, &[]).await.unwrap().get(0);
+        if n >= 1 || std::time::Instant::now() > deadline {
+            assert_eq!(n, 1);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let total: i64 = client
+        .query_one("SELECT total FROM total", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(total, 15);
+}
