@@ -69,7 +69,7 @@ def ensure_table(args: argparse.Namespace) -> None:
         CREATE TABLE {SCHEMA}.t (id bigint PRIMARY KEY, account integer, amount numeric(12,2),
             note text, day date, at timestamptz, ok boolean, score double precision);
         INSERT INTO {SCHEMA}.t
-        SELECT g, g % 10000, ((g * 7919) % 100000) / 100.0,
+        SELECT g, g % 10000, ((g::bigint * 7919) % 100000) / 100.0,
                CASE WHEN g % 10 = 0 THEN NULL ELSE 'payment ' || (g % 997) END,
                date '2025-01-01' + (g % 365),
                timestamptz '2025-01-01 00:00:00+00' + g * interval '1 second',
