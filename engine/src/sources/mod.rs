@@ -1,5 +1,5 @@
 //! Sources: data that lives outside Tributary and is read in place on every use.
 
 pub mod files;
-pub mod postgres;
 pub mod http;
+pub mod postgres;
