@@ -386,34 +386,16 @@ fn pin_file_sources(
     inputs: &plans::Inputs,
     files: &BTreeMap<tributary_catalog::ObjectName, crate::sources::files::Listing>,
 ) -> Result<datafusion::logical_expr::LogicalPlan> {
-    use datafusion::common::tree_node::{Transformed, TreeNode};
-    use datafusion::logical_expr::LogicalPlan;
     if files.is_empty() {
         return Ok(plan);
     }
-    let pinned = plan.transform_up(|node| {
-        let LogicalPlan::TableScan(scan) = node else {
-            return Ok(Transformed::no(node));
-        };
-        let found = inputs.iter().find(|(name, _)| {
-            scan.table_name.table() == name.name
-                && scan.table_name.schema().is_none_or(|s| s == name.schema)
-        });
-        let Some((name, (input, _))) = found else {
-            return Ok(Transformed::no(LogicalPlan::TableScan(scan)));
-        };
+    plans::replace_input_scans(plan, inputs, |name, input, like| {
         let Some(listing) = files.get(name) else {
-            return Ok(Transformed::no(LogicalPlan::TableScan(scan)));
+            return Ok(None);
         };
-        let spec = crate::sources::files::FileSourceSpec::from_options(&input.options)
-            .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
-        let like = datafusion::datasource::source_as_provider(&scan.source)?;
-        let provider = spec
-            .files_provider(like.schema(), listing.keys())
-            .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
-        Ok(Transformed::yes(plans::scan_of(&scan, provider)?))
-    })?;
-    Ok(pinned.data)
+        let spec = crate::sources::files::FileSourceSpec::from_options(&input.options)?;
+        Ok(Some(spec.files_provider(like.schema(), listing.keys())?))
+    })
 }
 
 /// `refresh = 'append'` promises that inputs only gain rows: an input that updated or deleted

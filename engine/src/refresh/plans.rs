@@ -11,7 +11,7 @@ use crate::engine::EngineInner;
 use crate::error::{Error, Result};
 use crate::storage::delta;
 
-pub(super) type Inputs = BTreeMap<tributary_catalog::ObjectName, (CatalogObject, Option<i64>)>;
+pub(crate) type Inputs = BTreeMap<tributary_catalog::ObjectName, (CatalogObject, Option<i64>)>;
 
 /// What one input's scans read in a rewritten plan.
 pub(super) enum ScanAs {
@@ -212,6 +212,42 @@ pub(super) async fn rewrite_scans(
         other => Ok(Transformed::no(other)),
     })?;
     Ok(rewritten.data)
+}
+
+/// Replaces the provider of each scan of an input with the one `with` gives (given the
+/// input's name, its catalog object and the scan's current provider); `None` leaves the scan
+/// as it is. Projections, filters and limits are kept.
+pub(crate) fn replace_input_scans(
+    plan: datafusion::logical_expr::LogicalPlan,
+    inputs: &Inputs,
+    with: impl Fn(
+        &tributary_catalog::ObjectName,
+        &CatalogObject,
+        Arc<dyn datafusion::catalog::TableProvider>,
+    ) -> Result<Option<Arc<dyn datafusion::catalog::TableProvider>>>,
+) -> Result<datafusion::logical_expr::LogicalPlan> {
+    use datafusion::common::tree_node::{Transformed, TreeNode};
+    use datafusion::logical_expr::LogicalPlan;
+    let replaced = plan.transform_up(|node| {
+        let LogicalPlan::TableScan(scan) = node else {
+            return Ok(Transformed::no(node));
+        };
+        let found = inputs.iter().find(|(name, _)| {
+            scan.table_name.table() == name.name
+                && scan.table_name.schema().is_none_or(|s| s == name.schema)
+        });
+        let Some((name, (input, _))) = found else {
+            return Ok(Transformed::no(LogicalPlan::TableScan(scan)));
+        };
+        let current = datafusion::datasource::source_as_provider(&scan.source)?;
+        match with(name, input, current)
+            .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?
+        {
+            Some(provider) => Ok(Transformed::yes(scan_of(&scan, provider)?)),
+            None => Ok(Transformed::no(LogicalPlan::TableScan(scan))),
+        }
+    })?;
+    Ok(replaced.data)
 }
 
 /// The same scan (projection, filters, limit) reading another provider.

@@ -596,43 +596,28 @@ pub(crate) async fn pin_cursors(
     inputs: &BTreeMap<ObjectName, (CatalogObject, Option<i64>)>,
     cursors: &BTreeMap<ObjectName, CursorState>,
 ) -> Result<datafusion::logical_expr::LogicalPlan> {
-    use datafusion::common::tree_node::{Transformed, TreeNode};
-    use datafusion::logical_expr::LogicalPlan;
     if cursors.is_empty() {
         return Ok(plan);
     }
-    let pinned = plan.transform_up(|node| {
-        let LogicalPlan::TableScan(scan) = node else {
-            return Ok(Transformed::no(node));
-        };
-        let found = inputs.iter().find(|(name, _)| {
-            scan.table_name.table() == name.name
-                && scan.table_name.schema().is_none_or(|s| s == name.schema)
-        });
-        let Some((name, (input, _))) = found else {
-            return Ok(Transformed::no(LogicalPlan::TableScan(scan)));
-        };
+    crate::refresh::replace_input_scans(plan, inputs, |name, input, base| {
         let (Some(now), Ok(spec)) = (
             cursors.get(name),
             PostgresSourceSpec::from_options(&input.options),
         ) else {
-            return Ok(Transformed::no(LogicalPlan::TableScan(scan)));
+            return Ok(None);
         };
         let Some(cursor) = spec.cursor else {
-            return Ok(Transformed::no(LogicalPlan::TableScan(scan)));
+            return Ok(None);
         };
-        let base = datafusion::datasource::source_as_provider(&scan.source)?;
-        let view = filtered(state, base, &cursor, None, now.cursor.as_deref(), true)
-            .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
-        let source = datafusion::datasource::provider_as_source(view);
-        let new = datafusion::logical_expr::TableScanBuilder::new(scan.table_name.clone(), source)
-            .with_projection(scan.projection.clone())
-            .with_filters(scan.filters.clone())
-            .with_fetch(scan.fetch)
-            .build()?;
-        Ok(Transformed::yes(LogicalPlan::TableScan(new)))
-    })?;
-    Ok(pinned.data)
+        Ok(Some(filtered(
+            state,
+            base,
+            &cursor,
+            None,
+            now.cursor.as_deref(),
+            true,
+        )?))
+    })
 }
 
 /// DataFusion's optimizer rules with federation last, wrapped so it never federates across an
