@@ -8,12 +8,16 @@
 
 mod error;
 mod objects;
+mod quality;
 mod runs;
 mod secrets;
 mod store;
 
 pub use error::{Error, Result};
 pub use objects::{CatalogObject, ColumnDef, NewObject, ObjectKind, ObjectName};
+pub use quality::{
+    DataTest, NewTest, NewTestResult, Severity, TestFailure, TestResult, TestStatus,
+};
 pub use runs::{Run, RunOutcome, RunStatus};
 pub use secrets::{Connection, Secret, SecretSource, SecretValue};
 pub use store::{Catalog, ColumnEdge};

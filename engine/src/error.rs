@@ -50,6 +50,10 @@ pub enum Error {
         #[source]
         source: Box<Error>,
     },
+    /// A data test found failing rows in a refresh's new version (write-audit-publish);
+    /// `kind` is the test's kind (`unique`, `not_null`, ...), which picks the SQLSTATE.
+    #[error("{message}")]
+    TestFailed { kind: String, message: String },
     #[error(transparent)]
     Catalog(tributary_catalog::Error),
     #[error("{}", clean_datafusion_message(.0))]

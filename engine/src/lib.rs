@@ -19,6 +19,7 @@ pub mod names;
 pub mod planning;
 pub mod project;
 pub mod provider;
+pub mod quality;
 pub mod refresh;
 pub mod schedule;
 pub mod secrets;

@@ -20,6 +20,9 @@ pub trait EngineMetrics: Send + Sync {
 
     /// A catalog commit that publishes a new Delta version took `elapsed`.
     fn catalog_commit(&self, elapsed: Duration);
+
+    /// Data test `test` on `object` ran with `status` (`pass`, `fail`, `warn`, `error`).
+    fn test_finished(&self, test: &str, object: &str, status: &str);
 }
 
 static SINK: OnceLock<&'static dyn EngineMetrics> = OnceLock::new();
@@ -52,5 +55,11 @@ pub(crate) fn delta_commit(elapsed: Duration) {
 pub(crate) fn catalog_commit(elapsed: Duration) {
     if let Some(sink) = sink() {
         sink.catalog_commit(elapsed);
+    }
+}
+
+pub(crate) fn test_finished(test: &str, object: &impl std::fmt::Display, status: &str) {
+    if let Some(sink) = sink() {
+        sink.test_finished(test, &object.to_string(), status);
     }
 }

@@ -220,6 +220,10 @@ impl Session {
                 crate::ddl::create_postgres_source(self, s, &prepared.text).await
             }
             Statement::DropGlobal(d) => crate::secrets::drop_global(self, d).await,
+            Statement::CreateTest(t) => crate::quality::create_test(self, t, &prepared.text).await,
+            Statement::DropTests(d) => crate::quality::drop_tests(self, d),
+            Statement::RunTests(on) => crate::quality::run_tests(self, on).await,
+            Statement::ShowTests => crate::quality::show_tests(self),
             Statement::CommentOn { name, comment } => {
                 crate::ddl::comment_on(self, ast::CommentObject::Table, &name, comment.as_deref())
             }

@@ -1,4 +1,5 @@
-//! The HTTP listener: `/health` for load balancers and tests, `/metrics` for Prometheus.
+//! The HTTP listener: `/health` for load balancers and tests, `/metrics` for Prometheus, and
+//! the documentation site (`/`, see `docs`).
 
 use axum::Router;
 use axum::extract::State;
@@ -12,6 +13,7 @@ pub async fn serve(listener: TcpListener, engine: Engine) -> std::io::Result<()>
     let app = Router::new()
         .route("/health", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
+        .merge(crate::docs::routes())
         .with_state(engine);
     axum::serve(listener, app).await
 }

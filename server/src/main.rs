@@ -3,6 +3,7 @@
 
 mod apply;
 mod config;
+mod docs;
 mod http;
 mod metrics;
 mod pg;

@@ -53,6 +53,7 @@ pub struct Metrics {
     connections: IntGauge,
     bytes_sent: IntCounter,
     scheduler_queue: IntGauge,
+    test_runs: IntCounterVec,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -182,6 +183,17 @@ impl Metrics {
                 )
                 .expect("valid metric"),
             ),
+            test_runs: register(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "tributary_test_runs_total",
+                        "Data test executions (after refreshes and by RUN TESTS), by outcome: pass, fail, warn, error.",
+                    ),
+                    &["test", "model", "status"],
+                )
+                .expect("valid metric"),
+            ),
             registry,
         }
     }
@@ -217,6 +229,12 @@ impl Metrics {
         families.extend(
             staleness(engine)
                 .await
+                .into_iter()
+                .flat_map(|g| g.collect())
+                .filter(|f| !f.get_metric().is_empty()),
+        );
+        families.extend(
+            test_outcomes(engine)
                 .into_iter()
                 .flat_map(|g| g.collect())
                 .filter(|f| !f.get_metric().is_empty()),
@@ -285,7 +303,57 @@ async fn staleness(engine: &Engine) -> Vec<GaugeVec> {
     vec![model, model_objective, source, source_objective]
 }
 
+/// Each test's latest outcome: `tributary_test_failing` (1 when its latest execution failed,
+/// warned or could not run) and `tributary_test_failing_rows`, labelled with the test, its
+/// model and its severity (alerts page on `error` tests only).
+fn test_outcomes(engine: &Engine) -> Vec<GaugeVec> {
+    let labels = ["test", "model", "severity"];
+    let failing = GaugeVec::new(
+        Opts::new(
+            "tributary_test_failing",
+            "1 when the test's latest execution found failing rows or could not run, else 0.",
+        ),
+        &labels,
+    )
+    .expect("valid metric");
+    let rows = GaugeVec::new(
+        Opts::new(
+            "tributary_test_failing_rows",
+            "Failing rows the test's latest execution found.",
+        ),
+        &labels,
+    )
+    .expect("valid metric");
+    let outcomes = match tributary_engine::quality::latest_outcomes(engine.catalog()) {
+        Ok(outcomes) => outcomes,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read test results for metrics");
+            return Vec::new();
+        }
+    };
+    for (test, model, result) in outcomes {
+        let values = [
+            test.name.as_str(),
+            model.as_deref().unwrap_or(""),
+            test.severity.as_str(),
+        ];
+        let bad = result.status != tributary_catalog::TestStatus::Pass;
+        failing
+            .with_label_values(&values)
+            .set(if bad { 1.0 } else { 0.0 });
+        rows.with_label_values(&values)
+            .set(result.failing_rows as f64);
+    }
+    vec![failing, rows]
+}
+
 impl tributary_engine::metrics::EngineMetrics for Metrics {
+    fn test_finished(&self, test: &str, model: &str, status: &str) {
+        self.test_runs
+            .with_label_values(&[test, model, status])
+            .inc();
+    }
+
     fn refresh_finished(&self, model: &str, outcome: &RunOutcome, elapsed: Duration) {
         let status = outcome.status.map(|s| s.as_str()).unwrap_or("succeeded");
         let strategy = outcome.strategy.as_deref().unwrap_or("none");

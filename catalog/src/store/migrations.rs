@@ -82,6 +82,52 @@ const STEPS: &[&str] = &[
      CREATE INDEX column_lineage_object ON column_lineage (object_id);
      CREATE INDEX column_lineage_upstream ON column_lineage (upstream_id);
      ALTER TABLE objects ADD COLUMN lineage_at TEXT;",
+    // 6: data tests (see quality.rs), the objects each reads, every execution's outcome, and
+    // the failing rows of each test's latest execution.
+    "CREATE TABLE tests (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        object_id INTEGER REFERENCES objects(id),
+        kind TEXT NOT NULL,
+        columns TEXT NOT NULL,
+        sql TEXT NOT NULL,
+        query TEXT NOT NULL,
+        default_schema TEXT NOT NULL,
+        severity TEXT NOT NULL,
+        store_failures INTEGER NOT NULL,
+        failures_limit INTEGER NOT NULL,
+        created_at TEXT NOT NULL
+     );
+     CREATE TABLE test_reads (
+        test_id INTEGER NOT NULL REFERENCES tests(id),
+        object_id INTEGER NOT NULL REFERENCES objects(id),
+        PRIMARY KEY (test_id, object_id)
+     );
+     CREATE INDEX test_reads_object ON test_reads (object_id);
+     CREATE TABLE test_results (
+        id INTEGER PRIMARY KEY,
+        test_id INTEGER NOT NULL,
+        test_name TEXT NOT NULL,
+        object_name TEXT NOT NULL,
+        run_id INTEGER,
+        delta_version INTEGER,
+        status TEXT NOT NULL,
+        severity TEXT NOT NULL,
+        failing_rows INTEGER NOT NULL,
+        scope TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        duration_ms INTEGER NOT NULL,
+        error TEXT
+     );
+     CREATE INDEX test_results_test ON test_results (test_id, id);
+     CREATE TABLE test_failures (
+        result_id INTEGER NOT NULL,
+        test_id INTEGER NOT NULL,
+        test_name TEXT NOT NULL,
+        row_number INTEGER NOT NULL,
+        row_json TEXT NOT NULL
+     );
+     CREATE INDEX test_failures_test ON test_failures (test_id);",
 ];
 
 pub(super) fn apply(conn: &mut Connection) -> Result<()> {

@@ -3,6 +3,7 @@
 
 mod lineage;
 mod migrations;
+mod quality;
 mod secrets;
 
 pub use lineage::ColumnEdge;
@@ -248,6 +249,7 @@ impl Catalog {
         for &id in ids {
             tx.execute("DELETE FROM dependencies WHERE object_id = ?1", [id])?;
             lineage::forget(&tx, id)?;
+            quality::forget_object(&tx, id)?;
         }
         for &id in ids {
             tx.execute("DELETE FROM objects WHERE id = ?1", [id])?;

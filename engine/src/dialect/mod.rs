@@ -4,6 +4,7 @@
 //! sqlparser's own primitives so names, options and queries follow exactly the same rules as
 //! the rest of the SQL.
 
+mod quality;
 mod statements;
 
 use std::any::TypeId;
@@ -13,6 +14,7 @@ use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::{Parser, ParserError};
 use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 
+pub use quality::{CreateTest, DropTests, Expectation};
 pub use statements::{
     CreateConnection, CreateModel, CreatePostgresSource, CreateSecret, CreateSource, DropGlobal,
     DropObjects, GlobalKind, ObjectKindSyntax, Refresh, SourceFormat, SourceFrom, Statement,

@@ -41,6 +41,11 @@ pub enum Statement {
         name: ObjectName,
         comment: Option<String>,
     },
+    CreateTest(super::quality::CreateTest),
+    DropTests(super::quality::DropTests),
+    /// `RUN TESTS [ON name]`
+    RunTests(Option<ObjectName>),
+    ShowTests,
 }
 
 /// The object kinds as they are spelled in statements.
@@ -211,7 +216,7 @@ pub fn parse_statement(sql: &str) -> Result<Statement, ParserError> {
     Ok(stmt)
 }
 
-fn word_is(p: &Parser, n: usize, word: &str) -> bool {
+pub(super) fn word_is(p: &Parser, n: usize, word: &str) -> bool {
     match &p.peek_nth_token(n).token {
         Token::Word(w) => w.quote_style.is_none() && w.value.eq_ignore_ascii_case(word),
         _ => false,
@@ -219,6 +224,9 @@ fn word_is(p: &Parser, n: usize, word: &str) -> bool {
 }
 
 fn parse_tributary(p: &mut Parser, sql: &str) -> Result<Option<Statement>, ParserError> {
+    if let Some(stmt) = parse_test_statement(p, sql)? {
+        return Ok(Some(stmt));
+    }
     if word_is(p, 0, "create") {
         let or_replace = word_is(p, 1, "or") && word_is(p, 2, "replace");
         let at = if or_replace { 3 } else { 1 };
@@ -398,7 +406,37 @@ fn parse_tributary(p: &mut Parser, sql: &str) -> Result<Option<Statement>, Parse
     Ok(None)
 }
 
-fn advance(p: &mut Parser, n: usize) {
+/// `CREATE TEST`, `DROP TEST`, `RUN TESTS`, `SHOW TESTS` (see `quality`).
+fn parse_test_statement(p: &mut Parser, sql: &str) -> Result<Option<Statement>, ParserError> {
+    use super::quality;
+    if word_is(p, 0, "create") && word_is(p, 1, "test") {
+        advance(p, 2);
+        return quality::parse_create_test(p, sql).map(|t| Some(Statement::CreateTest(t)));
+    }
+    if word_is(p, 0, "drop") && word_is(p, 1, "test") {
+        advance(p, 2);
+        return quality::parse_drop_tests(p).map(|d| Some(Statement::DropTests(d)));
+    }
+    if word_is(p, 0, "run") && word_is(p, 1, "tests") {
+        advance(p, 2);
+        let on = if p.parse_keyword(Keyword::ON) {
+            Some(p.parse_object_name(false)?)
+        } else {
+            None
+        };
+        return Ok(Some(Statement::RunTests(on)));
+    }
+    if word_is(p, 0, "show")
+        && word_is(p, 1, "tests")
+        && matches!(p.peek_nth_token(2).token, Token::EOF | Token::SemiColon)
+    {
+        advance(p, 2);
+        return Ok(Some(Statement::ShowTests));
+    }
+    Ok(None)
+}
+
+pub(super) fn advance(p: &mut Parser, n: usize) {
     for _ in 0..n {
         p.next_token();
     }
@@ -620,7 +658,9 @@ fn parse_create_connection(
 }
 
 /// `WITH (key = value, ...)` as lower-cased keys and plain string values.
-fn options_map(options: Vec<SqlOption>) -> Result<BTreeMap<String, String>, ParserError> {
+pub(super) fn options_map(
+    options: Vec<SqlOption>,
+) -> Result<BTreeMap<String, String>, ParserError> {
     let mut out = BTreeMap::new();
     for option in options {
         let SqlOption::KeyValue { key, value } = option else {
@@ -650,7 +690,7 @@ fn option_value(value: &Expr) -> Result<String, ParserError> {
     })
 }
 
-fn text_between(
+pub(super) fn text_between(
     sql: &str,
     start: datafusion::sql::sqlparser::tokenizer::Location,
     end: datafusion::sql::sqlparser::tokenizer::Location,

@@ -161,6 +161,25 @@ pub async fn bookmarks(table: &DeltaTable) -> BTreeMap<String, serde_json::Value
         .unwrap_or_default()
 }
 
+/// The input bookmarks recorded with commit `version` of `table` (read from that commit's
+/// log entry, whatever version `table` has loaded).
+pub async fn bookmarks_at(
+    table: &DeltaTable,
+    version: i64,
+) -> Result<BTreeMap<String, serde_json::Value>> {
+    let Some(bytes) = table.log_store().read_commit_entry(version as u64).await? else {
+        return Ok(BTreeMap::new());
+    };
+    for action in get_actions(version as u64, &bytes)? {
+        if let Action::CommitInfo(info) = action
+            && let Some(inputs) = info.info.get(INPUTS_KEY).and_then(|i| i.as_object())
+        {
+            return Ok(inputs.iter().map(|(k, v)| (k.clone(), v.clone())).collect());
+        }
+    }
+    Ok(BTreeMap::new())
+}
+
 /// How `input` changed since `bookmark`.
 pub(crate) async fn change_of(
     engine: &EngineInner,
@@ -276,7 +295,25 @@ pub(crate) async fn changed_rows(
     rows: FeedRows,
     like: &Arc<dyn TableProvider>,
 ) -> Result<Arc<dyn TableProvider>> {
-    let provider = change_feed(engine, input, (from, to)).await?;
+    let table = engine.published_table(input).await?;
+    feed_rows(state, &table, (from, to), rows, like)
+        .await
+        .map_err(|e| match e {
+            Error::Internal(m) => Error::Internal(format!("\"{}\": {m}", input.name)),
+            other => other,
+        })
+}
+
+/// The rows of `table`'s change feed in versions `from + 1 ..= to` that `rows` selects, with
+/// the columns and types of `like`.
+pub(crate) async fn feed_rows(
+    state: &SessionState,
+    table: &DeltaTable,
+    (from, to): (i64, i64),
+    rows: FeedRows,
+    like: &Arc<dyn TableProvider>,
+) -> Result<Arc<dyn TableProvider>> {
+    let provider = cdf_provider(table, (from, to))?;
     let ctx = SessionContext::new_with_state(state.clone());
     let columns = like
         .schema()
@@ -290,10 +327,9 @@ pub(crate) async fn changed_rows(
     }
     let plan = feed.select(columns)?.into_unoptimized_plan();
     if plan.schema().fields().len() != like.schema().fields().len() {
-        return Err(Error::Internal(format!(
-            "change feed of \"{}\" has other columns than the table",
-            input.name
-        )));
+        return Err(Error::Internal(
+            "its change feed has other columns than the table".into(),
+        ));
     }
     Ok(Arc::new(ViewTable::new(plan, None)))
 }
@@ -305,7 +341,12 @@ async fn change_feed(
     (from, to): (i64, i64),
 ) -> Result<Arc<DeltaCdfTableProvider>> {
     let table = engine.published_table(input).await?;
+    cdf_provider(&table, (from, to))
+}
+
+fn cdf_provider(table: &DeltaTable, (from, to): (i64, i64)) -> Result<Arc<DeltaCdfTableProvider>> {
     let cdf = table
+        .clone()
         .scan_cdf()
         .with_starting_version((from + 1) as u64)
         .with_ending_version(to as u64);

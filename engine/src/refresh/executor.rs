@@ -182,6 +182,7 @@ async fn run(
             inputs: inputs_json,
         });
     }
+    let before = crate::quality::publish::Before::of(&table).await;
     let counter = counting::RowCounter::default();
     let lateness = match choice.strategy {
         strategy::Strategy::Full => None,
@@ -231,7 +232,15 @@ async fn run(
             .await?;
             match keywise {
                 keyed::KeyWise::Merged(merged) => {
-                    let version = engine.publish(object, merged.table)?;
+                    let version = crate::quality::publish::publish_audited(
+                        engine,
+                        object,
+                        merged.table,
+                        &before,
+                        false,
+                        run_id,
+                    )
+                    .await?;
                     return Ok(Done {
                         strategy: choice.strategy,
                         reason: format!("{} ({} keys)", choice.reason, merged.keys),
@@ -264,7 +273,10 @@ async fn run(
         Err(e) => return Err(explain_read_error(engine, &state, &plan, e.into()).await),
     };
     let rows = delta::last_commit_rows(&table).await.unwrap_or(0);
-    let version = engine.publish(object, table)?;
+    let appended = mode == SaveMode::Append;
+    let version =
+        crate::quality::publish::publish_audited(engine, object, table, &before, appended, run_id)
+            .await?;
     Ok(Done {
         strategy,
         reason,

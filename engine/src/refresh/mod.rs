@@ -14,7 +14,7 @@ mod plans;
 pub mod strategy;
 
 pub use executor::refresh_one;
-pub(crate) use plans::replace_input_scans;
+pub(crate) use plans::{replace_input_scans, scan_of};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -277,12 +277,12 @@ where
                 .upstream_models(id)
                 .into_iter()
                 .find_map(|up| failed.get(&up).cloned());
-            if let Some(up_name) = failed_up {
-                let reason = format!("upstream model \"{up_name}\" failed");
+            if let Some(why) = failed_up {
+                let reason = format!("upstream model {why}");
                 engine
                     .catalog()
                     .skip_run(object, &trigger_of(id), &reason)?;
-                failed.insert(id, up_name);
+                failed.insert(id, why);
                 continue;
             }
             runnable.push(object.clone());
@@ -291,7 +291,11 @@ where
             futures::future::join_all(runnable.iter().map(|object| run(object.clone()))).await;
         for (object, result) in runnable.iter().zip(results) {
             if let Err(e) = result {
-                failed.insert(object.id, object.name.to_string());
+                // Skipped dependents say which model failed and why (a failing test, say).
+                failed.insert(
+                    object.id,
+                    format!("\"{}\" failed: {}", object.name, e.root()),
+                );
                 if first_error.is_none() {
                     first_error = Some(e);
                 }
@@ -335,7 +339,16 @@ pub(crate) async fn recover(engine: &Engine) -> Result<()> {
                 -1
             });
         if latest > published {
-            if let Some(run_id) = commit_run_id(&table, latest).await {
+            let run_id = commit_run_id(&table, latest).await;
+            // A refresh commit whose tests never ran is undone, not published.
+            if object.kind == ObjectKind::Model
+                && run_id.is_some()
+                && crate::quality::publish::undo_unaudited(inner, &object, table.clone()).await?
+            {
+                tracing::info!(object = %object.name, latest, published, "undid a commit that landed before its tests ran");
+                continue;
+            }
+            if let Some(run_id) = run_id {
                 committed_runs.insert(run_id, latest);
             }
             tracing::info!(object = %object.name, latest, published, "publishing a commit that landed before a restart");

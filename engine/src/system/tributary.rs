@@ -22,6 +22,9 @@ pub const TABLES: &[&str] = &[
     "freshness",
     "secrets",
     "connections",
+    "tests",
+    "test_results",
+    "test_failures",
 ];
 
 /// Builds one system table, or `None` if there is no such table.
@@ -36,6 +39,9 @@ pub fn build(catalog: &Catalog, table: &str) -> Result<Option<RecordBatch>> {
         "runs" => runs(catalog)?,
         "secrets" => crate::secrets::secrets_table(catalog)?,
         "connections" => crate::secrets::connections_table(catalog)?,
+        "tests" => crate::quality::tests_table(catalog)?,
+        "test_results" => crate::quality::results_table(catalog)?,
+        "test_failures" => crate::quality::failures_table(catalog)?,
         _ => return Ok(None),
     }))
 }

@@ -32,6 +32,13 @@ pub fn sqlstate(e: &Error) -> &'static str {
         Error::InsufficientPrivilege(_) => "42501",
         Error::Cancelled | Error::StatementTimeout => "57014",
         Error::RefreshFailed { source, .. } => sqlstate(source),
+        Error::TestFailed { kind, .. } => match kind.as_str() {
+            "unique" => "23505",
+            "not_null" => "23502",
+            "references" => "23503",
+            "error" => "23000",
+            _ => "23514",
+        },
         Error::Catalog(c) => match c {
             tributary_catalog::Error::Duplicate { .. } => "42P07",
             tributary_catalog::Error::NotFound { .. } => "42704",

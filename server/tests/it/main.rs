@@ -4,6 +4,8 @@ mod support;
 
 mod apply;
 mod auth;
+mod data_tests;
+mod docs_site;
 mod housekeeping;
 mod http_source;
 mod incremental;

@@ -1,0 +1,266 @@
+//! Data tests (SQL.md, "Tests"): `CREATE TEST`, `DROP TEST`, `RUN TESTS`, `SHOW TESTS`, the
+//! `tributary.tests`, `test_results` and `test_failures` tables, and write-audit-publish
+//! (`publish`), which runs a model's tests on every new version before readers see it.
+
+mod check;
+pub mod definition;
+pub(crate) mod publish;
+
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::sql::sqlparser::ast;
+use tributary_catalog::{Catalog, DataTest, NewTest};
+
+use crate::dialect::{CreateTest, DropTests, Expectation};
+use crate::error::{Error, Result};
+use crate::session::{Output, Session};
+use crate::system::{Col, RowsBuilder};
+use crate::{names, planning};
+
+/// `CREATE TEST`: compiles the expectation, plans the query (so unknown objects and columns
+/// are refused now, not at the next refresh), and records the test. It first runs with the
+/// next refresh of a model it reads, or with `RUN TESTS`.
+pub async fn create_test(session: &mut Session, test: CreateTest, text: &str) -> Result<Output> {
+    let catalog = session.engine.catalog();
+    let name = names::ident(&test.name);
+    if catalog.test(&name)?.is_some() {
+        if test.if_not_exists {
+            return Ok(Output::Command("CREATE TEST".into()));
+        }
+        return Err(Error::DuplicateObject { kind: "test", name });
+    }
+    let on = match &test.on {
+        Some(on) => Some(session.resolve(on, "relation")?),
+        None => None,
+    };
+    let target = match &test.expectation {
+        Expectation::References { target, .. } => Some(session.resolve(target, "relation")?),
+        _ => None,
+    };
+    let compiled = definition::compile(
+        &test,
+        on.as_ref().map(|o| &o.name),
+        target.as_ref().map(|t| &t.name),
+    )?;
+    let default_schema = session.current_schema();
+    let state = planning::state_in_schema(session.engine.inner.base_state(), Some(&default_schema));
+    let plan = planning::plan_query_text(&state, &compiled.query).await?;
+    let mut reads = Vec::new();
+    for input in planning::plan_inputs(&plan, &default_schema) {
+        if let Some(object) = catalog.object(&input)? {
+            reads.push(object.id);
+        }
+    }
+    if let Some(on) = &on
+        && !reads.contains(&on.id)
+    {
+        reads.push(on.id);
+    }
+    catalog.create_test(&NewTest {
+        name,
+        object_id: on.as_ref().map(|o| o.id),
+        kind: compiled.kind.into(),
+        columns: compiled.columns,
+        sql: text.to_string(),
+        query: compiled.query,
+        default_schema,
+        severity: compiled.severity,
+        store_failures: compiled.store_failures,
+        failures_limit: compiled.failures_limit,
+        reads,
+    })?;
+    Ok(Output::Command("CREATE TEST".into()))
+}
+
+/// `DROP TEST [IF EXISTS] name, ...`
+pub fn drop_tests(session: &mut Session, drop: DropTests) -> Result<Output> {
+    let catalog = session.engine.catalog();
+    for name in &drop.names {
+        let name = names::ident(name);
+        match catalog.drop_test(&name) {
+            Ok(()) => {}
+            Err(tributary_catalog::Error::NotFound { .. }) if drop.if_exists => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(Output::Command("DROP TEST".into()))
+}
+
+/// `RUN TESTS [ON name]`: runs the tests (all, or those on or reading `name`) against what is
+/// published now, records each result, and returns one row per test. Failing tests are rows
+/// with status `fail`, not an error: the statement reports, refreshes gate.
+pub async fn run_tests(session: &mut Session, on: Option<ast::ObjectName>) -> Result<Output> {
+    let engine = &session.engine.inner;
+    let catalog = &engine.catalog;
+    let tests = match &on {
+        Some(name) => {
+            let object = session.resolve(name, "relation")?;
+            catalog.tests_reading(object.id)?
+        }
+        None => catalog.tests()?,
+    };
+    let mut b = RowsBuilder::new(&[
+        ("test", Col::Text),
+        ("object", Col::Text),
+        ("kind", Col::Text),
+        ("severity", Col::Text),
+        ("status", Col::Text),
+        ("failing_rows", Col::Int),
+        ("scope", Col::Text),
+        ("duration_ms", Col::Int),
+        ("error", Col::Text),
+    ]);
+    for test in &tests {
+        let object = match test.object_id {
+            Some(id) => catalog.object_by_id(id)?,
+            None => None,
+        };
+        let version = object.as_ref().and_then(|o| o.published_version);
+        let result = check::execute(engine, test, None, None, version).await;
+        catalog.record_test_result(test, &result)?;
+        let object_name = object.as_ref().map(|o| o.name.to_string());
+        crate::metrics::test_finished(
+            &test.name,
+            &object_name.clone().unwrap_or_default(),
+            result.status.as_str(),
+        );
+        b.text(Some(&test.name))
+            .text(object_name.as_deref())
+            .text(Some(&test.kind))
+            .text(Some(test.severity.as_str()))
+            .text(Some(result.status.as_str()))
+            .int(Some(result.failing_rows))
+            .text(Some(&result.scope))
+            .int(Some(result.duration_ms))
+            .text(result.error.as_deref());
+    }
+    crate::ddl::rows_output(b.finish()?)
+}
+
+/// `SHOW TESTS`: every test with its last outcome.
+pub fn show_tests(session: &Session) -> Result<Output> {
+    crate::ddl::rows_output(tests_table(session.engine.catalog())?)
+}
+
+fn object_names(catalog: &Catalog) -> Result<std::collections::HashMap<i64, String>> {
+    Ok(catalog
+        .objects()?
+        .into_iter()
+        .map(|o| (o.id, o.name.to_string()))
+        .collect())
+}
+
+/// `tributary.tests`: one row per test, with its last outcome.
+pub fn tests_table(catalog: &Catalog) -> Result<RecordBatch> {
+    let names = object_names(catalog)?;
+    let latest: std::collections::HashMap<i64, tributary_catalog::TestResult> = catalog
+        .latest_test_results()?
+        .into_iter()
+        .map(|r| (r.test_id, r))
+        .collect();
+    let mut b = RowsBuilder::new(&[
+        ("name", Col::Text),
+        ("object", Col::Text),
+        ("kind", Col::Text),
+        ("columns", Col::Text),
+        ("severity", Col::Text),
+        ("store_failures", Col::Bool),
+        ("failures_limit", Col::Int),
+        ("query", Col::Text),
+        ("definition", Col::Text),
+        ("created_at", Col::Timestamp),
+        ("last_status", Col::Text),
+        ("last_failing_rows", Col::Int),
+        ("last_run_at", Col::Timestamp),
+    ]);
+    for t in catalog.tests()? {
+        let last = latest.get(&t.id);
+        let object = t.object_id.and_then(|id| names.get(&id));
+        let columns = (!t.columns.is_empty()).then(|| t.columns.join(", "));
+        b.text(Some(&t.name))
+            .text(object.map(String::as_str))
+            .text(Some(&t.kind))
+            .text(columns.as_deref())
+            .text(Some(t.severity.as_str()))
+            .bool(Some(t.store_failures))
+            .int(Some(t.failures_limit))
+            .text(Some(&t.query))
+            .text(Some(&t.sql))
+            .timestamp(Some(&t.created_at))
+            .text(last.map(|r| r.status.as_str()))
+            .int(last.map(|r| r.failing_rows))
+            .timestamp(last.map(|r| r.started_at.as_str()));
+    }
+    b.finish()
+}
+
+/// `tributary.test_results`: every execution, by refresh run or `RUN TESTS`.
+pub fn results_table(catalog: &Catalog) -> Result<RecordBatch> {
+    let mut b = RowsBuilder::new(&[
+        ("result_id", Col::Int),
+        ("test", Col::Text),
+        ("object", Col::Text),
+        ("run_id", Col::Int),
+        ("delta_version", Col::Int),
+        ("status", Col::Text),
+        ("severity", Col::Text),
+        ("failing_rows", Col::Int),
+        ("scope", Col::Text),
+        ("started_at", Col::Timestamp),
+        ("duration_ms", Col::Int),
+        ("error", Col::Text),
+    ]);
+    for r in catalog.test_results()? {
+        b.int(Some(r.id))
+            .text(Some(&r.test_name))
+            .text((!r.object_name.is_empty()).then_some(r.object_name.as_str()))
+            .int(r.run_id)
+            .int(r.delta_version)
+            .text(Some(r.status.as_str()))
+            .text(Some(r.severity.as_str()))
+            .int(Some(r.failing_rows))
+            .text(Some(&r.scope))
+            .timestamp(Some(&r.started_at))
+            .int(Some(r.duration_ms))
+            .text(r.error.as_deref());
+    }
+    b.finish()
+}
+
+/// `tributary.test_failures`: the failing rows of each test's latest failing execution, as
+/// JSON objects, at most the test's `failures_limit`.
+pub fn failures_table(catalog: &Catalog) -> Result<RecordBatch> {
+    let mut b = RowsBuilder::new(&[
+        ("result_id", Col::Int),
+        ("test", Col::Text),
+        ("row_number", Col::Int),
+        ("row", Col::Text),
+    ]);
+    for f in catalog.test_failures()? {
+        b.int(Some(f.result_id))
+            .text(Some(&f.test_name))
+            .int(Some(f.row_number))
+            .text(Some(&f.row_json));
+    }
+    b.finish()
+}
+
+/// The latest outcome of every test, for metrics: (test, object, severity, failing?, rows).
+pub fn latest_outcomes(
+    catalog: &Catalog,
+) -> Result<Vec<(DataTest, Option<String>, tributary_catalog::TestResult)>> {
+    let names = object_names(catalog)?;
+    let latest: std::collections::HashMap<i64, tributary_catalog::TestResult> = catalog
+        .latest_test_results()?
+        .into_iter()
+        .map(|r| (r.test_id, r))
+        .collect();
+    Ok(catalog
+        .tests()?
+        .into_iter()
+        .filter_map(|t| {
+            let result = latest.get(&t.id)?.clone();
+            let object = t.object_id.and_then(|id| names.get(&id).cloned());
+            Some((t, object, result))
+        })
+        .collect())
+}
