@@ -149,14 +149,21 @@ fn object_names(catalog: &Catalog) -> Result<std::collections::HashMap<i64, Stri
         .collect())
 }
 
-/// `tributary.tests`: one row per test, with its last outcome.
-pub fn tests_table(catalog: &Catalog) -> Result<RecordBatch> {
-    let names = object_names(catalog)?;
-    let latest: std::collections::HashMap<i64, tributary_catalog::TestResult> = catalog
+/// The latest execution of each test, by test id.
+pub(crate) fn latest_results(
+    catalog: &Catalog,
+) -> Result<std::collections::HashMap<i64, tributary_catalog::TestResult>> {
+    Ok(catalog
         .latest_test_results()?
         .into_iter()
         .map(|r| (r.test_id, r))
-        .collect();
+        .collect())
+}
+
+/// `tributary.tests`: one row per test, with its last outcome.
+pub fn tests_table(catalog: &Catalog) -> Result<RecordBatch> {
+    let names = object_names(catalog)?;
+    let latest = latest_results(catalog)?;
     let mut b = RowsBuilder::new(&[
         ("name", Col::Text),
         ("object", Col::Text),
@@ -249,11 +256,7 @@ pub fn latest_outcomes(
     catalog: &Catalog,
 ) -> Result<Vec<(DataTest, Option<String>, tributary_catalog::TestResult)>> {
     let names = object_names(catalog)?;
-    let latest: std::collections::HashMap<i64, tributary_catalog::TestResult> = catalog
-        .latest_test_results()?
-        .into_iter()
-        .map(|r| (r.test_id, r))
-        .collect();
+    let latest = latest_results(catalog)?;
     Ok(catalog
         .tests()?
         .into_iter()

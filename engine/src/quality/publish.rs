@@ -5,7 +5,7 @@
 //! starts from what was published, not from the rejected commit), and fails the refresh with
 //! an integrity error naming the test. A failing `warn` test publishes and is recorded.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use deltalake::DeltaTable;
 use serde_json::json;
@@ -68,12 +68,7 @@ pub(crate) async fn publish_audited(
         ),
         _ => None,
     };
-    let latest: HashMap<i64, tributary_catalog::TestResult> = engine
-        .catalog
-        .latest_test_results()?
-        .into_iter()
-        .map(|r| (r.test_id, r))
-        .collect();
+    let latest = super::latest_results(&engine.catalog)?;
     let mut failed: Vec<(DataTest, i64, Option<String>)> = Vec::new();
     for test in &tests {
         let held_before = latest.get(&test.id).is_some_and(|r| {
