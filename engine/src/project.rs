@@ -22,6 +22,8 @@ pub trait ApplyTarget: Send {
     /// The stored definition (statement text) of an object, if it exists.
     async fn definition(&mut self, name: &ObjectName) -> Result<Option<String>>;
     async fn schema_exists(&mut self, name: &str) -> Result<bool>;
+    /// The stored definition (statement text) of a data test, if it exists.
+    async fn test_definition(&mut self, name: &str) -> Result<Option<String>>;
     /// Runs one statement.
     async fn execute(&mut self, sql: &str) -> Result<()>;
 }
@@ -34,6 +36,10 @@ impl ApplyTarget for Session {
 
     async fn schema_exists(&mut self, name: &str) -> Result<bool> {
         Ok(self.engine.catalog().schema_exists(name)?)
+    }
+
+    async fn test_definition(&mut self, name: &str) -> Result<Option<String>> {
+        Ok(self.engine.catalog().test(name)?.map(|t| t.sql))
     }
 
     async fn execute(&mut self, sql: &str) -> Result<()> {
@@ -109,6 +115,8 @@ enum Defines {
         replaceable: bool,
     },
     Schema(String),
+    /// A data test: replaced (dropped and created) when changed.
+    Test(String),
     /// A write into a table: runs only if this apply created the table.
     WriteInto(ObjectName),
     Other,
@@ -125,6 +133,7 @@ fn classify(statement: &Statement) -> Result<Defines> {
             name: names::object_name(&s.name, schema)?,
             replaceable: false,
         },
+        Statement::CreateTest(t) => Defines::Test(names::ident(&t.name)),
         Statement::Sql(stmt) => match stmt.as_ref() {
             ast::Statement::CreateTable(t) => Defines::Object {
                 name: names::object_name(&t.name, schema)?,
@@ -219,6 +228,26 @@ pub async fn apply(target: &mut dyn ApplyTarget, path: &Path) -> Result<ApplyRep
                             target.execute(&statement_text).await.map_err(in_file)?;
                             report.created.push(name.to_string());
                             created_here.insert(name);
+                        }
+                    }
+                    continue;
+                }
+                Defines::Test(name) => {
+                    let label = format!("test {name}");
+                    match target.test_definition(&name).await.map_err(in_file)? {
+                        Some(existing) if existing.trim() == statement_text.trim() => {
+                            report.unchanged.push(label);
+                        }
+                        Some(_) => {
+                            let drop =
+                                format!("DROP TEST {}", crate::quality::definition::quote(&name));
+                            target.execute(&drop).await.map_err(in_file)?;
+                            target.execute(&statement_text).await.map_err(in_file)?;
+                            report.replaced.push(label);
+                        }
+                        None => {
+                            target.execute(&statement_text).await.map_err(in_file)?;
+                            report.created.push(label);
                         }
                     }
                     continue;

@@ -2,7 +2,9 @@
 //! schemas are the catalog's schemas plus the system schemas (`tributary`, `pg_catalog`).
 //! Tables and models resolve to their *published* Delta version, sources to readers of their
 //! files, views to their planned query. Lookups go to the catalog every time, so every
-//! session sees DDL from every other session at once.
+//! session sees DDL from every other session at once. Code can make names resolve to other
+//! providers for what it runs in a scope ([`with_overrides`]): a refresh's tests read the
+//! version under audit by the model's own name.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock, Weak};
@@ -15,6 +17,19 @@ use tributary_catalog::{ObjectKind, ObjectName};
 
 use crate::engine::EngineInner;
 use crate::system;
+
+tokio::task_local! {
+    static OVERRIDES: HashMap<ObjectName, Arc<dyn TableProvider>>;
+}
+
+/// Runs `work` with each name in `overrides` resolving to its provider instead of the
+/// catalog's (for planning done inside `work`, on this task).
+pub(crate) async fn with_overrides<F: std::future::Future>(
+    overrides: HashMap<ObjectName, Arc<dyn TableProvider>>,
+    work: F,
+) -> F::Output {
+    OVERRIDES.scope(overrides, work).await
+}
 
 /// The DataFusion catalog for the server's one database.
 #[derive(Debug)]
@@ -130,12 +145,12 @@ impl SchemaProvider for UserSchema {
     }
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        let object_name = ObjectName::new(&self.schema, name);
+        if let Ok(Some(provider)) = OVERRIDES.try_with(|o| o.get(&object_name).cloned()) {
+            return Ok(Some(provider));
+        }
         let engine = self.engine()?;
-        let Some(object) = engine
-            .catalog
-            .object(&ObjectName::new(&self.schema, name))
-            .map_err(df_err)?
-        else {
+        let Some(object) = engine.catalog.object(&object_name).map_err(df_err)? else {
             return Ok(None);
         };
         engine.provider_for(&object).await.map(Some).map_err(df_err)

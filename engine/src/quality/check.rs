@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::TableProvider;
-use datafusion::common::tree_node::Transformed;
 use datafusion::logical_expr::{JoinType, LogicalPlan, col, lit};
 use datafusion::prelude::SessionContext;
 use futures::StreamExt;
@@ -103,24 +102,29 @@ async fn failing_rows(
     scope: Scope,
 ) -> Result<(i64, Vec<String>)> {
     let state = planning::state_in_schema(engine.base_state(), Some(&test.default_schema));
-    let plan = planning::plan_query_text(&state, &test.query).await?;
+    // The tested model's name reads the version under audit (or only its appended rows).
+    let mut overrides = std::collections::HashMap::new();
+    if let Some(c) = candidate {
+        let provider = match scope {
+            Scope::NewRows => c
+                .appended
+                .clone()
+                .ok_or_else(|| Error::Internal("a new-rows check without appended rows".into()))?,
+            Scope::All => c.provider.clone(),
+        };
+        overrides.insert(c.name.clone(), provider);
+    }
     let plan = match (candidate, scope) {
         (Some(c), Scope::NewRows) if test.kind == "unique" => {
-            let appended = c
-                .appended
-                .clone()
-                .ok_or_else(|| Error::Internal("a new-rows check without appended rows".into()))?;
-            unique_among_appended(&state, test, c.provider.clone(), appended)?
+            unique_among_appended(&state, test, c.provider.clone(), overrides[&c.name].clone())?
         }
-        (Some(c), Scope::NewRows) => {
-            let appended = c
-                .appended
-                .clone()
-                .ok_or_else(|| Error::Internal("a new-rows check without appended rows".into()))?;
-            point_at(plan, &c.name, &test.default_schema, appended)?
+        _ => {
+            crate::provider::with_overrides(
+                overrides,
+                planning::plan_query_text(&state, &test.query),
+            )
+            .await?
         }
-        (Some(c), Scope::All) => point_at(plan, &c.name, &test.default_schema, c.provider.clone())?,
-        (None, _) => plan,
     };
     let ctx = SessionContext::new_with_state(state);
     let mut stream = ctx
@@ -140,29 +144,6 @@ async fn failing_rows(
         count += batch.num_rows() as i64;
     }
     Ok((count, kept))
-}
-
-/// Every scan of `name` (also inside subqueries) reads `provider` instead.
-fn point_at(
-    plan: LogicalPlan,
-    name: &ObjectName,
-    default_schema: &str,
-    provider: Arc<dyn TableProvider>,
-) -> Result<LogicalPlan> {
-    let replaced = plan.transform_up_with_subqueries(|node| {
-        let LogicalPlan::TableScan(scan) = node else {
-            return Ok(Transformed::no(node));
-        };
-        let schema = scan.table_name.schema().unwrap_or(default_schema);
-        if scan.table_name.table() != name.name || schema != name.schema {
-            return Ok(Transformed::no(LogicalPlan::TableScan(scan)));
-        }
-        Ok(Transformed::yes(crate::refresh::scan_of(
-            &scan,
-            provider.clone(),
-        )?))
-    })?;
-    Ok(replaced.data)
 }
 
 /// UNIQUE after an append to a version where it held: a duplicate must involve a new row, so

@@ -14,7 +14,7 @@ mod plans;
 pub mod strategy;
 
 pub use executor::refresh_one;
-pub(crate) use plans::{replace_input_scans, scan_of};
+pub(crate) use plans::replace_input_scans;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 

@@ -251,7 +251,7 @@ pub(crate) fn replace_input_scans(
 }
 
 /// The same scan (projection, filters, limit) reading another provider.
-pub(crate) fn scan_of(
+pub(super) fn scan_of(
     scan: &datafusion::logical_expr::TableScan,
     provider: Arc<dyn datafusion::catalog::TableProvider>,
 ) -> datafusion::error::Result<datafusion::logical_expr::LogicalPlan> {

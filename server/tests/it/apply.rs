@@ -37,10 +37,26 @@ async fn apply_is_idempotent_and_replaces_changed_models() {
     assert!(ok, "{text}");
     assert!(text.contains("created   marts.daily_cash_flow"), "{text}");
 
+    assert!(
+        text.contains("created   test stg_transaction_id_unique"),
+        "{text}"
+    );
+
     let (ok, text) = apply(&server, &project);
     assert!(ok, "{text}");
     assert!(text.contains("0 created, 0 replaced"), "{text}");
     assert!(text.contains("unchanged marts.daily_cash_flow"), "{text}");
+    assert!(text.contains("unchanged test stg_currency_known"), "{text}");
+
+    // A changed test is replaced.
+    let tests = project.join("40_tests.sql");
+    let changed = std::fs::read_to_string(&tests)
+        .unwrap()
+        .replace("('EUR', 'GBP', 'USD')", "('EUR', 'GBP', 'USD', 'CHF')");
+    std::fs::write(&tests, changed).unwrap();
+    let (ok, text) = apply(&server, &project);
+    assert!(ok, "{text}");
+    assert!(text.contains("replaced  test stg_currency_known"), "{text}");
 
     // Change one model: it is replaced (and rebuilt), the rest is left alone.
     let marts = project.join("30_marts.sql");
