@@ -18,6 +18,7 @@ use crate::planning;
 /// A model version written by a refresh and not yet published.
 pub(crate) struct Candidate {
     pub name: ObjectName,
+    pub object_id: Option<i64>,
     /// The new version, as a provider.
     pub provider: Arc<dyn TableProvider>,
     pub version: i64,
@@ -79,7 +80,11 @@ pub(crate) async fn execute(
     NewTestResult {
         test_id: test.id,
         run_id,
-        delta_version: candidate.map(|c| c.version).or(delta_version),
+        // The version of the test's own object: the candidate's only when the test is on it.
+        delta_version: candidate
+            .filter(|c| test.object_id.is_some() && c.object_id == test.object_id)
+            .map(|c| c.version)
+            .or(delta_version),
         status,
         failing_rows,
         scope: scope.as_str().into(),

@@ -76,6 +76,7 @@ pub(crate) async fn publish_audited(
         });
         let candidate = Candidate {
             name: object.name.clone(),
+            object_id: Some(object.id),
             provider: provider.clone(),
             version,
             appended: appended_rows.clone().filter(|_| held_before),

@@ -170,8 +170,14 @@ pub fn render(graph: &Graph<'_>, focus: i64, columns: bool) -> Markup {
         svg.lineage xmlns="http://www.w3.org/2000/svg" width=(width) height=(height)
             viewBox=(format!("0 0 {width} {height}")) role="img"
             aria-label="lineage graph" {
+            defs {
+                marker #arrow viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7"
+                    markerHeight="7" orient="auto-start-reverse" {
+                    path d="M 0 0 L 10 5 L 0 10 z" fill="#7a8699" {}
+                }
+            }
             @for (from, to) in &table_edges {
-                path.edge d=(curve(from.x + NODE_WIDTH, from.y + HEADER / 2, to.x, to.y + HEADER / 2)) {}
+                path.edge d=(curve(from.x + NODE_WIDTH, from.y + HEADER / 2, to.x, to.y + HEADER / 2)) marker-end="url(#arrow)" {}
             }
             @for (from, from_column, to, to_column) in &column_edges {
                 path.column-edge d=(curve(from.x + NODE_WIDTH, from.column_y(from_column), to.x, to.column_y(to_column))) {
