@@ -173,6 +173,23 @@ impl EngineInner {
             .expect("engine base state is set at open")
     }
 
+    /// Takes `object`'s write lock and rereads it from the catalog under the lock (a writer
+    /// before us may have changed it), for refreshes and polls.
+    pub(crate) async fn lock_for_write(
+        &self,
+        object: &CatalogObject,
+    ) -> Result<(tokio::sync::OwnedMutexGuard<()>, CatalogObject)> {
+        let guard = self.write_lock(object.id).lock_owned().await;
+        let current =
+            self.catalog
+                .object_by_id(object.id)?
+                .ok_or_else(|| Error::UndefinedObject {
+                    kind: object.kind.as_str(),
+                    name: object.name.to_string(),
+                })?;
+        Ok((guard, current))
+    }
+
     pub fn write_lock(&self, id: i64) -> Arc<tokio::sync::Mutex<()>> {
         self.write_locks
             .lock()

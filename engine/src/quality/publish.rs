@@ -29,15 +29,6 @@ pub(crate) struct Before {
     pub bookmarks: BTreeMap<String, serde_json::Value>,
 }
 
-impl Before {
-    pub(crate) async fn of(table: &DeltaTable) -> Self {
-        Before {
-            version: delta::version(table),
-            bookmarks: changes::bookmarks(table).await,
-        }
-    }
-}
-
 /// Audits `table` (the version a refresh of `object` just committed) and publishes it if no
 /// `error` test fails. `appended` says the commit only added rows.
 pub(crate) async fn publish_audited(

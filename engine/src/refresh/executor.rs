@@ -36,15 +36,7 @@ pub async fn refresh_one(
     full: bool,
 ) -> Result<RunOutcome> {
     let inner = &engine.inner;
-    let lock = inner.write_lock(object.id);
-    let _guard = lock.lock().await;
-    let object = inner
-        .catalog
-        .object_by_id(object.id)?
-        .ok_or_else(|| Error::UndefinedObject {
-            kind: "model",
-            name: object.name.to_string(),
-        })?;
+    let (_guard, object) = inner.lock_for_write(object).await?;
     let run_id = inner.catalog.start_run(&object, trigger)?;
     let started = std::time::Instant::now();
     let guard = RunGuard {
@@ -149,6 +141,7 @@ async fn run(
         plan,
         choice,
         table,
+        bookmarks,
         inputs,
         files,
         cursors,
@@ -182,7 +175,10 @@ async fn run(
             inputs: inputs_json,
         });
     }
-    let before = crate::quality::publish::Before::of(&table).await;
+    let before = crate::quality::publish::Before {
+        version: delta::version(&table),
+        bookmarks,
+    };
     let counter = counting::RowCounter::default();
     let lateness = match choice.strategy {
         strategy::Strategy::Full => None,
@@ -294,6 +290,8 @@ pub(super) struct Planned {
     pub(super) plan: datafusion::logical_expr::LogicalPlan,
     pub(super) choice: strategy::Choice,
     pub(super) table: DeltaTable,
+    /// The input bookmarks recorded with `table`'s version (empty before a first refresh).
+    pub(super) bookmarks: BTreeMap<String, serde_json::Value>,
     /// Stored inputs by name, with the bookmark the last commit recorded for each.
     pub(super) inputs: BTreeMap<tributary_catalog::ObjectName, (CatalogObject, Option<i64>)>,
     /// The files each file source input has now, read by this refresh.
@@ -385,6 +383,7 @@ pub(super) async fn plan_refresh(
         plan,
         choice,
         table,
+        bookmarks,
         inputs,
         files,
         cursors,

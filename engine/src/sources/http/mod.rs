@@ -394,15 +394,7 @@ pub async fn refresh_statement(session: &mut Session, name: &ast::ObjectName) ->
 /// new. Recorded as a run of the source; a failure leaves the last good snapshot served.
 pub async fn poll(engine: &Engine, object: &CatalogObject, trigger: &str) -> Result<Polled> {
     let inner = &engine.inner;
-    let lock = inner.write_lock(object.id);
-    let _guard = lock.lock().await;
-    let object = inner
-        .catalog
-        .object_by_id(object.id)?
-        .ok_or_else(|| Error::UndefinedObject {
-            kind: "source",
-            name: object.name.to_string(),
-        })?;
+    let (_guard, object) = inner.lock_for_write(object).await?;
     let run_id = inner.catalog.start_run(&object, trigger)?;
     let result = poll_locked(inner, &object, run_id).await;
     let outcome = match &result {
