@@ -7,6 +7,7 @@
 //! crash. The engine calls this API; the catalog never executes queries or opens sockets.
 
 mod error;
+mod jobs;
 mod objects;
 mod quality;
 mod runs;
@@ -14,6 +15,7 @@ mod secrets;
 mod store;
 
 pub use error::{Error, Result};
+pub use jobs::{Job, JobRun, NewJob};
 pub use objects::{CatalogObject, ColumnDef, NewObject, ObjectKind, ObjectName};
 pub use quality::{
     DataTest, NewTest, NewTestResult, Severity, TestFailure, TestResult, TestStatus,

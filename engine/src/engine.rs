@@ -100,6 +100,10 @@ impl Engine {
         let _ = inner.base_state.set(state);
         let engine = Engine { inner };
         crate::refresh::recover(&engine).await?;
+        // A job run a crash interrupted is retried like a refresh (see `schedule::due`).
+        engine
+            .catalog()
+            .fail_unfinished_job_runs("interrupted: the server stopped during the run")?;
         crate::lineage::backfill(&engine).await;
         Ok(engine)
     }

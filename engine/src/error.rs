@@ -50,6 +50,12 @@ pub enum Error {
         #[source]
         source: Box<Error>,
     },
+    #[error("job \"{job}\" failed: {source}")]
+    JobFailed {
+        job: String,
+        #[source]
+        source: Box<Error>,
+    },
     /// A data test found failing rows in a refresh's new version (write-audit-publish);
     /// `kind` is the test's kind (`unique`, `not_null`, ...), which picks the SQLSTATE.
     #[error("{message}")]

@@ -13,6 +13,7 @@ pub mod dml;
 mod engine;
 pub mod error;
 mod except_all;
+pub mod jobs;
 pub mod lineage;
 pub mod metrics;
 pub mod names;

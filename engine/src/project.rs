@@ -24,6 +24,8 @@ pub trait ApplyTarget: Send {
     async fn schema_exists(&mut self, name: &str) -> Result<bool>;
     /// The stored definition (statement text) of a data test, if it exists.
     async fn test_definition(&mut self, name: &str) -> Result<Option<String>>;
+    /// The stored definition (statement text) of a job, if it exists.
+    async fn job_definition(&mut self, name: &str) -> Result<Option<String>>;
     /// Runs one statement.
     async fn execute(&mut self, sql: &str) -> Result<()>;
 }
@@ -40,6 +42,10 @@ impl ApplyTarget for Session {
 
     async fn test_definition(&mut self, name: &str) -> Result<Option<String>> {
         Ok(self.engine.catalog().test(name)?.map(|t| t.sql))
+    }
+
+    async fn job_definition(&mut self, name: &str) -> Result<Option<String>> {
+        Ok(self.engine.catalog().job(name)?.map(|j| j.sql))
     }
 
     async fn execute(&mut self, sql: &str) -> Result<()> {
@@ -115,8 +121,11 @@ enum Defines {
         replaceable: bool,
     },
     Schema(String),
-    /// A data test: replaced (dropped and created) when changed.
-    Test(String),
+    /// A data test or a job (`kind`): replaced (dropped and created) when changed.
+    Global {
+        kind: &'static str,
+        name: String,
+    },
     /// A write into a table: runs only if this apply created the table.
     WriteInto(ObjectName),
     Other,
@@ -133,7 +142,14 @@ fn classify(statement: &Statement) -> Result<Defines> {
             name: names::object_name(&s.name, schema)?,
             replaceable: false,
         },
-        Statement::CreateTest(t) => Defines::Test(names::ident(&t.name)),
+        Statement::CreateTest(t) => Defines::Global {
+            kind: "test",
+            name: names::ident(&t.name),
+        },
+        Statement::CreateJob(j) => Defines::Global {
+            kind: "job",
+            name: names::ident(&j.name),
+        },
         Statement::Sql(stmt) => match stmt.as_ref() {
             ast::Statement::CreateTable(t) => Defines::Object {
                 name: names::object_name(&t.name, schema)?,
@@ -185,10 +201,15 @@ fn or_replace(text: &str) -> String {
 
 /// Applies a project to a target; stops at the first error, naming the file.
 pub async fn apply(target: &mut dyn ApplyTarget, path: &Path) -> Result<ApplyReport> {
+    apply_files(target, &project_files(path)?).await
+}
+
+/// Applies a project's files, in the order given.
+pub async fn apply_files(target: &mut dyn ApplyTarget, files: &[PathBuf]) -> Result<ApplyReport> {
     let mut report = ApplyReport::default();
     let mut created_here: BTreeSet<ObjectName> = BTreeSet::new();
-    for file in project_files(path)? {
-        let text = std::fs::read_to_string(&file)?;
+    for file in files {
+        let text = std::fs::read_to_string(file)?;
         let in_file = |e: Error| Error::BadInput {
             message: format!("{}: {e}", file.display()),
             detail: None,
@@ -232,15 +253,23 @@ pub async fn apply(target: &mut dyn ApplyTarget, path: &Path) -> Result<ApplyRep
                     }
                     continue;
                 }
-                Defines::Test(name) => {
-                    let label = format!("test {name}");
-                    match target.test_definition(&name).await.map_err(in_file)? {
+                Defines::Global { kind, name } => {
+                    let label = format!("{kind} {name}");
+                    let existing = match kind {
+                        "job" => target.job_definition(&name).await,
+                        _ => target.test_definition(&name).await,
+                    }
+                    .map_err(in_file)?;
+                    match existing {
                         Some(existing) if existing.trim() == statement_text.trim() => {
                             report.unchanged.push(label);
                         }
                         Some(_) => {
-                            let drop =
-                                format!("DROP TEST {}", crate::quality::definition::quote(&name));
+                            let drop = format!(
+                                "DROP {} {}",
+                                kind.to_uppercase(),
+                                crate::quality::definition::quote(&name)
+                            );
                             target.execute(&drop).await.map_err(in_file)?;
                             target.execute(&statement_text).await.map_err(in_file)?;
                             report.replaced.push(label);

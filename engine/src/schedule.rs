@@ -348,7 +348,7 @@ fn retry_due(model: &ModelState<'_>, now: DateTime<Utc>) -> Option<Option<Due>> 
     }))
 }
 
-fn timestamp(text: &str) -> Option<DateTime<Utc>> {
+pub(crate) fn timestamp(text: &str) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(text)
         .ok()
         .map(|t| t.with_timezone(&Utc))

@@ -224,6 +224,9 @@ impl Session {
             Statement::DropTests(d) => crate::quality::drop_tests(self, d),
             Statement::RunTests(on) => crate::quality::run_tests(self, on).await,
             Statement::ShowTests => crate::quality::show_tests(self),
+            Statement::CreateJob(j) => crate::jobs::create_job(self, j, &prepared.text).await,
+            Statement::DropJobs(d) => crate::jobs::drop_jobs(self, d),
+            Statement::RunJob(r) => crate::jobs::run_job_statement(self, r).await,
             Statement::CommentOn { name, comment } => {
                 crate::ddl::comment_on(self, ast::CommentObject::Table, &name, comment.as_deref())
             }

@@ -37,6 +37,18 @@ impl ApplyTarget for Remote {
         Ok(rows.first().map(|r| r.get(0)))
     }
 
+    async fn job_definition(&mut self, name: &str) -> Result<Option<String>> {
+        let rows = self
+            .client
+            .query(
+                "SELECT definition FROM tributary.jobs WHERE name = $1",
+                &[&name],
+            )
+            .await
+            .map_err(remote_error)?;
+        Ok(rows.first().map(|r| r.get(0)))
+    }
+
     async fn test_definition(&mut self, name: &str) -> Result<Option<String>> {
         let rows = self
             .client

@@ -30,6 +30,11 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Apply a project (a folder of .sql files) to a running server, idempotently.
     Apply(ApplyArgs),
+    /// Run the example financial project with its live inputs (bank database, FX rates API,
+    /// card-payment stream); takes every `serve` option.
+    Demo(Box<crate::example::DemoArgs>),
+    /// Generate the example project's data at any scale, deterministic by seed.
+    Generate(crate::example::generate::GenerateArgs),
 }
 
 #[derive(Args, Debug)]

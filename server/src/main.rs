@@ -4,6 +4,7 @@
 mod apply;
 mod config;
 mod docs;
+mod example;
 mod http;
 mod metrics;
 mod pg;
@@ -40,9 +41,20 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => {
                 let settings = Settings::resolve(cli.config.as_ref(), *args)?;
-                serve(settings).await
+                serve(settings, None).await
             }
             Command::Apply(args) => apply::run(args).await,
+            Command::Demo(args) => example::run(cli.config.as_ref(), *args).await,
+            Command::Generate(args) => example::generate::run(&args).map(|g| {
+                println!(
+                    "generated {} files in {}: {} history rows, {} bank rows, {} card payments",
+                    g.files,
+                    args.out.display(),
+                    g.history_rows,
+                    g.bank_rows,
+                    g.card_rows
+                )
+            }),
         }
     });
     match result {
@@ -60,7 +72,12 @@ async fn bind(addr: &str, what: &str) -> Result<TcpListener, String> {
         .map_err(|e| format!("cannot listen for {what} on {addr}: {e}"))
 }
 
-async fn serve(settings: Settings) -> Result<(), String> {
+/// Runs the server; `project` (a project and the files to apply from it) overrides the
+/// settings' project.
+async fn serve(
+    settings: Settings,
+    project: Option<(std::path::PathBuf, Vec<std::path::PathBuf>)>,
+) -> Result<(), String> {
     let pg_listener = bind(&settings.listen, "pgwire").await?;
     let pg_addr: SocketAddr = pg_listener.local_addr().map_err(|e| e.to_string())?;
     let trust = settings.password.is_none();
@@ -87,9 +104,20 @@ async fn serve(settings: Settings) -> Result<(), String> {
         engine.start_housekeeping(policy);
     }
 
-    if let Some(project) = &settings.project {
+    let project = match project {
+        Some(given) => Some(given),
+        None => match &settings.project {
+            Some(path) => Some((
+                path.clone(),
+                tributary_engine::project::project_files(path)
+                    .map_err(|e| format!("applying project {}: {e}", path.display()))?,
+            )),
+            None => None,
+        },
+    };
+    if let Some((project, files)) = &project {
         let mut session = engine.session(&settings.superuser);
-        let report = tributary_engine::project::apply(&mut session, project)
+        let report = tributary_engine::project::apply_files(&mut session, files)
             .await
             .map_err(|e| format!("applying project {}: {e}", project.display()))?;
         tracing::info!(project = %project.display(), %report, "project applied");

@@ -38,6 +38,7 @@ pub fn start(engine: Engine, config: SchedulerConfig) -> tokio::task::JoinHandle
         permits: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent.max(1))),
         in_flight: Default::default(),
         attempted: Default::default(),
+        jobs_in_flight: Default::default(),
     };
     tracing::info!(max_concurrent = config.max_concurrent, "scheduler started");
     tokio::spawn(async move {
@@ -60,15 +61,43 @@ struct Scheduler {
     in_flight: Arc<Mutex<HashSet<i64>>>,
     /// Per `'on change'` model: the input state its last scheduled attempt saw.
     attempted: Arc<Mutex<HashMap<i64, String>>>,
+    /// Jobs started and not finished.
+    jobs_in_flight: Arc<Mutex<HashSet<i64>>>,
 }
 
 impl Scheduler {
+    /// Starts the jobs due now, each in the background under a refresh permit.
+    fn start_jobs(&self, now: chrono::DateTime<chrono::Utc>) -> Result<(), Error> {
+        for (job, decision, run_time) in tributary_engine::jobs::due_jobs(&self.engine, now)? {
+            if !lock(&self.jobs_in_flight).insert(job.id) {
+                continue;
+            }
+            tracing::info!(job = %job.name, trigger = decision.trigger, reason = %decision.reason, %run_time, "job due");
+            let engine = self.engine.clone();
+            let permits = self.permits.clone();
+            let in_flight = self.jobs_in_flight.clone();
+            tokio::spawn(async move {
+                let _permit = permits.acquire_owned().await;
+                if let Err(e) =
+                    tributary_engine::jobs::run_job(&engine, &job, decision.trigger, run_time).await
+                {
+                    tracing::warn!(job = %job.name, error = %e, "cannot record the job's run");
+                }
+                lock(&in_flight).remove(&job.id);
+            });
+        }
+        Ok(())
+    }
+
     /// Finds the due models and starts one pass refreshing them (in the background, so a
     /// long refresh does not hold back models due later).
     async fn tick(&self) -> Result<(), Error> {
         let now = self.clock.now();
         if let Err(e) = self.poll_sources(now) {
             tracing::warn!(error = %e, "cannot poll http sources");
+        }
+        if let Err(e) = self.start_jobs(now) {
+            tracing::warn!(error = %e, "cannot start due jobs");
         }
         let catalog = self.engine.catalog();
         let in_flight = lock(&self.in_flight).clone();

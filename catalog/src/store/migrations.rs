@@ -128,6 +128,31 @@ const STEPS: &[&str] = &[
         row_json TEXT NOT NULL
      );
      CREATE INDEX test_failures_test ON test_failures (test_id);",
+    // 7: jobs (see jobs.rs) and their runs, each with the moment it ran for.
+    "CREATE TABLE jobs (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        sql TEXT NOT NULL,
+        statement TEXT NOT NULL,
+        default_schema TEXT NOT NULL,
+        options TEXT NOT NULL,
+        owner TEXT NOT NULL,
+        created_at TEXT NOT NULL
+     );
+     CREATE TABLE job_runs (
+        id INTEGER PRIMARY KEY,
+        job_id INTEGER NOT NULL,
+        job_name TEXT NOT NULL,
+        trigger TEXT NOT NULL,
+        run_time TEXT NOT NULL,
+        status TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        finished_at TEXT,
+        rows INTEGER,
+        statement TEXT,
+        error TEXT
+     );
+     CREATE INDEX job_runs_job ON job_runs (job_id, id);",
 ];
 
 pub(super) fn apply(conn: &mut Connection) -> Result<()> {

@@ -1,6 +1,7 @@
 //! The SQLite store behind [`Catalog`]. One connection behind a mutex: catalog operations are
 //! small and rare next to query execution, and SQLite serialises writers anyway.
 
+mod jobs;
 mod lineage;
 mod migrations;
 mod quality;

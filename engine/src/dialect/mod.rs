@@ -4,6 +4,7 @@
 //! sqlparser's own primitives so names, options and queries follow exactly the same rules as
 //! the rest of the SQL.
 
+mod jobs;
 mod quality;
 mod statements;
 
@@ -14,6 +15,7 @@ use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::{Parser, ParserError};
 use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 
+pub use jobs::{CreateJob, DropJobs, RunJob};
 pub use quality::{CreateTest, DropTests, Expectation};
 pub use statements::{
     CreateConnection, CreateModel, CreatePostgresSource, CreateSecret, CreateSource, DropGlobal,

@@ -46,6 +46,9 @@ pub enum Statement {
     /// `RUN TESTS [ON name]`
     RunTests(Option<ObjectName>),
     ShowTests,
+    CreateJob(super::jobs::CreateJob),
+    DropJobs(super::jobs::DropJobs),
+    RunJob(super::jobs::RunJob),
 }
 
 /// The object kinds as they are spelled in statements.
@@ -227,6 +230,9 @@ fn parse_tributary(p: &mut Parser, sql: &str) -> Result<Option<Statement>, Parse
     if let Some(stmt) = parse_test_statement(p, sql)? {
         return Ok(Some(stmt));
     }
+    if let Some(stmt) = parse_job_statement(p, sql)? {
+        return Ok(Some(stmt));
+    }
     if word_is(p, 0, "create") {
         let or_replace = word_is(p, 1, "or") && word_is(p, 2, "replace");
         let at = if or_replace { 3 } else { 1 };
@@ -402,6 +408,24 @@ fn parse_tributary(p: &mut Parser, sql: &str) -> Result<Option<Statement>, Parse
             advance(p, 2);
             return Ok(Some(Statement::Show(kind)));
         }
+    }
+    Ok(None)
+}
+
+/// `CREATE JOB`, `DROP JOB`, `RUN JOB` (see `jobs`).
+fn parse_job_statement(p: &mut Parser, sql: &str) -> Result<Option<Statement>, ParserError> {
+    use super::jobs;
+    if word_is(p, 0, "create") && word_is(p, 1, "job") {
+        advance(p, 2);
+        return jobs::parse_create_job(p, sql).map(|j| Some(Statement::CreateJob(j)));
+    }
+    if word_is(p, 0, "drop") && word_is(p, 1, "job") {
+        advance(p, 2);
+        return jobs::parse_drop_jobs(p).map(|d| Some(Statement::DropJobs(d)));
+    }
+    if word_is(p, 0, "run") && word_is(p, 1, "job") {
+        advance(p, 2);
+        return jobs::parse_run_job(p).map(|r| Some(Statement::RunJob(r)));
     }
     Ok(None)
 }

@@ -25,6 +25,8 @@ pub const TABLES: &[&str] = &[
     "tests",
     "test_results",
     "test_failures",
+    "jobs",
+    "job_runs",
 ];
 
 /// Builds one system table, or `None` if there is no such table.
@@ -42,6 +44,8 @@ pub fn build(catalog: &Catalog, table: &str) -> Result<Option<RecordBatch>> {
         "tests" => crate::quality::tests_table(catalog)?,
         "test_results" => crate::quality::results_table(catalog)?,
         "test_failures" => crate::quality::failures_table(catalog)?,
+        "jobs" => crate::jobs::jobs_table(catalog)?,
+        "job_runs" => crate::jobs::job_runs_table(catalog)?,
         _ => return Ok(None),
     }))
 }

@@ -31,7 +31,7 @@ pub fn sqlstate(e: &Error) -> &'static str {
         Error::SchemaDrift(_) => "42804",
         Error::InsufficientPrivilege(_) => "42501",
         Error::Cancelled | Error::StatementTimeout => "57014",
-        Error::RefreshFailed { source, .. } => sqlstate(source),
+        Error::RefreshFailed { source, .. } | Error::JobFailed { source, .. } => sqlstate(source),
         Error::TestFailed { kind, .. } => match kind.as_str() {
             "unique" => "23505",
             "not_null" => "23502",

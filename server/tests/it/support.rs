@@ -12,6 +12,11 @@ pub struct TestServer {
     pub http_port: u16,
     pub warehouse: PathBuf,
     extra: Vec<String>,
+    /// The subcommand (`serve` unless started with [`TestServer::start_command`]).
+    command: String,
+    cwd: PathBuf,
+    /// What the binary printed before its ready line.
+    pub banner: Vec<String>,
 }
 
 pub fn repo_root() -> PathBuf {
@@ -30,12 +35,20 @@ impl TestServer {
     }
 
     pub fn start_in(warehouse: PathBuf, extra: &[&str]) -> Self {
+        Self::start_command("serve", repo_root(), warehouse, extra)
+    }
+
+    /// Starts `tributary <command>` (a command that serves, such as `demo`) in `cwd`.
+    pub fn start_command(command: &str, cwd: PathBuf, warehouse: PathBuf, extra: &[&str]) -> Self {
         let mut server = Self {
             child: None,
             port: 0,
             http_port: 0,
             warehouse,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            command: command.to_string(),
+            cwd,
+            banner: Vec::new(),
         };
         server.spawn();
         server
@@ -44,7 +57,7 @@ impl TestServer {
     fn spawn(&mut self) {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tributary"))
             .args([
-                "serve",
+                self.command.as_str(),
                 "--listen",
                 "127.0.0.1:0",
                 "--http",
@@ -53,7 +66,7 @@ impl TestServer {
             ])
             .arg(&self.warehouse)
             .args(&self.extra)
-            .current_dir(repo_root())
+            .current_dir(&self.cwd)
             .env(
                 "TRIBUTARY_LOG",
                 "warn,deltalake_core::operations::merge=error",
@@ -62,10 +75,21 @@ impl TestServer {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start tributary");
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
         let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("ready line");
+        loop {
+            line.clear();
+            let read = stdout.read_line(&mut line).expect("ready line");
+            assert!(
+                read > 0,
+                "tributary exited before it was ready: {:?}",
+                self.banner
+            );
+            if line.starts_with("tributary ready") {
+                break;
+            }
+            self.banner.push(line.trim_end().to_string());
+        }
         let port_of = |key: &str| -> u16 {
             line.split_whitespace()
                 .find_map(|w| w.strip_prefix(key))
