@@ -175,19 +175,29 @@ pub async fn run_job_statement(session: &mut Session, run: RunJob) -> Result<Out
             source: Box::new(source),
         });
     }
-    let mut b = RowsBuilder::new(&[
-        ("job", Col::Text),
-        ("run_time", Col::Timestamp),
-        ("status", Col::Text),
-        ("rows", Col::Int),
-        ("statement", Col::Text),
-    ]);
+    let mut b = run_result();
     b.text(Some(&job.name))
         .timestamp(Some(&finished.run_time))
         .text(Some(finished.status.as_str()))
         .int(finished.rows)
         .text(finished.statement.as_deref());
     crate::ddl::rows_output(b.finish()?)
+}
+
+/// The row `RUN JOB` returns.
+fn run_result() -> RowsBuilder {
+    RowsBuilder::new(&[
+        ("job", Col::Text),
+        ("run_time", Col::Timestamp),
+        ("status", Col::Text),
+        ("rows", Col::Int),
+        ("statement", Col::Text),
+    ])
+}
+
+/// The columns `RUN JOB` returns, for Describe (extended protocol).
+pub fn run_result_schema() -> datafusion::arrow::datatypes::SchemaRef {
+    run_result().schema()
 }
 
 fn parse_moment(text: &str) -> Result<DateTime<Utc>> {

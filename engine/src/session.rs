@@ -171,6 +171,11 @@ impl Session {
                     schema,
                 }))
             }
+            // Statements of Tributary's own that return rows of a fixed shape.
+            Some(Statement::RunJob(_)) => Ok(Some(Described {
+                parameter_types: Vec::new(),
+                schema: Some(crate::jobs::run_result_schema()),
+            })),
             _ => Ok(None),
         }
     }

@@ -233,16 +233,18 @@ fn expand_grafana(sql: &str, variables: &[(&str, &str)]) -> String {
     out
 }
 
+/// A variable's values as Grafana substitutes a multi-value variable: a quoted list.
+async fn quoted_values(client: &Client, sql: &str) -> String {
+    let rows = client.query(sql, &[]).await.unwrap();
+    rows.iter()
+        .map(|r| format!("'{}'", r.get::<_, String>(0)))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// Every Tributary panel and variable query of the shipped dashboards, as Grafana sends it
 /// (extended protocol, like Grafana's pgx driver), runs and returns its columns.
 async fn check_dashboards(client: &Client) {
-    let quoted = |sql: &str| async move {
-        let rows = client.query(sql, &[]).await.unwrap();
-        rows.iter()
-            .map(|r| format!("'{}'", r.get::<_, String>(0)))
-            .collect::<Vec<_>>()
-            .join(",")
-    };
     let mut checked = 0;
     for entry in std::fs::read_dir(repo_root().join("grafana/dashboards")).unwrap() {
         let path = entry.unwrap().path();
@@ -251,7 +253,7 @@ async fn check_dashboards(client: &Client) {
         let mut variables: Vec<(String, String)> = Vec::new();
         for variable in board["templating"]["list"].as_array().unwrap() {
             let sql = variable["query"].as_str().unwrap();
-            let values = quoted(sql).await;
+            let values = quoted_values(client, sql).await;
             assert!(
                 !values.is_empty(),
                 "variable {} has no values",
