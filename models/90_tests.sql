@@ -57,3 +57,16 @@ CREATE TEST history_unreadable_rows WITH (severity = 'warn') AS
 CREATE TEST balances_not_overdrawn WITH (severity = 'warn') AS
     SELECT month, account_id, account_name, balance_usd FROM reports.monthly_balances
     WHERE balance_usd < 0;
+
+-- Keys of the remaining models.
+CREATE TEST stg_fx_one_rate_per_day ON staging.fx_rates EXPECT UNIQUE (currency, day);
+
+CREATE TEST stg_counterparty_id_unique ON staging.counterparties EXPECT UNIQUE (counterparty_id);
+
+CREATE TEST balances_one_row_per_account_and_day ON intermediate.account_daily_balances
+    EXPECT UNIQUE (account_id, day);
+
+CREATE TEST dim_counterparty_unique ON marts.dim_counterparty EXPECT UNIQUE (counterparty_id);
+
+CREATE TEST deviations_one_row_per_category_and_day ON marts.spend_deviations
+    EXPECT UNIQUE (category, day);

@@ -22,7 +22,7 @@ use tributary_engine::{Engine, EngineConfig};
 use config::{Cli, Command, Settings};
 
 /// Tributary's own progress at info; the storage libraries only when something is wrong.
-const DEFAULT_LOG_FILTER: &str = "info,buoyant_kernel=warn,deltalake=warn,deltalake_core=warn,deltalake_core::operations::merge=error,datafusion=warn";
+const DEFAULT_LOG_FILTER: &str = "info,buoyant_kernel=warn,deltalake=warn,deltalake_core=warn,deltalake_core::operations::merge=error,deltalake_core::kernel::schema::cast=error,datafusion=warn,tokio_postgres=warn";
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -76,6 +76,16 @@ pub async fn run(config: Option<&PathBuf>, mut args: DemoArgs) -> Result<(), Str
         "demo: card payments land in {LANDING}/ every {}",
         humantime::format_duration(args.tick)
     );
+    let (host, port) = settings
+        .listen
+        .rsplit_once(':')
+        .unwrap_or((settings.listen.as_str(), "6543"));
+    println!(
+        "demo: once the project is applied: psql -h {host} -p {port} -U {} {}; documentation \
+         http://{}/, metrics http://{}/metrics; Grafana dashboards in grafana/ \
+         (docker compose up runs them)",
+        settings.superuser, settings.database, settings.http, settings.http
+    );
     crate::serve(settings, Some((project, files))).await
 }
 
