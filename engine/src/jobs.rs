@@ -387,7 +387,6 @@ fn as_run(r: &JobRun) -> Run {
 pub fn jobs_table(
     catalog: &tributary_catalog::Catalog,
 ) -> Result<datafusion::arrow::record_batch::RecordBatch> {
-    let runs = catalog.job_runs()?;
     let mut b = RowsBuilder::new(&[
         ("name", Col::Text),
         ("schedule", Col::Text),
@@ -402,7 +401,8 @@ pub fn jobs_table(
         ("last_error", Col::Text),
     ]);
     for job in catalog.jobs()? {
-        let last = runs.iter().rev().find(|r| r.job_id == job.id);
+        let last = catalog.latest_job_runs(job.id, 1)?.pop();
+        let last = last.as_ref();
         b.text(Some(&job.name))
             .text(Some(
                 job.options.get("schedule").map_or("manual", String::as_str),

@@ -20,6 +20,21 @@ fn remote_error(e: tokio_postgres::Error) -> Error {
     }
 }
 
+impl Remote {
+    /// The definition of the global object `name` listed in `tributary.<table>`.
+    async fn named_definition(&self, table: &str, name: &str) -> Result<Option<String>> {
+        let rows = self
+            .client
+            .query(
+                &format!("SELECT definition FROM tributary.{table} WHERE name = $1"),
+                &[&name],
+            )
+            .await
+            .map_err(remote_error)?;
+        Ok(rows.first().map(|r| r.get(0)))
+    }
+}
+
 #[async_trait]
 impl ApplyTarget for Remote {
     async fn definition(&mut self, name: &ObjectName) -> Result<Option<String>> {
@@ -38,27 +53,11 @@ impl ApplyTarget for Remote {
     }
 
     async fn job_definition(&mut self, name: &str) -> Result<Option<String>> {
-        let rows = self
-            .client
-            .query(
-                "SELECT definition FROM tributary.jobs WHERE name = $1",
-                &[&name],
-            )
-            .await
-            .map_err(remote_error)?;
-        Ok(rows.first().map(|r| r.get(0)))
+        self.named_definition("jobs", name).await
     }
 
     async fn test_definition(&mut self, name: &str) -> Result<Option<String>> {
-        let rows = self
-            .client
-            .query(
-                "SELECT definition FROM tributary.tests WHERE name = $1",
-                &[&name],
-            )
-            .await
-            .map_err(remote_error)?;
-        Ok(rows.first().map(|r| r.get(0)))
+        self.named_definition("tests", name).await
     }
 
     async fn schema_exists(&mut self, name: &str) -> Result<bool> {

@@ -16,7 +16,7 @@ use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::{Parser, ParserError};
 use datafusion::sql::sqlparser::tokenizer::Token;
 
-use super::statements::{advance, options_map, text_between, word_is};
+use super::statements::{advance, text_between, with_options, word_is};
 
 /// `CREATE JOB ...`
 #[derive(Debug, Clone)]
@@ -53,11 +53,7 @@ pub(super) fn parse_create_job(p: &mut Parser, sql: &str) -> Result<CreateJob, P
             p.peek_token()
         )));
     }
-    let options = if p.peek_keyword(Keyword::WITH) {
-        options_map(p.parse_options(Keyword::WITH)?)?
-    } else {
-        BTreeMap::new()
-    };
+    let options = with_options(p)?;
     p.expect_keyword(Keyword::AS)?;
     let start = p.peek_token().span.start;
     while p.peek_token().token != Token::EOF {

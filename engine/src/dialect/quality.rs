@@ -20,7 +20,7 @@ use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::{Parser, ParserError};
 use datafusion::sql::sqlparser::tokenizer::Token;
 
-use super::statements::{advance, options_map, text_between, word_is};
+use super::statements::{advance, text_between, with_options, word_is};
 
 /// `CREATE TEST ...`
 #[derive(Debug, Clone)]
@@ -82,20 +82,14 @@ pub(super) fn parse_create_test(p: &mut Parser, sql: &str) -> Result<CreateTest,
     } else {
         None
     };
-    let mut options = if p.peek_keyword(Keyword::WITH) {
-        options_map(p.parse_options(Keyword::WITH)?)?
-    } else {
-        BTreeMap::new()
-    };
+    let mut options = with_options(p)?;
     let expectation = if on.is_some() {
         if !word_is(p, 0, "expect") {
             return p.expected("EXPECT after CREATE TEST name ON object", p.peek_token());
         }
         p.next_token();
         let expectation = parse_expectation(p)?;
-        if p.peek_keyword(Keyword::WITH) {
-            options.extend(options_map(p.parse_options(Keyword::WITH)?)?);
-        }
+        options.extend(with_options(p)?);
         expectation
     } else {
         p.expect_keyword(Keyword::AS)?;

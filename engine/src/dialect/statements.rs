@@ -473,11 +473,7 @@ fn parse_create_model(
 ) -> Result<CreateModel, ParserError> {
     let if_not_exists = p.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
     let name = p.parse_object_name(false)?;
-    let options = if p.peek_keyword(Keyword::WITH) {
-        options_map(p.parse_options(Keyword::WITH)?)?
-    } else {
-        BTreeMap::new()
-    };
+    let options = with_options(p)?;
     p.expect_keyword(Keyword::AS)?;
     let start = p.peek_token().span.start;
     let query = p.parse_query()?;
@@ -538,11 +534,7 @@ fn parse_create_source(p: &mut Parser) -> Result<CreateSource, ParserError> {
     if from == SourceFrom::Http && format != SourceFormat::Json {
         return p.expected("JSON (HTTP sources read FORMAT JSON)", format_token);
     }
-    let options = if p.peek_keyword(Keyword::WITH) {
-        options_map(p.parse_options(Keyword::WITH)?)?
-    } else {
-        BTreeMap::new()
-    };
+    let options = with_options(p)?;
     Ok(CreateSource {
         name,
         if_not_exists,
@@ -579,11 +571,7 @@ fn parse_create_postgres_source(p: &mut Parser) -> Result<CreatePostgresSource, 
     let connection = crate::names::ident(&p.parse_identifier()?);
     p.expect_keyword(Keyword::TABLE)?;
     let table = p.parse_literal_string()?;
-    let options = if p.peek_keyword(Keyword::WITH) {
-        options_map(p.parse_options(Keyword::WITH)?)?
-    } else {
-        BTreeMap::new()
-    };
+    let options = with_options(p)?;
     Ok(CreatePostgresSource {
         name,
         if_not_exists,
@@ -682,6 +670,15 @@ fn parse_create_connection(
 }
 
 /// `WITH (key = value, ...)` as lower-cased keys and plain string values.
+/// `WITH (key = value, ...)` if it comes next, else no options.
+pub(super) fn with_options(p: &mut Parser) -> Result<BTreeMap<String, String>, ParserError> {
+    if p.peek_keyword(Keyword::WITH) {
+        options_map(p.parse_options(Keyword::WITH)?)
+    } else {
+        Ok(BTreeMap::new())
+    }
+}
+
 pub(super) fn options_map(
     options: Vec<SqlOption>,
 ) -> Result<BTreeMap<String, String>, ParserError> {
