@@ -16,9 +16,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
-import platform
-import re
 import statistics
 import subprocess
 import sys
@@ -27,8 +24,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-BENCH_DIR = Path(__file__).resolve().parent
-REPO_DIR = BENCH_DIR.parent
+from common import BENCH_DIR, TributaryServer, default_binary, machine_line, require_binary, \
+    without
 TARGET_MS = 200
 
 
@@ -64,40 +61,26 @@ def fetch(url: str) -> tuple[float, int]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--binary", type=Path, default=Path(os.environ.get(
-        "CARGO_TARGET_DIR", REPO_DIR / "target")) / "release" / "tributary")
+    ap.add_argument("--binary", type=Path, default=default_binary())
     ap.add_argument("--chains", type=int, default=10)
     ap.add_argument("--length", type=int, default=50)
     ap.add_argument("--repeat", type=int, default=30)
     args = ap.parse_args()
-    if not args.binary.exists():
-        sys.exit(f"no binary at {args.binary} (cargo build --release -p tributary-server)")
+    require_binary(args.binary)
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        log = open(work / "server.log", "w")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TRIBUTARY_")}
-        proc = subprocess.Popen(
-            [str(args.binary), "serve", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0",
-             "--warehouse", str(work / "wh"), "--scheduler", "off",
-             "--housekeeping-interval", "off"],
-            cwd=work, stdout=subprocess.PIPE, stderr=log, text=True, env=env)
-        line = proc.stdout.readline()
-        pg_port = re.search(r"pgwire=[^ ]*:(\d+)", line)
-        http_port = re.search(r"http=[^ ]*:(\d+)", line)
-        if not (pg_port and http_port):
-            sys.exit(f"server did not start: {line!r}")
+        server = TributaryServer(args.binary, work)
         try:
             script = work / "project.sql"
             script.write_text(project(args.chains, args.length))
             started = time.perf_counter()
-            psql_env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
             subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1",
-                            "-p", pg_port.group(1), "-U", "tributary", "-d", "tributary",
-                            "-f", str(script)], check=True, env=psql_env,
+                            "-p", str(server.port), "-U", "tributary", "-d", "tributary",
+                            "-f", str(script)], check=True, env=without("PG"),
                            stdout=subprocess.DEVNULL)
             build_s = time.perf_counter() - started
-            site = f"http://127.0.0.1:{http_port.group(1)}"
+            site = f"http://127.0.0.1:{server.http_port}"
             middle = args.length // 2
             pages = {
                 "home page (/)": f"{site}/",
@@ -113,12 +96,10 @@ def main() -> None:
                 p95 = times[min(len(times) - 1, int(len(times) * 0.95))]
                 rows.append((label, statistics.median(times), p95, times[-1], size))
         finally:
-            proc.terminate()
-            proc.wait(timeout=30)
-            log.close()
+            server.stop()
 
     models = args.chains * args.length
-    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"
+    machine = machine_line()
     lines = [f"# Documentation site latency, {dt.date.today()}", "",
              f"Binary `{args.binary}`; machine: {machine}. Catalog: {models} models "
              f"({args.chains} chains of {args.length}), {args.chains} views, {models} tests "

@@ -30,19 +30,18 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
-import platform
 import random
 import re
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-BENCH_DIR = Path(__file__).resolve().parent
-REPO_DIR = BENCH_DIR.parent
+from common import BENCH_DIR, REPO_DIR, TributaryServer, default_binary, machine_line, \
+    require_binary, source_commit
+
 MODEL_FILES = ["20_staging.sql", "30_intermediate.sql", "40_marts.sql", "50_kpis.sql",
                "60_alerts.sql", "70_forecast.sql", "80_reports.sql"]
 
@@ -167,20 +166,9 @@ class Tributary:
     def __init__(self, binary: Path, work: Path, data: Path) -> None:
         import psycopg
         self.work, self.data = work, data
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TRIBUTARY_")}
-        self.log = open(work / "tributary.log", "w")
-        self.proc = subprocess.Popen(
-            [str(binary), "serve", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0",
-             "--warehouse", str(work / "warehouse"), "--scheduler", "off",
-             "--housekeeping-interval", "off"],
-            cwd=work, stdout=subprocess.PIPE, stderr=self.log, text=True, env=env)
-        line = self.proc.stdout.readline()
-        m = re.search(r"pgwire=[^ ]*:(\d+)", line)
-        if not m:
-            sys.exit(f"tributary did not start: {line!r}; see {work / 'tributary.log'}")
-        self.port = int(m.group(1))
-        self.conn = psycopg.connect(f"host=127.0.0.1 port={self.port} user=tributary "
-                                    f"dbname=tributary", autocommit=True)
+        self.server = TributaryServer(binary, work, log_name="tributary.log")
+        self.port = self.server.port
+        self.conn = psycopg.connect(self.server.dsn(), autocommit=True)
 
     def run(self, sql: str) -> None:
         self.conn.execute(sql)
@@ -215,13 +203,11 @@ class Tributary:
         self.run("REFRESH ALL")
 
     def pid(self) -> int:
-        return self.proc.pid
+        return self.server.pid
 
     def stop(self) -> None:
         self.conn.close()
-        self.proc.terminate()
-        self.proc.wait(timeout=60)
-        self.log.close()
+        self.server.stop()
 
 
 def update_sql(ids: list[int]) -> str:
@@ -416,16 +402,14 @@ def bulk(host_args: list[str], dsn: str, rows: int, env: dict) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--transactions", type=int, default=1_000_000)
-    ap.add_argument("--binary", type=Path, default=Path(os.environ.get(
-        "CARGO_TARGET_DIR", REPO_DIR / "target")) / "release" / "tributary")
+    ap.add_argument("--binary", type=Path, default=default_binary())
     ap.add_argument("--pg", default="host=127.0.0.1 port=5432 user=postgres dbname=test")
     ap.add_argument("--queries", type=int, default=10_000)
     ap.add_argument("--bulk-rows", type=int, default=5_000_000)
     ap.add_argument("--workdir", type=Path)
     ap.add_argument("--skip", action="append", default=[], choices=["duckdb", "postgres"])
     args = ap.parse_args()
-    if not args.binary.exists():
-        sys.exit(f"no server binary at {args.binary} (cargo build --release -p tributary-server)")
+    require_binary(args.binary)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="tributary-finance-"))
     work.mkdir(parents=True, exist_ok=True)
     data = work / f"data-{args.transactions}"
@@ -479,9 +463,8 @@ def main() -> None:
 
 
 def render(args, results: dict) -> str:
-    cpu = platform.processor() or platform.machine()
     lines = [f"# Financial pipeline, {args.transactions:,} transactions ({dt.date.today()})", "",
-             f"Machine: {cpu}, {os.cpu_count()} CPUs; binary {args.binary}", "",
+             f"Machine: {machine_line()}; binary {args.binary}, source {source_commit()}", "",
              "| system | load (s) | build (s) | build peak (MiB) | after changes (s) | peak (MiB) |",
              "|---|--:|--:|--:|--:|--:|"]
     for name, r in results.items():

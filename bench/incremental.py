@@ -42,7 +42,6 @@ import dataclasses
 import datetime as dt
 import json
 import os
-import platform
 import queue
 import random
 import re
@@ -55,8 +54,7 @@ import threading
 import time
 from pathlib import Path
 
-BENCH_DIR = Path(__file__).resolve().parent
-REPO_DIR = BENCH_DIR.parent
+from common import BENCH_DIR, REPO_DIR, machine, source_commit
 
 SEED = 20_240_603
 DATA_VERSION = 1
@@ -590,31 +588,6 @@ def fmt(value, digits: int = 2) -> str:
 
 def pct(value: float | None) -> str:
     return "–" if value is None else f"{value * 100:.1f}%"
-
-
-def machine() -> dict[str, str]:
-    info = {"nproc": str(os.cpu_count()), "kernel": platform.release()}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                info["cpu"] = line.split(":", 1)[1].strip()
-                break
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal"):
-                info["memory"] = f"{int(line.split()[1]) / 2**20:.1f} GiB"
-    except OSError:
-        pass
-    return info
-
-
-def source_commit() -> str:
-    def git(*args: str) -> str:
-        done = subprocess.run(["git", "-C", str(REPO_DIR), *args], capture_output=True, text=True)
-        return done.stdout.strip() if done.returncode == 0 else ""
-
-    commit = git("rev-parse", "--short=12", "HEAD") or "unknown"
-    dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench", ":!README.md")
-    return commit + (" with uncommitted changes" if dirty else "")
 
 
 def ratio(a: float | None, b: float | None, least: float = 0.0) -> float | None:

@@ -24,8 +24,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
-import platform
-import re
 import statistics
 import subprocess
 import sys
@@ -33,8 +31,9 @@ import tempfile
 import time
 from pathlib import Path
 
-BENCH_DIR = Path(__file__).resolve().parent
-REPO_DIR = BENCH_DIR.parent
+from common import BENCH_DIR, TributaryServer, default_binary, machine_line, require_binary, \
+    source_commit
+
 SCHEMA = "bench_pg_read"
 TARGET = 1.5
 
@@ -78,37 +77,6 @@ def ensure_table(args: argparse.Namespace) -> None:
     pg(args, f"VACUUM ANALYZE {SCHEMA}.t")
 
 
-class Server:
-    def __init__(self, binary: Path, workdir: Path) -> None:
-        self.binary, self.workdir = binary, workdir
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TRIBUTARY_")}
-        self.log = open(workdir / "server.log", "w")
-        self.proc = subprocess.Popen(
-            [str(binary), "serve", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0",
-             "--warehouse", str(workdir / "wh"), "--scheduler", "off",
-             "--housekeeping-interval", "off"],
-            cwd=workdir, stdout=subprocess.PIPE, stderr=self.log, text=True, env=env)
-        line = self.proc.stdout.readline()
-        m = re.search(r"pgwire=[^ ]*:(\d+)", line)
-        if not m:
-            sys.exit(f"server did not start: {line!r}; see {workdir / 'server.log'}")
-        self.port = int(m.group(1))
-
-    def sql(self, sql: str) -> str:
-        cmd = ["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1",
-               "-p", str(self.port), "-U", "tributary", "-d", "tributary", "-c", sql]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-        done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-        if done.returncode != 0:
-            sys.exit(f"tributary failed: {sql}\n{done.stderr}")
-        return done.stdout
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=30)
-        self.log.close()
-
-
 def measure(repeat: int, fn, before=None) -> list[float]:
     times = []
     for _ in range(repeat):
@@ -122,16 +90,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rows", type=int, default=5_000_000)
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--binary", type=Path, default=Path(os.environ.get(
-        "CARGO_TARGET_DIR", REPO_DIR / "target")) / "release" / "tributary")
+    ap.add_argument("--binary", type=Path, default=default_binary())
     ap.add_argument("--pg-host", default="127.0.0.1")
     ap.add_argument("--pg-port", type=int, default=5432)
     ap.add_argument("--pg-user", default="postgres")
     ap.add_argument("--pg-db", default="test")
     ap.add_argument("--drop", action="store_true", help="drop the generated table afterwards")
     args = ap.parse_args()
-    if not args.binary.exists():
-        sys.exit(f"no server binary at {args.binary} (cargo build --release)")
+    require_binary(args.binary)
 
     ensure_table(args)
     with open(os.devnull, "wb") as null:
@@ -140,7 +106,7 @@ def main() -> None:
             args, f"COPY {SCHEMA}.t TO STDOUT (FORMAT binary)", null))
 
     workdir = Path(tempfile.mkdtemp(prefix="tributary-pg-read-"))
-    server = Server(args.binary, workdir)
+    server = TributaryServer(args.binary, workdir)
     try:
         server.sql(
             f"CREATE CONNECTION pg TO POSTGRES (HOST '{args.pg_host}', PORT {args.pg_port}, "
@@ -167,7 +133,7 @@ def main() -> None:
         "",
         f"{args.rows:,} rows, 8 columns (bigint, integer, numeric(12,2), text, date, "
         f"timestamptz, boolean, double precision); PostgreSQL and Tributary on one machine "
-        f"({platform.machine()}, {os.cpu_count()} CPUs); best and median of {args.repeat}.",
+        f"({machine_line()}); best and median of {args.repeat}. Source {source_commit()}.",
         "",
         "| measurement | best (s) | median (s) | rows/s (best) |",
         "|---|---:|---:|---:|",
