@@ -62,6 +62,8 @@ pub(crate) struct EngineInner {
     write_locks: Mutex<HashMap<i64, Arc<tokio::sync::Mutex<()>>>>,
     /// What background housekeeping did that readers must know (see `storage::housekeeping`).
     pub housekeeping: crate::storage::housekeeping::Shared,
+    /// The change sensor's last answers from PostgreSQL sources (see `refresh::sensor`).
+    pub(crate) sensor: crate::refresh::sensor::SensorMemory,
 }
 
 impl std::fmt::Debug for EngineInner {
@@ -95,6 +97,7 @@ impl Engine {
             published: Mutex::new(HashMap::new()),
             write_locks: Mutex::new(HashMap::new()),
             housekeeping: Default::default(),
+            sensor: Default::default(),
         });
         let state = base_state(&inner, config.memory_limit)?;
         let _ = inner.base_state.set(state);

@@ -29,7 +29,7 @@ pub fn count_scans(plan: LogicalPlan, counter: &RowCounter) -> crate::Result<Log
             let inner = source_as_provider(&scan.source)?;
             let any: &dyn Any = inner.as_ref();
             // A federated scan stays as it is, so the federation rule can still push the
-            // subplan over it down to PostgreSQL (its rows are not counted).
+            // subplan over it down to PostgreSQL (its rows are counted by `count_federated`).
             if any.is::<CountingTable>()
                 || any.is::<datafusion_federation::FederatedTableProviderAdaptor>()
             {
@@ -42,6 +42,35 @@ pub fn count_scans(plan: LogicalPlan, counter: &RowCounter) -> crate::Result<Log
             Ok(Transformed::yes(super::plans::scan_of(&scan, provider)?))
         }
         other => Ok(Transformed::no(other)),
+    })?;
+    Ok(counted.data)
+}
+
+/// A refresh's counter, carried in its session's config: federated subplans stay logical scans
+/// until physical planning (so the federation rule can push them down), and the physical
+/// planner counts what they return with it (see [`count_federated`]).
+#[derive(Debug)]
+pub struct FederatedRows(pub RowCounter);
+
+/// `plan` with the rows of every federated subplan counted, when the session is a refresh's:
+/// those are the rows PostgreSQL sent, after every filter and aggregate it ran.
+pub(crate) fn count_federated(
+    plan: Arc<dyn ExecutionPlan>,
+    config: &datafusion::execution::config::SessionConfig,
+) -> DfResult<Arc<dyn ExecutionPlan>> {
+    let Some(rows) = config.get_extension::<FederatedRows>() else {
+        return Ok(plan);
+    };
+    let counted = plan.transform_up(|node| {
+        if node.is::<datafusion_federation::sql::VirtualExecutionPlan>() {
+            let counting: Arc<dyn ExecutionPlan> = Arc::new(CountingExec {
+                input: node,
+                counter: rows.0.clone(),
+            });
+            Ok(Transformed::yes(counting))
+        } else {
+            Ok(Transformed::no(node))
+        }
     })?;
     Ok(counted.data)
 }

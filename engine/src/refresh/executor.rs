@@ -135,7 +135,7 @@ async fn run(
     run_id: i64,
     full_requested: bool,
 ) -> Result<Done> {
-    let planned = plan_refresh(engine, object, full_requested).await?;
+    let planned = plan_refresh(engine, object, full_requested, false).await?;
     let Planned {
         state,
         plan,
@@ -180,6 +180,10 @@ async fn run(
         bookmarks,
     };
     let counter = counting::RowCounter::default();
+    let mut state = state;
+    state
+        .config_mut()
+        .set_extension(Arc::new(counting::FederatedRows(counter.clone())));
     let lateness = match choice.strategy {
         strategy::Strategy::Full => None,
         _ => lateness::Lateness::of(&state, object, &table).await?,
@@ -301,10 +305,13 @@ pub(super) struct Planned {
         BTreeMap<tributary_catalog::ObjectName, crate::sources::postgres::CursorState>,
 }
 
+/// Plans a refresh of `object`. The scheduler's change sensor plans with `sensor` set, which
+/// lets PostgreSQL sources with a `poll` interval answer from the sensor's memory.
 pub(super) async fn plan_refresh(
     engine: &EngineInner,
     object: &CatalogObject,
     full_requested: bool,
+    sensor: bool,
 ) -> Result<Planned> {
     let query = object
         .query
@@ -332,8 +339,11 @@ pub(super) async fn plan_refresh(
             .and_then(|b| b.get("version"))
             .and_then(|v| v.as_i64());
         let change = if crate::sources::postgres::is_postgres(&input) {
-            let (change, now) =
-                crate::sources::postgres::change_since(engine, &input, recorded).await?;
+            let (change, now) = if sensor {
+                crate::sources::postgres::sensed_change(engine, &input, recorded).await?
+            } else {
+                crate::sources::postgres::change_since(engine, &input, recorded).await?
+            };
             if let Some(now) = now {
                 cursors.insert(name.clone(), now);
             }

@@ -5,12 +5,13 @@
 
 pub mod changes;
 mod columns;
-mod counting;
+pub(crate) mod counting;
 mod executor;
 mod keyed;
 mod lateness;
 mod outer;
 mod plans;
+pub(crate) mod sensor;
 pub mod strategy;
 
 pub use executor::refresh_one;
@@ -79,7 +80,7 @@ pub async fn explain(
     name: &datafusion::sql::sqlparser::ast::ObjectName,
 ) -> Result<Output> {
     let object = model_named(session, name)?;
-    let planned = executor::plan_refresh(&session.engine.inner, &object, false).await?;
+    let planned = executor::plan_refresh(&session.engine.inner, &object, false, false).await?;
     let mut rows = crate::system::RowsBuilder::new(&[
         ("item", crate::system::Col::Text),
         ("value", crate::system::Col::Text),
@@ -209,7 +210,7 @@ where
 /// caller can tell whether it already tried this very state); `None` when nothing changed.
 /// A model that cannot be planned counts as changed, with the error as its state.
 pub async fn input_change(engine: &Engine, object: &CatalogObject) -> Result<Option<String>> {
-    let planned = match executor::plan_refresh(&engine.inner, object, false).await {
+    let planned = match executor::plan_refresh(&engine.inner, object, false, true).await {
         Ok(planned) => planned,
         Err(e) => return Ok(Some(format!("error: {e}"))),
     };

@@ -6,7 +6,8 @@
 //! extension planner next to Delta's (see `engine.rs`), so the largest subplan whose tables all
 //! live behind one connection (same host, port, database and user) is unparsed back to SQL and
 //! sent to PostgreSQL whole: projections, filters, limits, aggregates and joins between two
-//! sources of the same database run there, and only their result crosses the wire. We use these
+//! sources of the same database run there, and only their result crosses the wire, as binary
+//! COPY when its columns allow (`postgres_copy`). We use these
 //! crates rather than our own unparser: they are what DataFusion's ecosystem maintains for
 //! exactly this, and resolve against datafusion 55.2/arrow 59 without a second copy of either.
 //! Their cost is `native-tls` (OpenSSL) for `sslmode`, which builds against the system's libssl.
@@ -29,12 +30,15 @@ use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::catalog::TableProvider;
 use datafusion::common::TableReference;
 use datafusion::sql::unparser::dialect::PostgreSqlDialect;
+use datafusion_federation::FederatedTableProviderAdaptor;
+use datafusion_federation::sql::{RemoteTableRef, SQLFederationProvider, SQLTableSource};
 use datafusion_table_providers::postgres::DynPostgresConnectionPool;
 use datafusion_table_providers::sql::db_connection_pool::postgrespool::PostgresConnectionPool;
 use datafusion_table_providers::sql::sql_provider_datafusion::SqlTable;
 use datafusion_table_providers::util::secrets::to_secret_map;
 use tributary_catalog::{Catalog, CatalogObject, NewObject, ObjectKind, ObjectName};
 
+use super::postgres_copy::CopyExecutor;
 use crate::error::{Error, Result};
 use crate::secrets::{SecretValue, resolve_secret};
 use crate::session::{Output, Session};
@@ -311,12 +315,23 @@ pub(crate) async fn provider(
     let pool = pool(catalog, &spec.connection).await?;
     let live = remote_table(&pool, &object.name, &spec).await?;
     let schema = check_shape(object, &spec, &live.schema())?;
-    let dyn_pool: Arc<DynPostgresConnectionPool> = pool;
+    let dyn_pool: Arc<DynPostgresConnectionPool> = pool.clone();
     let table = Arc::new(
-        SqlTable::new_with_schema(CONNECTOR, &dyn_pool, schema, spec.table_reference())
+        SqlTable::new_with_schema(CONNECTOR, &dyn_pool, schema.clone(), spec.table_reference())
             .with_dialect(Arc::new(PostgreSqlDialect {})),
     );
-    Ok(Arc::new(table.create_federated_table_provider()?))
+    // The provider's own federation, with its queries run by binary COPY.
+    let executor = CopyExecutor::new(table.clone(), pool, object.name.to_string());
+    let federation = Arc::new(SQLFederationProvider::new(Arc::new(executor)));
+    let source = SQLTableSource::new_with_schema(
+        federation,
+        RemoteTableRef::from(spec.table_reference()),
+        schema,
+    );
+    Ok(Arc::new(FederatedTableProviderAdaptor::new_with_provider(
+        Arc::new(source),
+        table,
+    )))
 }
 
 /// `CREATE SOURCE name FROM POSTGRES CONNECTION c TABLE 'schema.table' [WITH (...)]`: checks
@@ -405,9 +420,10 @@ impl datafusion::execution::context::QueryPlanner for Planner {
             deltalake::delta_datafusion::planner::DeltaExtensionPlanner::new(),
             Arc::new(datafusion_federation::FederatedPlanner::new()),
         ]);
-        planner
+        let plan = planner
             .create_physical_plan(logical_plan, session_state)
-            .await
+            .await?;
+        crate::refresh::counting::count_federated(plan, session_state.config())
     }
 }
 
@@ -445,6 +461,30 @@ fn quoted_table(spec: &PostgresSourceSpec) -> String {
 /// cursor all break the equation). Anything else is a full refresh with its reason. Updates and
 /// deletes therefore always refresh in full, `primary_key` or not: the old image of an updated
 /// row, which group-wise and unique_key refreshes need, is gone from PostgreSQL once it commits.
+/// [`change_since`] for the scheduler's change sensor: with the source's `poll` interval set,
+/// the answer of the last question younger than the interval, if there is one.
+pub(crate) async fn sensed_change(
+    engine: &crate::engine::EngineInner,
+    input: &CatalogObject,
+    bookmark: Option<&serde_json::Value>,
+) -> Result<(crate::refresh::changes::Change, Option<CursorState>)> {
+    let poll = input
+        .options
+        .get("poll")
+        .map(|p| crate::schedule::parse_duration("poll", p))
+        .transpose()?
+        .filter(|p| !p.is_zero());
+    let Some(poll) = poll else {
+        return change_since(engine, input, bookmark).await;
+    };
+    if let Some(answer) = engine.sensor.recall(input.id, bookmark, poll) {
+        return Ok(answer);
+    }
+    let answer = change_since(engine, input, bookmark).await?;
+    engine.sensor.remember(input.id, bookmark, answer.clone());
+    Ok(answer)
+}
+
 pub(crate) async fn change_since(
     engine: &crate::engine::EngineInner,
     input: &CatalogObject,

@@ -218,6 +218,10 @@ async fn federated_queries_equal_postgres_and_are_pushed_down() {
         assert!(!direct.is_empty(), "{query}");
         assert_eq!(ours, direct, "{query}");
         let received = remote.last_query(&app).await;
+        assert!(
+            received.starts_with("COPY (") && received.ends_with("TO STDOUT (FORMAT binary)"),
+            "{query}: results of these types come by binary COPY, PostgreSQL received {received}"
+        );
         for fragment in *sent {
             assert!(
                 received.contains(fragment),
@@ -232,6 +236,37 @@ async fn federated_queries_equal_postgres_and_are_pushed_down() {
         }
     }
 
+    // A uuid has no binary decoder here: such results come row by row, equal all the same.
+    remote
+        .exec(
+            "CREATE TABLE $S.tags (id integer, tag uuid, label varchar(10));
+             INSERT INTO $S.tags SELECT g, md5(g::text)::uuid, CASE WHEN g > 1 THEN 'l' || g END
+             FROM generate_series(1, 30) g;",
+        )
+        .await;
+    client
+        .batch_execute(&format!(
+            "CREATE SOURCE src.tags FROM POSTGRES CONNECTION bank TABLE '{app}.tags'"
+        ))
+        .await
+        .unwrap();
+    for (query, by_copy) in [
+        ("SELECT * FROM src.tags ORDER BY id", false),
+        ("SELECT id, label FROM src.tags ORDER BY id", true),
+    ] {
+        let direct = query.replace("src.", &format!("{}.", remote.schema));
+        assert_eq!(
+            rows(&client, query).await,
+            rows(&remote.client, &direct).await
+        );
+        let received = remote.last_query(&app).await;
+        assert_eq!(
+            received.starts_with("COPY ("),
+            by_copy,
+            "{query}: {received}"
+        );
+    }
+
     // A model reads through the same federation.
     client
         .batch_execute(
@@ -242,6 +277,15 @@ async fn federated_queries_equal_postgres_and_are_pushed_down() {
         .unwrap();
     let received = remote.last_query(&app).await;
     assert!(received.contains("GROUP BY"), "{received}");
+    // What the refresh read is what PostgreSQL sent: one row per account.
+    assert_eq!(
+        rows(
+            &client,
+            "SELECT rows_read FROM tributary.runs WHERE model = 'public.totals'"
+        )
+        .await,
+        [[Some("3".to_string())]]
+    );
     assert_eq!(
         rows(&client, "SELECT * FROM totals ORDER BY account_id").await,
         rows(
@@ -504,7 +548,11 @@ async fn on_change_models_follow_an_advancing_cursor() {
              CREATE SOURCE events FROM POSTGRES CONNECTION bank TABLE '{app}.events'
                  WITH (cursor = 'updated_at');
              CREATE MODEL total WITH (schedule = 'on change') AS
-                 SELECT sum(amount) AS total FROM events;"
+                 SELECT sum(amount) AS total FROM events;
+             CREATE SOURCE hourly FROM POSTGRES CONNECTION bank TABLE '{app}.events'
+                 WITH (cursor = 'updated_at', poll = '1 hour');
+             CREATE MODEL total_hourly WITH (schedule = 'on change') AS
+                 SELECT sum(amount) AS total FROM hourly;"
         ))
         .await
         .unwrap();
@@ -531,4 +579,29 @@ async fn on_change_models_follow_an_advancing_cursor() {
         .unwrap()
         .get(0);
     assert_eq!(total, 15);
+    // The same table behind `poll = '1 hour'`: the sensor asked PostgreSQL once, before the
+    // insert, and keeps that answer for the hour.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let hourly: i64 = client
+        .query_one(
+            &scheduled.replace("public.total'", "public.total_hourly'"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        hourly, 0,
+        "a source polled hourly was asked again within seconds"
+    );
+    client
+        .batch_execute("REFRESH MODEL total_hourly")
+        .await
+        .unwrap();
+    let total: i64 = client
+        .query_one("SELECT total FROM total_hourly", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(total, 15, "a refresh reads PostgreSQL afresh");
 }
