@@ -72,6 +72,9 @@ RAW = {
                               "csv"),
 }
 
+# The history file of the incremental phase's new transactions (sorts after the others).
+NEW_FILE = "zz-new.csv"
+
 # What each peer needs changed in the project's SQL (pattern, replacement).
 REWRITES = {
     "postgres": [
@@ -342,7 +345,7 @@ def changes(data: Path, work: Path, fraction_new: float, fraction_updated: float
     last = history[-1].read_text().splitlines()
     header, rows = last[0], last[1:]
     first_id = 10**11
-    new = work / "zz-new.csv"
+    new = work / NEW_FILE
     with open(new, "w") as f:
         f.write(header + "\n")
         for i in range(int(total * fraction_new)):
@@ -417,6 +420,11 @@ def main() -> None:
     if not data.exists():
         subprocess.run([str(args.binary), "generate", "--out", str(data), "--transactions",
                         str(args.transactions)], check=True)
+    # A rerun in the same workdir starts afresh: no warehouse or DuckDB file of the last run,
+    # and the history without the file the last run's change step added to it.
+    shutil.rmtree(work / "warehouse", ignore_errors=True)
+    for stale in [work / "duck.db", work / "duck.db.wal", data / "transactions" / NEW_FILE]:
+        stale.unlink(missing_ok=True)
     dag = models(REPO_DIR / "models")
     new_file, updated, history_rows = changes(data, work, 0.01, 0.001, 7)
     print(f"{args.transactions} transactions ({history_rows} in the history files), "

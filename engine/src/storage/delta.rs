@@ -128,9 +128,35 @@ pub fn commit_properties(metadata: serde_json::Map<String, serde_json::Value>) -
     CommitProperties::default().with_metadata(metadata)
 }
 
+/// The scan settings every Delta provider reads with: strings as `Utf8`, like every other
+/// source (the engine's sessions set the same), and filters pushed into the Parquet reader.
+///
+/// delta-rs would otherwise read strings as `Utf8View`. DataFusion's operators measure each
+/// output batch's memory for their `output_bytes` metric, which for a view array clones its
+/// list of data buffers; after a hash join every output batch references all of the build
+/// side's buffers, and that accounting was 45% of a 1M-row model refresh (`perf`, see the
+/// README's benchmark notes). Plain `Utf8` arrays cost a copy of their strings instead.
+static SCAN_SETTINGS: std::sync::LazyLock<Arc<datafusion::execution::SessionState>> =
+    std::sync::LazyLock::new(|| {
+        let config = datafusion::prelude::SessionConfig::new()
+            .set_bool(
+                "datafusion.execution.parquet.schema_force_view_types",
+                false,
+            )
+            .set_bool("datafusion.execution.parquet.pushdown_filters", true);
+        Arc::new(
+            datafusion::execution::SessionStateBuilder::new()
+                .with_config(config)
+                .build(),
+        )
+    });
+
 /// A DataFusion provider for the table's loaded version.
 pub async fn provider(table: &DeltaTable) -> Result<Arc<dyn TableProvider>> {
-    Ok(table.table_provider().await?)
+    Ok(table
+        .table_provider()
+        .with_session(SCAN_SETTINGS.clone())
+        .await?)
 }
 
 /// Moves a loaded table to the newest commit in its log. Writers start from the newest commit
