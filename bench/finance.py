@@ -211,6 +211,8 @@ class Tributary:
     def stop(self) -> None:
         self.conn.close()
         self.server.stop()
+        # The peers load the history folder as it was before the change step.
+        (self.data / "transactions" / NEW_FILE).unlink(missing_ok=True)
 
 
 def update_sql(ids: list[int]) -> str:
@@ -228,6 +230,8 @@ class DuckDB:
         self.data = data
         code = ("import duckdb, sys\n"
                 f"c = duckdb.connect({str(work / 'duck.db')!r})\n"
+                # The progress bar of long statements would land on the answer pipe.
+                "c.execute('SET enable_progress_bar = false')\n"
                 "for line in sys.stdin:\n"
                 "    c.execute(line.replace('\\x1f', '\\n')); print('ok', flush=True)\n")
         self.proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
