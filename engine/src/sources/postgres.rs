@@ -450,17 +450,6 @@ fn quoted_table(spec: &PostgresSourceSpec) -> String {
     }
 }
 
-/// How a PostgreSQL source changed since the bookmark a model's last commit recorded, and the
-/// cursor state this refresh reads up to (`None` without a cursor).
-///
-/// The invariant is that an incremental refresh equals a full one, so appends are claimed only
-/// when they are provably all that happened: with the bookmark `(c, n)` and now `n'` rows of
-/// which `k` have a cursor after `c`, the rows after `c` are exactly the new rows only if
-/// `n' = n + k` (an update moves a row's cursor past `c` without adding a row; a delete, a row
-/// inserted with an old or NULL cursor, or a transaction that commits late with an older
-/// cursor all break the equation). Anything else is a full refresh with its reason. Updates and
-/// deletes therefore always refresh in full, `primary_key` or not: the old image of an updated
-/// row, which group-wise and unique_key refreshes need, is gone from PostgreSQL once it commits.
 /// [`change_since`] for the scheduler's change sensor: with the source's `poll` interval set,
 /// the answer of the last question younger than the interval, if there is one.
 pub(crate) async fn sensed_change(
@@ -485,6 +474,17 @@ pub(crate) async fn sensed_change(
     Ok(answer)
 }
 
+/// How a PostgreSQL source changed since the bookmark a model's last commit recorded, and the
+/// cursor state this refresh reads up to (`None` without a cursor).
+///
+/// The invariant is that an incremental refresh equals a full one, so appends are claimed only
+/// when they are provably all that happened: with the bookmark `(c, n)` and now `n'` rows of
+/// which `k` have a cursor after `c`, the rows after `c` are exactly the new rows only if
+/// `n' = n + k` (an update moves a row's cursor past `c` without adding a row; a delete, a row
+/// inserted with an old or NULL cursor, or a transaction that commits late with an older
+/// cursor all break the equation). Anything else is a full refresh with its reason. Updates and
+/// deletes therefore always refresh in full, `primary_key` or not: the old image of an updated
+/// row, which group-wise and unique_key refreshes need, is gone from PostgreSQL once it commits.
 pub(crate) async fn change_since(
     engine: &crate::engine::EngineInner,
     input: &CatalogObject,
