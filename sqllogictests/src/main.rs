@@ -32,8 +32,13 @@ impl Drop for Server {
     }
 }
 
+/// The checkout the test runs in: `cargo test` sets CARGO_MANIFEST_DIR when it runs a test,
+/// which names this checkout even when the binary is shared with another checkout's build
+/// (one target directory, an unchanged source); the compile-time value is the fallback.
 fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
         .parent()
         .unwrap()
         .to_path_buf()

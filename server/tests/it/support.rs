@@ -1,7 +1,7 @@
 //! `TestServer`: the real binary on port 0 with its own warehouse, killed on drop.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
 use tokio_postgres::{Client, NoTls};
@@ -19,8 +19,13 @@ pub struct TestServer {
     pub banner: Vec<String>,
 }
 
+/// The checkout the test runs in: `cargo test` sets CARGO_MANIFEST_DIR when it runs a test,
+/// which names this checkout even when the test binary is shared with another checkout's
+/// build (one target directory, an unchanged source); the compile-time value is the fallback.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
         .parent()
         .unwrap()
         .to_path_buf()
