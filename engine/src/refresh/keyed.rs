@@ -249,7 +249,7 @@ pub(super) async fn refresh_keys(
     let plan = count_scans(plan, counter)?;
     let affected = affected_keys(engine, state, &plan, keys, inputs, changes).await?;
     let affected = count_scans(affected, counter)?;
-    let mut key_batches = uniform(DataFrame::new(state.clone(), affected).collect().await?)?;
+    let mut key_batches = DataFrame::new(state.clone(), affected).collect().await?;
     let mut late_rows = None;
     if let Some(lateness) = lateness
         && let Some(k) = keys.columns.iter().position(|c| *c == lateness.column)
@@ -473,115 +473,10 @@ fn key_prefilter(
     Ok(filter)
 }
 
-/// The plan without the UNION branches that do not read the changed input: their rows are
-/// the same before and after its change, so they name no affected key (reading them would
-/// make every key of an unchanged branch "affected").
-fn without_other_branches(
-    plan: LogicalPlan,
-    reads_changed: &dyn Fn(&TableReference) -> bool,
-) -> Result<LogicalPlan> {
-    use datafusion::logical_expr::Union;
-    let reads = |input: &LogicalPlan| {
-        input
-            .exists(|node| {
-                Ok(matches!(node, LogicalPlan::TableScan(scan) if reads_changed(&scan.table_name)))
-            })
-            .unwrap_or(true)
-    };
-    let pruned = plan.transform_down(|node| {
-        let LogicalPlan::Union(union) = node else {
-            return Ok(Transformed::no(node));
-        };
-        if union.inputs.iter().all(|input| reads(input)) {
-            return Ok(Transformed::no(LogicalPlan::Union(union)));
-        }
-        // Each kept branch renamed to the union's columns, so the plan above is unchanged.
-        let mut kept = Vec::new();
-        for input in union.inputs.iter().filter(|input| reads(input)) {
-            let renamed: Vec<Expr> = input
-                .schema()
-                .columns()
-                .into_iter()
-                .zip(union.schema.iter())
-                .map(|(column, (qualifier, field))| {
-                    Expr::Column(column).alias_qualified(qualifier.cloned(), field.name())
-                })
-                .collect();
-            kept.push(Arc::new(
-                LogicalPlanBuilder::from(input.as_ref().clone())
-                    .project(renamed)?
-                    .build()?,
-            ));
-        }
-        Ok(Transformed::yes(match kept.len() {
-            0 => return Ok(Transformed::no(LogicalPlan::Union(union))),
-            1 => kept.remove(0).as_ref().clone(),
-            _ => LogicalPlan::Union(Union {
-                inputs: kept,
-                schema: union.schema.clone(),
-            }),
-        }))
-    })?;
-    Ok(pruned.data)
-}
-
-/// Batches under one schema (the first's, every column nullable, other batches' columns cast
-/// to its types), so a memory table takes them: the branches of a UNION yield batches whose
-/// fields differ in nullability (a literal is never null, a column may be).
-fn uniform(
-    batches: Vec<datafusion::arrow::record_batch::RecordBatch>,
-) -> Result<Vec<datafusion::arrow::record_batch::RecordBatch>> {
-    match batches.first() {
-        Some(first) => {
-            let schema = nullable(&first.schema());
-            uniform_to(&schema, batches)
-        }
-        None => Ok(batches),
-    }
-}
-
-/// `schema` with every field nullable.
-fn nullable(
-    schema: &datafusion::arrow::datatypes::Schema,
-) -> datafusion::arrow::datatypes::SchemaRef {
-    use datafusion::arrow::datatypes::{Field, Schema};
-    let fields: Vec<Field> = schema
-        .fields()
-        .iter()
-        .map(|f| Field::new(f.name(), f.data_type().clone(), true))
-        .collect();
-    Arc::new(Schema::new(fields))
-}
-
-/// The batches with `schema`, their columns cast to its types.
-fn uniform_to(
-    schema: &datafusion::arrow::datatypes::SchemaRef,
-    batches: Vec<datafusion::arrow::record_batch::RecordBatch>,
-) -> Result<Vec<datafusion::arrow::record_batch::RecordBatch>> {
-    batches
-        .into_iter()
-        .map(|batch| {
-            let columns = batch
-                .columns()
-                .iter()
-                .zip(schema.fields())
-                .map(|(column, field)| datafusion::arrow::compute::cast(column, field.data_type()))
-                .collect::<std::result::Result<Vec<_>, _>>()?;
-            Ok(datafusion::arrow::record_batch::RecordBatch::try_new(
-                schema.clone(),
-                columns,
-            )?)
-        })
-        .collect()
-}
-
 /// The rows of `plan`, computed now and held in memory.
 async fn materialize(state: &SessionState, plan: LogicalPlan) -> Result<LogicalPlan> {
-    let schema = nullable(plan.schema().as_arrow());
-    let batches = uniform_to(
-        &schema,
-        DataFrame::new(state.clone(), plan).collect().await?,
-    )?;
+    let schema = Arc::new(plan.schema().as_arrow().clone());
+    let batches = DataFrame::new(state.clone(), plan).collect().await?;
     let rows = Arc::new(MemTable::try_new(schema, vec![batches])?);
     let ctx = SessionContext::new_with_state(state.clone());
     Ok(ctx.read_table(rows)?.into_unoptimized_plan())
@@ -677,7 +572,6 @@ async fn affected_keys(
             super::outer::tracing_plan(below.clone(), &|table| is(this, table), &|table| {
                 changed.iter().any(|name| is(name, table))
             })?;
-        let traced = without_other_branches(traced, &|table| is(this, table))?;
         let branch = plans::rewrite_scans(engine, state, traced, inputs, &choice, |name, _| {
             if name == *this {
                 ScanAs::Changed
