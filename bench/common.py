@@ -39,6 +39,30 @@ def without(prefix: str) -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith(prefix)}
 
 
+def wait_ready(proc: subprocess.Popen, timeout: float) -> tuple[int, int] | None:
+    """The (pgwire, http) ports from the server's ready line, or None when it exits or
+    `timeout` passes first. Its stdout keeps being read afterwards so it never blocks."""
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def drain(stream) -> None:
+        for line in stream:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=drain, args=(proc.stdout,), daemon=True).start()
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
+        except queue.Empty:
+            line = ""
+        if line is None or time.monotonic() > deadline:
+            return None
+        ready = re.search(r"tributary ready pgwire=[^ ]*:(\d+) http=[^ ]*:(\d+)", line)
+        if ready:
+            return int(ready.group(1)), int(ready.group(2))
+
+
 class TributaryServer:
     """One `tributary serve` process on ephemeral ports with a fresh warehouse.
 
@@ -66,27 +90,11 @@ class TributaryServer:
             self.proc = subprocess.Popen(cmd + extra_args, cwd=workdir, stdout=subprocess.PIPE,
                                          stderr=log, stdin=subprocess.DEVNULL, text=True,
                                          env=without("TRIBUTARY_"))
-        lines: queue.Queue[str | None] = queue.Queue()
-
-        def drain(stream) -> None:  # keeps reading stdout so the server never blocks on it
-            for line in stream:
-                lines.put(line)
-            lines.put(None)
-
-        threading.Thread(target=drain, args=(self.proc.stdout,), daemon=True).start()
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
-            except queue.Empty:
-                line = ""
-            if line is None or time.monotonic() > deadline:
-                self.stop()
-                sys.exit(f"the server did not start; see {self.log_path}")
-            ready = re.search(r"tributary ready pgwire=[^ ]*:(\d+) http=[^ ]*:(\d+)", line)
-            if ready:
-                self.port, self.http_port = int(ready.group(1)), int(ready.group(2))
-                return
+        ports = wait_ready(self.proc, timeout)
+        if ports is None:
+            self.stop()
+            sys.exit(f"the server did not start; see {self.log_path}")
+        self.port, self.http_port = ports
 
     @property
     def pid(self) -> int:

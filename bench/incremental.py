@@ -42,7 +42,6 @@ import dataclasses
 import datetime as dt
 import json
 import os
-import queue
 import random
 import re
 import shutil
@@ -50,11 +49,10 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-from common import BENCH_DIR, REPO_DIR, machine, source_commit
+from common import BENCH_DIR, REPO_DIR, machine, source_commit, wait_ready
 
 SEED = 20_240_603
 DATA_VERSION = 1
@@ -330,27 +328,11 @@ class Server:
             stdin=subprocess.DEVNULL, text=True, env=self.env,
         )
         log_file.close()
-        lines: queue.Queue[str | None] = queue.Queue()
-
-        def drain(stream) -> None:  # keeps reading stdout so the server never blocks on it
-            for line in stream:
-                lines.put(line)
-            lines.put(None)
-
-        threading.Thread(target=drain, args=(self.proc.stdout,), daemon=True).start()
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
-            except queue.Empty:
-                line = ""
-            if line is None or time.monotonic() > deadline:
-                self.stop()
-                sys.exit(f"the server did not start; see {self.log_path}")
-            m = re.search(r"tributary ready pgwire=[^ ]*:(\d+)", line)
-            if m:
-                self.port = int(m.group(1))
-                return
+        ports = wait_ready(self.proc, timeout)
+        if ports is None:
+            self.stop()
+            sys.exit(f"the server did not start; see {self.log_path}")
+        self.port = ports[0]
 
     def stop(self) -> None:
         if self.proc is None:
