@@ -81,6 +81,15 @@ impl Drop for Remote {
 }
 
 /// Rows as text, the way a client sees them.
+/// The one bigint value `sql` returns.
+async fn scalar(client: &Client, sql: &str) -> i64 {
+    client
+        .query_one(sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .get(0)
+}
+
 async fn rows(client: &Client, sql: &str) -> Vec<Vec<Option<String>>> {
     client
         .simple_query(sql)
@@ -559,37 +568,29 @@ async fn on_change_models_follow_an_advancing_cursor() {
     let scheduled = "SELECT count(*) FROM tributary.runs WHERE model = 'public.total' \
                      AND trigger = 'schedule' AND status = 'succeeded'";
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
-    let before: i64 = client.query_one(scheduled, &[]).await.unwrap().get(0);
+    let before = scalar(&client, scheduled).await;
     assert_eq!(before, 0, "nothing changed, nothing ran");
     remote
         .exec("INSERT INTO $S.events VALUES (2, 5, '2026-01-02 00:00:00+00')")
         .await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
-        let n: i64 = client.query_one(scheduled, &[]).await.unwrap().get(0);
+        let n = scalar(&client, scheduled).await;
         if n >= 1 || std::time::Instant::now() > deadline {
             assert_eq!(n, 1);
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
-    let total: i64 = client
-        .query_one("SELECT total FROM total", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(total, 15);
+    assert_eq!(scalar(&client, "SELECT total FROM total").await, 15);
     // The same table behind `poll = '1 hour'`: the sensor asked PostgreSQL once, before the
     // insert, and keeps that answer for the hour.
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
-    let hourly: i64 = client
-        .query_one(
-            &scheduled.replace("public.total'", "public.total_hourly'"),
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let hourly = scalar(
+        &client,
+        &scheduled.replace("public.total'", "public.total_hourly'"),
+    )
+    .await;
     assert_eq!(
         hourly, 0,
         "a source polled hourly was asked again within seconds"
@@ -598,10 +599,9 @@ async fn on_change_models_follow_an_advancing_cursor() {
         .batch_execute("REFRESH MODEL total_hourly")
         .await
         .unwrap();
-    let total: i64 = client
-        .query_one("SELECT total FROM total_hourly", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(total, 15, "a refresh reads PostgreSQL afresh");
+    assert_eq!(
+        scalar(&client, "SELECT total FROM total_hourly").await,
+        15,
+        "a refresh reads PostgreSQL afresh"
+    );
 }
