@@ -3,7 +3,8 @@
 //! ([`tributary_engine::schedule::due`]: `'every'` and `'cron'` by time since the last run,
 //! `'on change'` when an input changed, failed attempts by their retry policy) and refreshes
 //! them through the same path as `REFRESH` (dependency order, downstream of a failure skipped
-//! with that reason), at most `max_concurrent` at once, each under its model's `timeout`.
+//! with that reason), at most `max_concurrent` at once (polls and jobs included), each under
+//! its model's `timeout`.
 //!
 //! Everything the decision needs lives in the catalog (run history, options), so schedules
 //! and retries carry over a restart: runs a crash interrupted are recorded failed at start-up
@@ -172,6 +173,7 @@ impl Scheduler {
 impl Scheduler {
     /// Starts a poll of every HTTP source whose `poll` interval passed, each in the
     /// background (a slow API holds back nothing else) and never two at once for one source.
+    /// A poll writes a snapshot like a refresh, so it takes one of the refresh permits.
     /// A poll that brings a new snapshot is a new Delta version of the source, which the
     /// `'on change'` models over it see on a later tick.
     fn poll_sources(&self, now: chrono::DateTime<chrono::Utc>) -> Result<(), Error> {
@@ -182,7 +184,9 @@ impl Scheduler {
             }
             let engine = self.engine.clone();
             let in_flight = self.in_flight.clone();
+            let permits = self.permits.clone();
             tokio::spawn(async move {
+                let _permit = permits.acquire_owned().await;
                 // The outcome (and any error) is recorded as a run of the source.
                 let _ = http::poll(&engine, &source, schedule::TRIGGER_SCHEDULE).await;
                 lock(&in_flight).remove(&source.id);

@@ -554,6 +554,65 @@ async fn the_scheduler_polls_and_on_change_models_follow() {
     assert_eq!(count(&client, "SELECT snapshots FROM raw.latest").await, 2);
 }
 
+/// Scheduled polls take refresh permits: with one permit, two slow APIs are never polled at
+/// the same time.
+#[tokio::test]
+async fn scheduled_polls_count_against_the_refresh_bound() {
+    let (first, first_url) = start_api(&rates(&[("EUR", 0.9)])).await;
+    let (second, second_url) = start_api(&rates(&[("GBP", 0.8)])).await;
+    set(
+        &first,
+        200,
+        &rates(&[("EUR", 0.9)]),
+        Duration::from_millis(700),
+    );
+    set(
+        &second,
+        200,
+        &rates(&[("GBP", 0.8)]),
+        Duration::from_millis(700),
+    );
+    let (server, _dir) = TestServer::start(&["--max-concurrent-refreshes", "1"]);
+    let client = server.connect().await;
+    client
+        .batch_execute(&format!(
+            "CREATE SCHEMA raw;
+             CREATE SOURCE raw.first FROM HTTP '{first_url}' FORMAT JSON
+                 WITH (records = '$.data.rates[*]', poll = '1 second');
+             CREATE SOURCE raw.second FROM HTTP '{second_url}' FORMAT JSON
+                 WITH (records = '$.data.rates[*]', poll = '1 second');"
+        ))
+        .await
+        .unwrap();
+    let finished = "SELECT count(*) FROM tributary.runs WHERE model IN ('raw.first', 'raw.second') \
+                    AND trigger = 'schedule' AND finished_at IS NOT NULL";
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while count(&client, finished).await < 6 {
+        assert!(Instant::now() < deadline, "the scheduler did not poll");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let runs = client
+        .query(
+            "SELECT model, CAST(date_part('epoch', started_at) AS DOUBLE PRECISION), \
+                    CAST(date_part('epoch', finished_at) AS DOUBLE PRECISION) FROM tributary.runs \
+             WHERE trigger = 'schedule' AND finished_at IS NOT NULL ORDER BY started_at",
+            &[],
+        )
+        .await
+        .unwrap();
+    let spans: Vec<(String, f64, f64)> = runs
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    for pair in spans.windows(2) {
+        assert!(
+            pair[0].2 <= pair[1].1,
+            "two polls ran at once under one permit: {pair:?}"
+        );
+    }
+    assert!(hits(&first) >= 2 && hits(&second) >= 2);
+}
+
 #[tokio::test]
 async fn headers_come_from_a_secret_that_never_shows() {
     let token = "Bearer s3cret-t0ken-9f2";
