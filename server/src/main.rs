@@ -33,7 +33,11 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    // Planning and optimizing recurse as deep as a query's expressions nest (a long IN list
+    // becomes an OR chain in Delta's scans), so workers get more than tokio's 2 MiB of stack;
+    // it is address space, touched only as deep as a thread goes.
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .thread_stack_size(16 * 1024 * 1024)
         .enable_all()
         .build()
         .expect("tokio runtime");

@@ -48,6 +48,16 @@ pub enum Change {
         from: Option<String>,
         to: String,
     },
+    /// A PostgreSQL source with a cursor and a `primary_key` had rows inserted or updated
+    /// (those whose cursor is after `from` and at most `to`) and maybe deleted. PostgreSQL
+    /// keeps no old image of an updated or deleted row, so only a model whose `unique_key` is
+    /// the source's primary key can follow it (see `keyed`).
+    CursorUpserted {
+        cursor: String,
+        from: Option<String>,
+        to: String,
+        primary_key: Vec<String>,
+    },
     /// No bookmark (first refresh) or an input kind without change tracking yet.
     Unknown(String),
 }
@@ -69,8 +79,26 @@ impl Change {
                 Some(from) => format!("rows with {cursor} after {from} (up to {to})"),
                 None => format!("rows with {cursor} up to {to}"),
             },
+            Change::CursorUpserted {
+                cursor,
+                from,
+                primary_key,
+                ..
+            } => format!(
+                "rows inserted or updated (with {cursor} after {}) or deleted, by primary key ({})",
+                from.as_deref().unwrap_or("the start"),
+                primary_key.join(", ")
+            ),
             Change::Unknown(why) => why.clone(),
         }
+    }
+
+    /// Whether rows were updated or deleted, so only a key-wise refresh can follow.
+    pub fn rewrites(&self) -> bool {
+        matches!(
+            self,
+            Change::Rewritten { .. } | Change::CursorUpserted { .. }
+        )
     }
 
     /// Whether the input only gained rows.

@@ -305,6 +305,26 @@ pub(super) struct Planned {
         BTreeMap<tributary_catalog::ObjectName, crate::sources::postgres::CursorState>,
 }
 
+/// The plan with every `SELECT DISTINCT` written as the GROUP BY of all its columns it means
+/// (DataFusion's own rewrite, which its optimizer would apply anyway), so the strategy sees
+/// the aggregate it is: changed rows then recompute only their own groups instead of the
+/// whole model.
+fn distinct_as_grouping(
+    plan: datafusion::logical_expr::LogicalPlan,
+) -> Result<datafusion::logical_expr::LogicalPlan> {
+    use datafusion::common::tree_node::{Transformed, TreeNode};
+    use datafusion::logical_expr::{Distinct, LogicalPlan};
+    use datafusion::optimizer::{OptimizerContext, OptimizerRule};
+    let rule =
+        datafusion::optimizer::replace_distinct_aggregate::ReplaceDistinctWithAggregate::new();
+    let context = OptimizerContext::new();
+    let rewritten = plan.transform_up(|node| match node {
+        LogicalPlan::Distinct(Distinct::All(_)) => rule.rewrite(node, &context),
+        other => Ok(Transformed::no(other)),
+    })?;
+    Ok(rewritten.data)
+}
+
 /// Plans a refresh of `object`. The scheduler's change sensor plans with `sensor` set, which
 /// lets PostgreSQL sources with a `poll` interval answer from the sensor's memory.
 pub(super) async fn plan_refresh(
@@ -319,7 +339,7 @@ pub(super) async fn plan_refresh(
         .ok_or_else(|| Error::Internal(format!("model {} has no query", object.name)))?;
     let default_schema = object.default_schema.as_deref().unwrap_or("public");
     let state = planning::state_in_schema(engine.base_state(), Some(default_schema));
-    let plan = planning::plan_query_text(&state, query).await?;
+    let plan = distinct_as_grouping(planning::plan_query_text(&state, query).await?)?;
     let table = current_table(engine, object).await?;
     let bookmarks = if object.published_version.is_some() {
         changes::bookmarks(&table).await
@@ -429,14 +449,14 @@ async fn check_append_contract(
     input_changes: &BTreeMap<tributary_catalog::ObjectName, changes::Change>,
 ) -> Result<()> {
     for (name, change) in input_changes {
-        let changes::Change::Rewritten { from, to } = change else {
-            continue;
-        };
-        let row = match inputs.get(name) {
-            Some((input, _)) => changes::first_changed_row(engine, state, input, (*from, *to))
-                .await
-                .unwrap_or_default(),
-            None => None,
+        let row = match (change, inputs.get(name)) {
+            (changes::Change::Rewritten { from, to }, Some((input, _))) => {
+                changes::first_changed_row(engine, state, input, (*from, *to))
+                    .await
+                    .unwrap_or_default()
+            }
+            (changes::Change::Rewritten { .. } | changes::Change::CursorUpserted { .. }, _) => None,
+            _ => continue,
         };
         return Err(Error::bad_input(format!(
             "refresh = 'append' contract of model \"{}\" broken by input \"{name}\": {}{}",

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use datafusion::catalog::MemTable;
 use datafusion::common::tree_node::{Transformed, TreeNode};
-use datafusion::common::{Column, JoinType, TableReference};
+use datafusion::common::{Column, JoinType};
 use datafusion::execution::context::SessionState;
 use datafusion::logical_expr::{
     Aggregate, Expr, LogicalPlan, LogicalPlanBuilder, Operator, col, lit,
@@ -27,10 +27,14 @@ use deltalake::kernel::transaction::CommitProperties;
 use super::changes::Change;
 use super::counting::{RowCounter, count_scans};
 use super::lateness::Lateness;
-use super::plans::{self, Inputs, ScanAs};
+use super::plans::Inputs;
 use super::strategy::{self, Shape};
 use crate::engine::EngineInner;
 use crate::error::{Error, Result};
+
+mod affected;
+
+pub use affected::primary_key_of_keys;
 
 /// Where the keys are evaluated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +56,7 @@ pub struct Keys {
 }
 
 const KEY_PREFIX: &str = "__tributary_key_";
+const REMOTE_KEY_PREFIX: &str = "__tributary_remote_key_";
 const PRESENT: &str = "__tributary_present";
 const KEYS_ALIAS: &str = "__tributary_keys";
 const NEW_ALIAS: &str = "__tributary_new";
@@ -247,9 +252,10 @@ pub(super) async fn refresh_keys(
     let ctx = SessionContext::new_with_state(state.clone());
     let started = std::time::Instant::now();
     let plan = count_scans(plan, counter)?;
-    let affected = affected_keys(engine, state, &plan, keys, inputs, changes).await?;
+    let affected =
+        affected::affected_keys(engine, state, &plan, keys, inputs, changes, &table).await?;
     let affected = count_scans(affected, counter)?;
-    let mut key_batches = DataFrame::new(state.clone(), affected).collect().await?;
+    let mut key_batches = uniform(DataFrame::new(state.clone(), affected).collect().await?)?;
     let mut late_rows = None;
     if let Some(lateness) = lateness
         && let Some(k) = keys.columns.iter().position(|c| *c == lateness.column)
@@ -431,12 +437,15 @@ pub(super) async fn refresh_keys(
     }))
 }
 
-/// Most values a key may have for the key-wise refresh to also filter by literal values.
-const MAX_PREFILTER_VALUES: usize = 10_000;
+/// Most distinct values of a key column that the prefilter lists one by one; past that it
+/// filters by the values' range. Kept small: Delta's scan lowers an IN list to a chain of
+/// ORs, as deep as the list is long, and Parquet statistics prune nothing with long lists.
+const MAX_PREFILTER_VALUES: usize = 64;
 
-/// A filter implied by the affected keys, `key IN (values)` per key column with few enough
-/// values, that the optimizer can push down to the scans so Delta and Parquet statistics skip
-/// files and row groups without affected keys (the semi-join alone would read every row).
+/// A filter implied by the affected keys that the optimizer can push down to the scans, so
+/// Delta and Parquet statistics skip files and row groups without affected keys (the
+/// semi-join alone would read every row): per key column, `key IN (values)` for a few
+/// values, `key BETWEEN min AND max` for more.
 fn key_prefilter(
     exprs: &[Expr],
     batches: &[datafusion::arrow::record_batch::RecordBatch],
@@ -445,6 +454,8 @@ fn key_prefilter(
     let mut filter = lit(true);
     for (k, expr) in exprs.iter().enumerate() {
         let mut values = std::collections::HashSet::new();
+        let mut range: Option<(ScalarValue, ScalarValue)> = None;
+        let mut ordered = true;
         let mut nulls = false;
         for batch in batches {
             let column = batch.column(k);
@@ -452,19 +463,37 @@ fn key_prefilter(
                 let value = ScalarValue::try_from_array(column, row)?;
                 if value.is_null() {
                     nulls = true;
-                } else {
+                    continue;
+                }
+                range = match range {
+                    None => Some((value.clone(), value.clone())),
+                    Some((low, high)) => {
+                        match (value.partial_cmp(&low), value.partial_cmp(&high)) {
+                            (Some(to_low), Some(to_high)) => Some((
+                                if to_low.is_lt() { value.clone() } else { low },
+                                if to_high.is_gt() { value.clone() } else { high },
+                            )),
+                            _ => {
+                                ordered = false;
+                                Some((low, high))
+                            }
+                        }
+                    }
+                };
+                if values.len() <= MAX_PREFILTER_VALUES {
                     values.insert(value);
                 }
             }
-            if values.len() > MAX_PREFILTER_VALUES {
-                break;
+        }
+        let mut this = if values.len() <= MAX_PREFILTER_VALUES {
+            expr.clone()
+                .in_list(values.into_iter().map(lit).collect(), false)
+        } else {
+            match range {
+                Some((low, high)) if ordered => expr.clone().between(lit(low), lit(high)),
+                _ => continue,
             }
-        }
-        if values.len() > MAX_PREFILTER_VALUES {
-            continue;
-        }
-        let list: Vec<Expr> = values.into_iter().map(lit).collect();
-        let mut this = expr.clone().in_list(list, false);
+        };
         if nulls {
             this = this.or(expr.clone().is_null());
         }
@@ -473,10 +502,63 @@ fn key_prefilter(
     Ok(filter)
 }
 
+/// Batches under one schema (the first's, every column nullable, other batches' columns cast
+/// to its types), so a memory table takes them: the branches of a UNION yield batches whose
+/// fields differ in nullability (a literal is never null, a column may be).
+fn uniform(
+    batches: Vec<datafusion::arrow::record_batch::RecordBatch>,
+) -> Result<Vec<datafusion::arrow::record_batch::RecordBatch>> {
+    match batches.first() {
+        Some(first) => {
+            let schema = nullable(&first.schema());
+            uniform_to(&schema, batches)
+        }
+        None => Ok(batches),
+    }
+}
+
+/// `schema` with every field nullable.
+fn nullable(
+    schema: &datafusion::arrow::datatypes::Schema,
+) -> datafusion::arrow::datatypes::SchemaRef {
+    use datafusion::arrow::datatypes::{Field, Schema};
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| Field::new(f.name(), f.data_type().clone(), true))
+        .collect();
+    Arc::new(Schema::new(fields))
+}
+
+/// The batches with `schema`, their columns cast to its types.
+fn uniform_to(
+    schema: &datafusion::arrow::datatypes::SchemaRef,
+    batches: Vec<datafusion::arrow::record_batch::RecordBatch>,
+) -> Result<Vec<datafusion::arrow::record_batch::RecordBatch>> {
+    batches
+        .into_iter()
+        .map(|batch| {
+            let columns = batch
+                .columns()
+                .iter()
+                .zip(schema.fields())
+                .map(|(column, field)| datafusion::arrow::compute::cast(column, field.data_type()))
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            Ok(datafusion::arrow::record_batch::RecordBatch::try_new(
+                schema.clone(),
+                columns,
+            )?)
+        })
+        .collect()
+}
+
 /// The rows of `plan`, computed now and held in memory.
 async fn materialize(state: &SessionState, plan: LogicalPlan) -> Result<LogicalPlan> {
-    let schema = Arc::new(plan.schema().as_arrow().clone());
-    let batches = DataFrame::new(state.clone(), plan).collect().await?;
+    let schema = nullable(plan.schema().as_arrow());
+    let batches = uniform_to(
+        &schema,
+        DataFrame::new(state.clone(), plan).collect().await?,
+    )?;
     let rows = Arc::new(MemTable::try_new(schema, vec![batches])?);
     let ctx = SessionContext::new_with_state(state.clone());
     Ok(ctx.read_table(rows)?.into_unoptimized_plan())
@@ -536,69 +618,4 @@ fn merge_error(error: deltalake::DeltaTableError, keys: &Keys) -> Error {
         ));
     }
     error.into()
-}
-
-/// The distinct keys of every changed input row: for each changed input, the plan below the
-/// keys with that input's changed rows (inserted, deleted and both update images) and every
-/// other changed input at both its old and its new version, so rows that joined before the
-/// change and rows that join after it are both traced.
-async fn affected_keys(
-    engine: &EngineInner,
-    state: &SessionState,
-    plan: &LogicalPlan,
-    keys: &Keys,
-    inputs: &Inputs,
-    changes: &BTreeMap<tributary_catalog::ObjectName, Change>,
-) -> Result<LogicalPlan> {
-    let below = below_keys(plan, keys.at)?;
-    let changed: Vec<&tributary_catalog::ObjectName> = changes
-        .iter()
-        .filter(|(_, c)| c.only_appends() || matches!(c, Change::Rewritten { .. }))
-        .map(|(name, _)| name)
-        .collect();
-    let choice = strategy::Choice {
-        strategy: strategy::Strategy::Full,
-        reason: String::new(),
-        changes: changes.clone(),
-        keys: None,
-    };
-    let default_schema = state.config().options().catalog.default_schema.clone();
-    let mut branches = Vec::new();
-    for this in &changed {
-        let is = |name: &tributary_catalog::ObjectName, table: &TableReference| {
-            table.schema().unwrap_or(&default_schema) == name.schema && table.table() == name.name
-        };
-        let traced =
-            super::outer::tracing_plan(below.clone(), &|table| is(this, table), &|table| {
-                changed.iter().any(|name| is(name, table))
-            })?;
-        let branch = plans::rewrite_scans(engine, state, traced, inputs, &choice, |name, _| {
-            if name == *this {
-                ScanAs::Changed
-            } else if changed.contains(&name) {
-                ScanAs::OldAndCurrent
-            } else {
-                ScanAs::Current
-            }
-        })
-        .await?;
-        let projected = LogicalPlanBuilder::from(branch)
-            .project(
-                keys.exprs
-                    .iter()
-                    .enumerate()
-                    .map(|(k, e)| e.clone().alias(format!("{KEY_PREFIX}{k}"))),
-            )?
-            .build()?;
-        branches.push(projected);
-    }
-    let mut branches = branches.into_iter();
-    let first = branches
-        .next()
-        .ok_or_else(|| Error::Internal("key-wise refresh without a changed input".into()))?;
-    let mut builder = LogicalPlanBuilder::from(first);
-    for branch in branches {
-        builder = builder.union(branch)?;
-    }
-    Ok(builder.distinct()?.build()?)
 }

@@ -152,6 +152,22 @@ pub(super) async fn rewrite_scans(
             replacements.insert(scan.table_name.to_string(), provider);
             continue;
         }
+        if let (Some(changes::Change::CursorUpserted { from, to, .. }), Some((input, _))) =
+            (change, inputs.get(&name))
+        {
+            use crate::sources::postgres::cursor_rows;
+            let provider = match how(&name, change) {
+                // PostgreSQL keeps no old version: the current rows stand in for it, which
+                // the key-wise refreshes (the only ones such a change allows) make exact.
+                ScanAs::Current | ScanAs::Old | ScanAs::OldAndCurrent => continue,
+                ScanAs::Empty => Arc::new(EmptyTable::new(like.schema())),
+                ScanAs::Appended | ScanAs::Changed => {
+                    cursor_rows(engine, state, input, from.as_deref(), Some(to), true).await?
+                }
+            };
+            replacements.insert(scan.table_name.to_string(), provider);
+            continue;
+        }
         if let (Some(changes::Change::NewFiles { added, before }), Some((input, _))) =
             (change, inputs.get(&name))
         {

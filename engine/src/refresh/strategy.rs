@@ -249,7 +249,7 @@ fn decide(
     }
     let rewritten = changes
         .iter()
-        .find(|(_, c)| matches!(c, Change::Rewritten { .. }))
+        .find(|(_, c)| c.rewrites())
         .map(|(name, change)| format!("input \"{name}\": {}", change.describe()));
     // An explicit merge contract always merges, so its key is checked on every refresh.
     let merge_contract = model.options.get("refresh").map(String::as_str) == Some("merge");
@@ -275,7 +275,22 @@ fn decide(
         }
     }
     let changed = |table: &TableReference| changed_input(&changes, table, model);
+    // Inputs whose updated and deleted rows left no old image: only their primary key says
+    // which model rows they touched.
+    let upserted: Vec<(&ObjectName, &[String])> = changes
+        .iter()
+        .filter_map(|(name, change)| match change {
+            Change::CursorUpserted { primary_key, .. } => Some((name, primary_key.as_slice())),
+            _ => None,
+        })
+        .collect();
+    let default_schema = model.default_schema.as_deref().unwrap_or("public");
     let why_not_groups = match keyed::group_keys(plan, &changed) {
+        Ok(_) if !upserted.is_empty() => format!(
+            "input \"{}\" updated or deleted rows, and PostgreSQL keeps no old image of them to \
+             find their groups by (a unique_key model on its primary key can follow them)",
+            upserted[0].0
+        ),
         Ok(keys) => {
             let why = format!(
                 "recomputes the groups of ({}) whose input rows changed",
@@ -286,7 +301,12 @@ fn decide(
         Err(why) => why,
     };
     let why_not = match model.options.get("unique_key") {
-        Some(unique_key) => match keyed::unique_keys(plan, unique_key, &changed) {
+        Some(unique_key) => match keyed::unique_keys(plan, unique_key, &changed).and_then(|keys| {
+            for (input, primary_key) in &upserted {
+                keyed::primary_key_of_keys(plan, &keys, input, primary_key, default_schema)?;
+            }
+            Ok(keys)
+        }) {
             Ok(keys) => {
                 let why = format!(
                     "merges the rows of the unique_key ({}) values whose input rows changed",

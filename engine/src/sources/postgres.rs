@@ -172,15 +172,29 @@ pub(crate) async fn pool(catalog: &Catalog, name: &str) -> Result<Arc<PostgresCo
         "application_name".into(),
         option("application_name").unwrap_or("tributary".into()),
     );
-    if let Some(timeout) = option("connect_timeout") {
-        params.insert("options".into(), format!("-c connect_timeout={timeout}"));
-    }
+    // Pushed-down SQL compares timestamptz columns with literals the unparser writes without
+    // a zone, and DataFusion computes in UTC: the session must agree, whatever the server's
+    // default TimeZone is.
+    params.insert("options".into(), "-c TimeZone=UTC".into());
     if let Some(p) = &password {
         params.insert("pass".into(), p.expose().to_string());
     }
-    let pool = PostgresConnectionPool::new(to_secret_map(params))
-        .await
-        .map_err(|e| connect_error(&connection, &e, password.as_ref()))?;
+    let timeout = option("connect_timeout")
+        .and_then(|t| t.trim().parse::<f64>().ok())
+        .filter(|t| t.is_finite() && *t > 0.0)
+        .map(std::time::Duration::from_secs_f64);
+    let connecting = PostgresConnectionPool::new(to_secret_map(params));
+    let pool = match timeout {
+        None => connecting.await,
+        Some(limit) => tokio::time::timeout(limit, connecting).await.map_err(|_| {
+            Error::SourceUnavailable(format!(
+                "{}: no answer within connect_timeout ({}s)",
+                cannot_connect(&connection),
+                limit.as_secs_f64()
+            ))
+        })?,
+    }
+    .map_err(|e| connect_error(&connection, &e, password.as_ref()))?;
     let pool = Arc::new(pool);
     POOLS
         .lock()
@@ -202,22 +216,30 @@ fn connect_error(
     }
     let reason = reason.to_string();
     let reason = reason.lines().next().unwrap_or_default();
-    let option = |k: &str| connection.options.get(k).map(String::as_str).unwrap_or("");
     Error::SourceUnavailable(scrub(
         &format!(
-            "cannot connect to PostgreSQL through connection \"{}\" ({}:{}, database \"{}\"): {}",
-            connection.name,
-            option("host"),
-            connection
-                .options
-                .get("port")
-                .map(String::as_str)
-                .unwrap_or("5432"),
-            option("database"),
+            "{}: {}",
+            cannot_connect(connection),
             lowercase_first(reason)
         ),
         password,
     ))
+}
+
+/// "cannot connect to PostgreSQL through connection "c" (host:port, database "d")".
+fn cannot_connect(connection: &tributary_catalog::Connection) -> String {
+    let option = |k: &str| connection.options.get(k).map(String::as_str).unwrap_or("");
+    format!(
+        "cannot connect to PostgreSQL through connection \"{}\" ({}:{}, database \"{}\")",
+        connection.name,
+        option("host"),
+        connection
+            .options
+            .get("port")
+            .map(String::as_str)
+            .unwrap_or("5432"),
+        option("database"),
+    )
 }
 
 /// `text` with every occurrence of the password replaced by `***`.
@@ -482,9 +504,12 @@ pub(crate) async fn sensed_change(
 /// which `k` have a cursor after `c`, the rows after `c` are exactly the new rows only if
 /// `n' = n + k` (an update moves a row's cursor past `c` without adding a row; a delete, a row
 /// inserted with an old or NULL cursor, or a transaction that commits late with an older
-/// cursor all break the equation). Anything else is a full refresh with its reason. Updates and
-/// deletes therefore always refresh in full, `primary_key` or not: the old image of an updated
-/// row, which group-wise and unique_key refreshes need, is gone from PostgreSQL once it commits.
+/// cursor all break the equation). Anything else is, without a `primary_key`, a full refresh
+/// with its reason. With one, it is [`Change::CursorUpserted`]: the rows after the cursor are
+/// inserted or updated, and deleted rows are the keys a model holds that PostgreSQL no longer
+/// has. That assumes what every cursor-based extract assumes: a row's cursor is set when it is
+/// written and transactions commit in cursor order (a row committed late with an older cursor
+/// is not seen until a full refresh).
 pub(crate) async fn change_since(
     engine: &crate::engine::EngineInner,
     input: &CatalogObject,
@@ -557,10 +582,18 @@ pub(crate) async fn change_since(
             from: before.cursor.clone(),
             to: now.cursor.clone().unwrap_or_default(),
         }
+    } else if !spec.primary_key.is_empty() {
+        Change::CursorUpserted {
+            cursor: cursor.clone(),
+            from: before.cursor.clone(),
+            to: now.cursor.clone().unwrap_or_default(),
+            primary_key: spec.primary_key.clone(),
+        }
     } else {
         Change::Unknown(format!(
             "rows of source \"{}\" were updated or deleted since the last refresh ({} rows then, \
-             {} now, {newer} with {cursor} after the bookmark)",
+             {} now, {newer} with {cursor} after the bookmark), and it has no primary_key to \
+             follow them by",
             input.name, before.rows, now.rows
         ))
     };

@@ -80,7 +80,6 @@ impl Drop for Remote {
     }
 }
 
-/// Rows as text, the way a client sees them.
 /// The one bigint value `sql` returns.
 async fn scalar(client: &Client, sql: &str) -> i64 {
     client
@@ -90,6 +89,7 @@ async fn scalar(client: &Client, sql: &str) -> i64 {
         .get(0)
 }
 
+/// Rows as text, the way a client sees them.
 async fn rows(client: &Client, sql: &str) -> Vec<Vec<Option<String>>> {
     client
         .simple_query(sql)
@@ -419,6 +419,18 @@ async fn last_runs(client: &Client) -> Vec<(String, String, String)> {
     .collect()
 }
 
+/// Each model's latest strategy must start with the one `expected` gives for its name.
+async fn assert_strategies(client: &Client, step: &str, expected: &dyn Fn(&str) -> &'static str) {
+    for (model, strategy, reason) in last_runs(client).await {
+        let name = model.rsplit('.').next().unwrap_or(&model);
+        assert!(
+            strategy.starts_with(expected(name)),
+            "{step}: {model} ran {strategy}, expected {} ({reason})",
+            expected(name)
+        );
+    }
+}
+
 #[tokio::test]
 async fn cursor_tracked_models_equal_a_full_recompute() {
     let remote = Remote::new("cursor").await;
@@ -429,7 +441,9 @@ async fn cursor_tracked_models_equal_a_full_recompute() {
                  updated_at timestamptz);
              INSERT INTO $S.events SELECT g, g % 4, g * 0.75 - 10,
                  timestamptz '2026-01-01 00:00:00+00' + g * interval '1 minute'
-             FROM generate_series(1, 60) g;",
+             FROM generate_series(1, 60) g;
+             CREATE TABLE $S.names (account integer, name text);
+             INSERT INTO $S.names VALUES (0, 'zero'), (1, 'one'), (2, 'two'), (3, 'three');",
         )
         .await;
     let (_server, _dir) = TestServer::start(&["--scheduler", "off"]);
@@ -441,9 +455,19 @@ async fn cursor_tracked_models_equal_a_full_recompute() {
              CREATE SCHEMA src;
              CREATE SOURCE src.events FROM POSTGRES CONNECTION bank TABLE '{app}.events'
                  WITH (cursor = 'updated_at', primary_key = 'id');
+             CREATE TABLE names (account integer, name text);
+             INSERT INTO names VALUES (0, 'zero'), (1, 'one'), (2, 'two'), (3, 'three');
              CREATE MODEL positive AS SELECT id, account, amount FROM src.events WHERE amount > 0;
              CREATE MODEL totals AS SELECT account, sum(amount) AS total, count(*) AS n
-                 FROM src.events GROUP BY account;"
+                 FROM src.events GROUP BY account;
+             CREATE MODEL current_events WITH (unique_key = 'id') AS
+                 SELECT id, account, amount FROM src.events WHERE amount > 0;
+             CREATE MODEL current_totals AS SELECT account, sum(amount) AS total, count(*) AS n
+                 FROM current_events GROUP BY account;
+             CREATE MODEL named_events WITH (unique_key = 'id') AS
+                 SELECT e.id, n.name, e.amount FROM src.events e JOIN names n ON e.account = n.account;
+             CREATE MODEL renumbered WITH (unique_key = 'rid') AS
+                 SELECT id + 1000 AS rid, amount FROM src.events;"
         ))
         .await
         .unwrap();
@@ -455,6 +479,24 @@ async fn cursor_tracked_models_equal_a_full_recompute() {
         (
             "SELECT * FROM totals ORDER BY account",
             "SELECT account, sum(amount), count(*) FROM $S.events GROUP BY account ORDER BY account",
+        ),
+        (
+            "SELECT * FROM current_events ORDER BY id",
+            "SELECT id, account, amount FROM $S.events WHERE amount > 0 ORDER BY id",
+        ),
+        (
+            "SELECT * FROM current_totals ORDER BY account",
+            "SELECT account, sum(amount), count(*) FROM $S.events WHERE amount > 0
+             GROUP BY account ORDER BY account",
+        ),
+        (
+            "SELECT * FROM named_events ORDER BY id",
+            "SELECT e.id, n.name, e.amount FROM $S.events e JOIN $S.names n
+             ON e.account = n.account ORDER BY e.id",
+        ),
+        (
+            "SELECT * FROM renumbered ORDER BY rid",
+            "SELECT id + 1000, amount FROM $S.events ORDER BY id",
         ),
     ];
     let check = |step: &'static str| {
@@ -477,63 +519,96 @@ async fn cursor_tracked_models_equal_a_full_recompute() {
         )
         .await;
     client.batch_execute("REFRESH ALL").await.unwrap();
-    for (model, strategy, reason) in last_runs(&client).await {
-        assert!(
-            strategy.starts_with("incremental"),
-            "{model}: {strategy} ({reason})"
-        );
-    }
+    assert_strategies(&client, "inserted", &|_| "incremental").await;
     check("inserted").await;
 
     client.batch_execute("REFRESH ALL").await.unwrap();
-    for (model, strategy, reason) in last_runs(&client).await {
-        assert_eq!(strategy, "unchanged", "{model}: {reason}");
-    }
+    assert_strategies(&client, "again", &|_| "unchanged").await;
 
-    // An update moves a row's cursor without adding a row: a full refresh, with the reason.
-    remote
-        .exec("UPDATE $S.events SET amount = 99, updated_at = timestamptz '2026-03-01 00:00:00+00' WHERE id = 5")
-        .await;
-    client.batch_execute("REFRESH ALL").await.unwrap();
-    for (model, strategy, reason) in last_runs(&client).await {
-        assert_eq!(strategy, "full", "{model}: {reason}");
-        assert!(reason.contains("updated or deleted"), "{model}: {reason}");
-    }
-    check("updated").await;
-
-    // A delete (and an insert of as many rows with a late cursor) is caught too.
+    // Updates move cursors without adding rows. The models keyed by the primary key merge
+    // them (one leaves the filter, one enters it); the model downstream of one follows its
+    // Delta changes by group; the others have no way to find the old rows and refresh fully.
+    let by_key = |name: &str| match name {
+        "current_events" | "named_events" => "incremental_merge",
+        "current_totals" => "incremental_groups",
+        _ => "full",
+    };
     remote
         .exec(
-            "DELETE FROM $S.events WHERE id = 7;
+            "UPDATE $S.events SET amount = 99, updated_at = timestamptz '2026-03-01 00:00:00+00' WHERE id = 5;
+             UPDATE $S.events SET amount = -1, updated_at = timestamptz '2026-03-01 00:00:01+00' WHERE id = 50",
+        )
+        .await;
+    client.batch_execute("REFRESH ALL").await.unwrap();
+    assert_strategies(&client, "updated", &by_key).await;
+    let reasons = last_runs(&client).await;
+    let reason = |model: &str| {
+        reasons
+            .iter()
+            .find(|(m, _, _)| m.rsplit('.').next() == Some(model))
+            .map(|(_, _, r)| r.clone())
+            .unwrap()
+    };
+    assert!(
+        reason("renumbered").contains("is not its primary key (id)"),
+        "{}",
+        reason("renumbered")
+    );
+    assert!(
+        reason("totals").contains("no old image"),
+        "{}",
+        reason("totals")
+    );
+    check("updated").await;
+
+    // Deletes are the keys a model holds that PostgreSQL no longer has.
+    remote
+        .exec(
+            "DELETE FROM $S.events WHERE id IN (7, 30);
              INSERT INTO $S.events VALUES (100, 1, 5, timestamptz '2026-03-02 00:00:00+00')",
         )
         .await;
     client.batch_execute("REFRESH ALL").await.unwrap();
-    for (model, strategy, reason) in last_runs(&client).await {
-        assert_eq!(strategy, "full", "{model}: {reason}");
-    }
+    assert_strategies(&client, "deleted", &by_key).await;
     check("deleted").await;
 
-    // A row with a NULL cursor is not an append the cursor can see.
+    // A row with a NULL cursor is not an append the cursor can see; by its key it is.
     remote
         .exec("INSERT INTO $S.events VALUES (101, 2, 7, NULL)")
         .await;
     client.batch_execute("REFRESH ALL").await.unwrap();
-    for (model, strategy, reason) in last_runs(&client).await {
-        assert_eq!(strategy, "full", "{model}: {reason}");
-    }
+    assert_strategies(&client, "null cursor", &by_key).await;
     check("null cursor").await;
+
+    // A primary key that changes is a delete and an insert.
+    remote
+        .exec("UPDATE $S.events SET id = 110, updated_at = timestamptz '2026-03-03 00:00:00+00' WHERE id = 10")
+        .await;
+    client.batch_execute("REFRESH ALL").await.unwrap();
+    assert_strategies(&client, "key changed", &by_key).await;
+    check("key changed").await;
+
+    // A change on the Delta side of the join is traced against the source's current rows.
+    remote
+        .exec("UPDATE $S.names SET name = 'uno' WHERE account = 1")
+        .await;
+    client
+        .batch_execute("UPDATE names SET name = 'uno' WHERE account = 1; REFRESH ALL")
+        .await
+        .unwrap();
+    let named = last_runs(&client).await;
+    let (_, strategy, reason) = named
+        .iter()
+        .find(|(m, _, _)| m.rsplit('.').next() == Some("named_events"))
+        .unwrap();
+    assert_eq!(strategy, "incremental_merge", "{reason}");
+    check("dimension changed").await;
 
     remote
         .exec("INSERT INTO $S.events VALUES (102, 3, 8, timestamptz '2026-04-01 00:00:00+00')")
         .await;
     client.batch_execute("REFRESH ALL").await.unwrap();
-    for (model, strategy, reason) in last_runs(&client).await {
-        assert!(
-            strategy.starts_with("incremental"),
-            "{model}: {strategy} ({reason})"
-        );
-    }
+    assert_strategies(&client, "inserted again", &|_| "incremental").await;
     check("inserted again").await;
 }
 
