@@ -1,5 +1,21 @@
 -- Staging: every input typed, deduplicated and with currency codes normalised.
 
+CREATE MODEL staging.bank_transactions WITH (
+    schedule = 'on change', unique_key = 'transaction_id', max_staleness = '5 minutes',
+    description = 'The bank''s transactions that are not reversed, typed like the other inputs. Keyed by the bank''s primary key, so updates and deletes in PostgreSQL reach it as a merge of the changed keys, and the models below follow its changes instead of rereading the bank') AS
+SELECT transaction_id,
+       CAST(account_id AS INT) AS account_id,
+       CAST(counterparty_id AS INT) AS counterparty_id,
+       CAST(gl_code AS INT) AS gl_code,
+       CAST(booked_at AS TIMESTAMPTZ) AS booked_at,
+       CAST(value_date AS DATE) AS value_date,
+       CAST(amount AS NUMERIC(18,2)) AS amount,
+       upper(trim(currency)) AS currency,
+       description,
+       status
+FROM raw.bank_transactions
+WHERE status <> 'reversed';
+
 CREATE MODEL staging.transactions WITH (
     schedule = 'on change', max_staleness = '5 minutes',
     description = 'Every transaction once (history, bank and card payments): typed, exact duplicates removed, currency codes upper-case, unparseable history rows left out, reversed bank transactions excluded') AS
@@ -18,19 +34,9 @@ SELECT DISTINCT * FROM (
     FROM raw.transaction_history
     WHERE TRY_CAST(amount AS NUMERIC(18,2)) IS NOT NULL
     UNION ALL
-    SELECT transaction_id,
-           CAST(account_id AS INT),
-           CAST(counterparty_id AS INT),
-           CAST(gl_code AS INT),
-           CAST(booked_at AS TIMESTAMPTZ),
-           CAST(value_date AS DATE),
-           CAST(amount AS NUMERIC(18,2)),
-           upper(trim(currency)),
-           description,
-           status,
-           'bank'
-    FROM raw.bank_transactions
-    WHERE status <> 'reversed'
+    SELECT transaction_id, account_id, counterparty_id, gl_code, booked_at, value_date,
+           amount, currency, description, status, 'bank'
+    FROM staging.bank_transactions
     UNION ALL
     SELECT payment_id,
            CAST(account_id AS INT),

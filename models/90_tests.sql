@@ -1,6 +1,12 @@
 -- Data tests: each runs after every refresh of the model it checks, before the new version is
 -- published; an error test that fails keeps the previous version served (write-audit-publish).
 
+CREATE TEST stg_bank_transaction_id_unique ON staging.bank_transactions
+    EXPECT UNIQUE (transaction_id);
+
+CREATE TEST stg_bank_status_known ON staging.bank_transactions
+    EXPECT status IN ('booked', 'pending');
+
 CREATE TEST stg_transaction_id_unique ON staging.transactions EXPECT UNIQUE (transaction_id);
 
 CREATE TEST stg_transactions_complete ON staging.transactions

@@ -8,6 +8,12 @@ use futures::SinkExt;
 use rand::Rng;
 use tokio_postgres::{Client, NoTls};
 
+/// What a write sets `updated_at` to: the clock, or just after the newest cursor when that is
+/// ahead of the clock (the seeds' last day runs to 23:59:59). The source's cursor tracking
+/// relies on cursors only moving forward, as a real bank's do.
+const NEXT_CURSOR: &str = "greatest(clock_timestamp(), \
+     (SELECT max(updated_at) FROM bank.transactions) + interval '1 millisecond')";
+
 /// A connection to the loaded bank database.
 pub struct Bank {
     client: Client,
@@ -39,21 +45,23 @@ impl Bank {
             let amount = if revenue { magnitude } else { -magnitude };
             self.client
                 .execute(
-                    "INSERT INTO bank.transactions (transaction_id, account_id, counterparty_id, \
+                    &format!("INSERT INTO bank.transactions (transaction_id, account_id, counterparty_id, \
                      gl_code, booked_at, value_date, amount, currency, description, status, updated_at) \
                      SELECT (SELECT coalesce(max(transaction_id), 0) + 1 FROM bank.transactions), \
                             $1, $2, $3, now(), current_date, round($4::text::numeric, 2), \
-                            a.currency, 'live', 'pending', clock_timestamp() \
-                     FROM bank.accounts a WHERE a.account_id = $1",
+                            a.currency, 'live', 'pending', {NEXT_CURSOR} \
+                     FROM bank.accounts a WHERE a.account_id = $1"),
                     &[&account, &counterparty, &gl, &amount.to_string()],
                 )
                 .await?;
         }
         self.client
             .execute(
-                "UPDATE bank.transactions SET status = 'booked', updated_at = clock_timestamp() \
+                &format!(
+                    "UPDATE bank.transactions SET status = 'booked', updated_at = {NEXT_CURSOR} \
                  WHERE transaction_id IN (SELECT transaction_id FROM bank.transactions \
-                 WHERE status = 'pending' ORDER BY transaction_id LIMIT 3)",
+                 WHERE status = 'pending' ORDER BY transaction_id LIMIT 3)"
+                ),
                 &[],
             )
             .await?;

@@ -101,6 +101,7 @@ async fn wait_for_more(client: &Client, sql: &str, above: i64) -> i64 {
 async fn check_pipeline(server: &TestServer) {
     let client = server.connect().await;
     for model in [
+        "staging.bank_transactions",
         "staging.transactions",
         "intermediate.transactions_usd",
         "intermediate.account_daily_balances",
