@@ -86,8 +86,10 @@ REWRITES = {
 }
 
 
-def models(project: Path) -> list[tuple[str, str, str]]:
-    """(kind, name, query) of every CREATE MODEL / CREATE VIEW, in file order."""
+def models(project: Path) -> list[tuple[str, str, str, str]]:
+    """(kind, name, query, Tributary options) of every CREATE MODEL / CREATE VIEW, in file
+    order. Of the options only those that change results or strategies are kept (unique_key);
+    schedules, descriptions and objectives do not matter to a benchmark."""
     out = []
     for file in MODEL_FILES:
         text = "\n".join(l for l in (project / file).read_text().splitlines()
@@ -97,10 +99,14 @@ def models(project: Path) -> list[tuple[str, str, str]]:
             if not m:
                 continue
             rest = statement[m.end():]
+            options = ""
             if rest.upper().startswith("WITH"):
-                rest = rest[skip_parens(rest, rest.index("(")):]
+                end = skip_parens(rest, rest.index("("))
+                key = re.search(r"unique_key\s*=\s*'[^']*'", rest[:end])
+                options = f"WITH ({key.group(0)}) " if key else ""
+                rest = rest[end:]
             query = re.sub(r"^\s*AS\s", "", rest, flags=re.I).strip()
-            out.append((m.group(1).lower(), m.group(2), query))
+            out.append((m.group(1).lower(), m.group(2), query, options))
     return out
 
 
@@ -195,8 +201,8 @@ class Tributary:
                 self.run(f"CREATE SOURCE {name} ({columns}) FROM FILES '{target}' FORMAT CSV")
 
     def build(self, dag) -> None:
-        for kind, name, query in dag:
-            self.run(f"CREATE {kind.upper()} {name} AS {query}")
+        for kind, name, query, options in dag:
+            self.run(f"CREATE {kind.upper()} {name} {options}AS {query}")
 
     def change(self, new_file: Path, updated_ids: list[int]) -> None:
         shutil.copy(new_file, self.data / "transactions" / new_file.name)
@@ -259,7 +265,7 @@ class DuckDB:
                          f"all_varchar = true)")
 
     def build(self, dag) -> None:
-        for kind, name, query in dag:
+        for kind, name, query, _ in dag:
             self.run(f"CREATE OR REPLACE {'VIEW' if kind == 'view' else 'TABLE'} {name} AS "
                      f"{rewrite(query, 'duckdb')}")
 
@@ -318,7 +324,7 @@ class Postgres:
         self.run("ANALYZE")
 
     def build(self, dag) -> None:
-        for kind, name, query in dag:
+        for kind, name, query, _ in dag:
             self.run(f"DROP {'VIEW' if kind == 'view' else 'TABLE'} IF EXISTS {name} CASCADE")
             self.run(f"CREATE {'VIEW' if kind == 'view' else 'UNLOGGED TABLE'} {name} AS "
                      f"{rewrite(query, 'postgres')}")
