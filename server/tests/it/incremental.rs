@@ -30,8 +30,9 @@ impl Rng {
 /// Model shapes: filters, projections, UNION ALL, chains of models, inner joins, aggregates
 /// (every aggregate function, NULL keys, HAVING, keys computed by expressions, over joins
 /// and over other models), `unique_key` merges, LEFT and RIGHT joins (appends, merges and
-/// groups keyed on the preserved side, an anti-join filter, a chain of left joins), and
-/// shapes that fall back to full refreshes (DISTINCT, aggregates without GROUP BY).
+/// groups keyed on the preserved side, an anti-join filter, a chain of left joins), DISTINCT
+/// and UNION (grouped by every column, over a model, a union and a left join), and shapes
+/// that fall back to full refreshes (aggregates without GROUP BY).
 const MODELS: &[(&str, &str, &str)] = &[
     ("m_filter", "", "SELECT id, k, v FROM a WHERE v > 40"),
     (
@@ -124,6 +125,16 @@ const MODELS: &[(&str, &str, &str)] = &[
         "SELECT a.id, d.label FROM d RIGHT JOIN a ON a.k = d.k",
     ),
     ("m_distinct", "", "SELECT DISTINCT k FROM m_union"),
+    (
+        "m_union_distinct",
+        "",
+        "SELECT k, v FROM a WHERE v > 20 UNION SELECT k, v FROM b",
+    ),
+    (
+        "m_distinct_left",
+        "",
+        "SELECT DISTINCT a.k, d.label, a.v IS NULL AS no_v FROM a LEFT JOIN d ON a.k = d.k",
+    ),
 ];
 
 /// Compares each model with its query as multisets: rows with their multiplicities
