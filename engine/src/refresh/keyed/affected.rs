@@ -194,12 +194,8 @@ pub(super) async fn affected_keys(
                 .get(*this)
                 .map(|(input, _)| input)
                 .ok_or_else(|| Error::Internal(format!("input {this} is not planned")))?;
-            let key_plan = below_keys(plan, keys.at)?;
             branches.push(
-                upserted_keys(
-                    engine, state, input, range, &columns, keys, &key_plan, model,
-                )
-                .await?,
+                upserted_keys(engine, state, input, range, &columns, keys, &below, model).await?,
             );
             continue;
         }
