@@ -419,6 +419,14 @@ async fn last_runs(client: &Client) -> Vec<(String, String, String)> {
     .collect()
 }
 
+/// The strategy and reason of `model`'s latest run (named without its schema) among `runs`.
+fn latest_run<'a>(runs: &'a [(String, String, String)], model: &str) -> (&'a str, &'a str) {
+    runs.iter()
+        .find(|(m, _, _)| m.rsplit('.').next() == Some(model))
+        .map(|(_, strategy, reason)| (strategy.as_str(), reason.as_str()))
+        .unwrap_or_else(|| panic!("no run of {model}"))
+}
+
 /// Each model's latest strategy must start with the one `expected` gives for its name.
 async fn assert_strategies(client: &Client, step: &str, expected: &dyn Fn(&str) -> &'static str) {
     for (model, strategy, reason) in last_runs(client).await {
@@ -541,24 +549,11 @@ async fn cursor_tracked_models_equal_a_full_recompute() {
         .await;
     client.batch_execute("REFRESH ALL").await.unwrap();
     assert_strategies(&client, "updated", &by_key).await;
-    let reasons = last_runs(&client).await;
-    let reason = |model: &str| {
-        reasons
-            .iter()
-            .find(|(m, _, _)| m.rsplit('.').next() == Some(model))
-            .map(|(_, _, r)| r.clone())
-            .unwrap()
-    };
-    assert!(
-        reason("renumbered").contains("is not its primary key (id)"),
-        "{}",
-        reason("renumbered")
-    );
-    assert!(
-        reason("totals").contains("no old image"),
-        "{}",
-        reason("totals")
-    );
+    let runs = last_runs(&client).await;
+    let (_, reason) = latest_run(&runs, "renumbered");
+    assert!(reason.contains("is not its primary key (id)"), "{reason}");
+    let (_, reason) = latest_run(&runs, "totals");
+    assert!(reason.contains("no old image"), "{reason}");
     check("updated").await;
 
     // Deletes are the keys a model holds that PostgreSQL no longer has.
@@ -596,11 +591,8 @@ async fn cursor_tracked_models_equal_a_full_recompute() {
         .batch_execute("UPDATE names SET name = 'uno' WHERE account = 1; REFRESH ALL")
         .await
         .unwrap();
-    let named = last_runs(&client).await;
-    let (_, strategy, reason) = named
-        .iter()
-        .find(|(m, _, _)| m.rsplit('.').next() == Some("named_events"))
-        .unwrap();
+    let runs = last_runs(&client).await;
+    let (strategy, reason) = latest_run(&runs, "named_events");
     assert_eq!(strategy, "incremental_merge", "{reason}");
     check("dimension changed").await;
 
