@@ -232,6 +232,7 @@ async fn run(
             .await?;
             match keywise {
                 keyed::KeyWise::Merged(merged) => {
+                    let summary = merged.summary();
                     let version = crate::quality::publish::publish_audited(
                         engine,
                         object,
@@ -243,7 +244,7 @@ async fn run(
                     .await?;
                     return Ok(Done {
                         strategy: choice.strategy,
-                        reason: format!("{} ({} keys)", choice.reason, merged.keys),
+                        reason: format!("{} ({summary})", choice.reason),
                         version,
                         rows: merged.rows_written,
                         rows_read: counter.load(std::sync::atomic::Ordering::Relaxed) as i64,
@@ -261,6 +262,13 @@ async fn run(
         _ => (plan, SaveMode::Overwrite, table),
     };
     let plan = counting::count_scans(plan, &counter)?;
+    let (plan, state) = match key_columns(object) {
+        Some(keys) => (
+            crate::storage::cluster::clustered(plan, &keys),
+            crate::storage::cluster::writing_state(state),
+        ),
+        None => (plan, state),
+    };
     let written = table
         .write(Vec::new())
         .with_input_plan(plan.clone())
@@ -286,6 +294,18 @@ async fn run(
         late_rows,
         inputs: inputs_json,
     })
+}
+
+/// The model's `unique_key` columns, which its written files are sorted by.
+fn key_columns(object: &CatalogObject) -> Option<Vec<String>> {
+    let keys: Vec<String> = object
+        .options
+        .get("unique_key")?
+        .split(',')
+        .map(|k| k.trim().to_string())
+        .filter(|k| !k.is_empty())
+        .collect();
+    (!keys.is_empty()).then_some(keys)
 }
 
 /// Everything a refresh decides before it writes.

@@ -233,6 +233,23 @@ pub struct Merged {
     pub keys: usize,
     /// Affected keys withheld as later than the model's lateness.
     pub late_rows: Option<i64>,
+    /// The model's files the merge read, of all it had, and the files it replaced.
+    pub files_read: usize,
+    pub files_total: usize,
+    pub files_rewritten: usize,
+}
+
+impl Merged {
+    /// What the merge did, for the run's reason: `3 keys, 1 of 4 files read, 1 rewritten`.
+    pub fn summary(&self) -> String {
+        if self.keys == 0 {
+            return "0 keys".into();
+        }
+        format!(
+            "{} keys, {} of {} files read, {} rewritten",
+            self.keys, self.files_read, self.files_total, self.files_rewritten
+        )
+    }
 }
 
 /// Recomputes the affected keys of a model and merges them into its table in one commit.
@@ -293,6 +310,9 @@ pub(super) async fn refresh_keys(
             rows_written: 0,
             keys: 0,
             late_rows,
+            files_read: 0,
+            files_total: 0,
+            files_rewritten: 0,
         }));
     };
     if keys.at == KeysAt::Result {
@@ -310,6 +330,14 @@ pub(super) async fn refresh_keys(
         }
     }
     let prefilter = key_prefilter(&keys.exprs, &key_batches)?;
+    // The same bounds on the model's own key columns, for the MERGE: Delta then leaves the
+    // files whose key range holds no affected key untouched instead of rewriting them (its
+    // own pruning reads only `=` join terms, and the keys are joined NULL-safely).
+    let target = |c: &str| col(Column::new(Some("target"), c));
+    let model_key_filter = key_prefilter(
+        &keys.columns.iter().map(|c| target(c)).collect::<Vec<_>>(),
+        &key_batches,
+    )?;
     let key_table = Arc::new(MemTable::try_new(key_schema, vec![key_batches])?);
     let keys_df = ctx.read_table(key_table)?.alias(KEYS_ALIAS)?;
     let key_col = |k: usize| col(Column::new(Some(KEYS_ALIAS), format!("{KEY_PREFIX}{k}")));
@@ -385,7 +413,6 @@ pub(super) async fn refresh_keys(
         .join_on(new_df, JoinType::Left, on)?
         .select(source_columns)?;
 
-    let target = |c: &str| col(Column::new(Some("target"), c));
     let source_col = |c: &str| col(Column::new(Some("source"), c));
     let predicate = keys
         .columns
@@ -393,7 +420,8 @@ pub(super) async fn refresh_keys(
         .enumerate()
         .map(|(k, c)| same(target(c), source_col(&format!("{KEY_PREFIX}{k}"))))
         .reduce(Expr::and)
-        .ok_or_else(|| Error::Internal("merge without keys".into()))?;
+        .ok_or_else(|| Error::Internal("merge without keys".into()))?
+        .and(model_key_filter);
     let (table, metrics) = table
         .merge(source, predicate)
         .with_source_alias("source")
@@ -423,6 +451,8 @@ pub(super) async fn refresh_keys(
         merge_ms = metrics.execution_time_ms,
         merge_scan_ms = metrics.scan_time_ms,
         merge_rewrite_ms = metrics.rewrite_time_ms,
+        files_rewritten = metrics.num_target_files_removed,
+        files_untouched = metrics.num_target_files_skipped_during_scan,
         total_ms = started.elapsed().as_millis() as u64,
         "key-wise refresh merged"
     );
@@ -434,6 +464,10 @@ pub(super) async fn refresh_keys(
         rows_written,
         keys: key_count,
         late_rows,
+        files_read: metrics.num_target_files_scanned,
+        files_total: metrics.num_target_files_scanned
+            + metrics.num_target_files_skipped_during_scan,
+        files_rewritten: metrics.num_target_files_removed,
     }))
 }
 

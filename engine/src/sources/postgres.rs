@@ -426,7 +426,7 @@ pub(crate) async fn create(
 }
 
 /// The engine's physical planner: DataFusion's, with the extension planners for Delta's
-/// write nodes and for federated subplans.
+/// write nodes, for federated subplans and for clustered writes.
 #[derive(Debug)]
 struct Planner;
 
@@ -441,6 +441,7 @@ impl datafusion::execution::context::QueryPlanner for Planner {
         let planner = DefaultPhysicalPlanner::with_extension_planners(vec![
             deltalake::delta_datafusion::planner::DeltaExtensionPlanner::new(),
             Arc::new(datafusion_federation::FederatedPlanner::new()),
+            Arc::new(crate::storage::cluster::ClusterPlanner),
         ]);
         let plan = planner
             .create_physical_plan(logical_plan, session_state)

@@ -1,5 +1,6 @@
 //! Storage: every table and model is a Delta table under the warehouse root.
 
+pub mod cluster;
 pub mod delta;
 pub mod durable;
 pub mod housekeeping;

@@ -4,6 +4,7 @@ mod support;
 
 mod apply;
 mod auth;
+mod clustering;
 mod data_tests;
 mod docs_site;
 mod example;

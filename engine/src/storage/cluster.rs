@@ -1,0 +1,257 @@
+//! Clustering a model's files by its `unique_key`.
+//!
+//! A dashboard's point lookup (`WHERE transaction_id = 42`) can only skip data when the key's
+//! values are grouped: Parquet keeps a min and max per row group and per page, and a file
+//! written in the query's arbitrary order has every page spanning nearly every key. Writes
+//! that produce a whole file set (full refreshes, appends) therefore sort a keyed model's rows
+//! by its key, so each page covers a narrow key range and a lookup reads one page per column.
+//!
+//! The sort has to survive physical planning. A plain `Sort` under delta-rs' writer is dropped
+//! by DataFusion's `EnforceSorting` (nothing above it asks for the order), and the writer
+//! interleaves the batches of every partition into one file. [`ClusterBy`] is the logical
+//! node that asks: its physical form requires its input sorted by the key in a single
+//! partition, so the optimizer places the sort (and a merge of sorted partitions) below it.
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::DFSchemaRef;
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::execution::context::SessionState;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::{
+    Expr, Extension, LogicalPlan, UserDefinedLogicalNode, UserDefinedLogicalNodeCore,
+};
+use datafusion::physical_expr::{LexOrdering, OrderingRequirements, PhysicalSortExpr};
+use datafusion::physical_plan::empty::EmptyExec;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, Distribution, ExecutionPlan, InputDistributionRequirements,
+    PhysicalExpr, PlanProperties,
+};
+use futures::StreamExt;
+
+/// A plan whose rows are to be written sorted by `keys` (ascending, nulls last).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Hash)]
+pub struct ClusterBy {
+    input: LogicalPlan,
+    keys: Vec<String>,
+}
+
+/// `plan` with its rows to be written in `keys` order.
+pub fn clustered(plan: LogicalPlan, keys: &[String]) -> LogicalPlan {
+    LogicalPlan::Extension(Extension {
+        node: Arc::new(ClusterBy {
+            input: plan,
+            keys: keys.to_vec(),
+        }),
+    })
+}
+
+/// `state` for writing a [`clustered`] plan: no round-robin repartitioning above the sorted
+/// stream (the writer would interleave the partitions' batches into one file).
+pub fn writing_state(mut state: SessionState) -> SessionState {
+    state
+        .config_mut()
+        .options_mut()
+        .optimizer
+        .enable_round_robin_repartition = false;
+    state
+}
+
+impl UserDefinedLogicalNodeCore for ClusterBy {
+    fn name(&self) -> &str {
+        "ClusterBy"
+    }
+
+    fn inputs(&self) -> Vec<&LogicalPlan> {
+        vec![&self.input]
+    }
+
+    fn schema(&self) -> &DFSchemaRef {
+        self.input.schema()
+    }
+
+    fn expressions(&self) -> Vec<Expr> {
+        Vec::new()
+    }
+
+    fn fmt_for_explain(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "ClusterBy: {}", self.keys.join(", "))
+    }
+
+    fn with_exprs_and_inputs(
+        &self,
+        _exprs: Vec<Expr>,
+        mut inputs: Vec<LogicalPlan>,
+    ) -> DfResult<Self> {
+        Ok(Self {
+            input: inputs.swap_remove(0),
+            keys: self.keys.clone(),
+        })
+    }
+}
+
+/// Plans [`ClusterBy`] as [`ClusteredExec`].
+#[derive(Debug)]
+pub struct ClusterPlanner;
+
+#[async_trait]
+impl datafusion::physical_planner::ExtensionPlanner for ClusterPlanner {
+    async fn plan_extension(
+        &self,
+        _planner: &dyn datafusion::physical_planner::PhysicalPlanner,
+        node: &dyn UserDefinedLogicalNode,
+        _logical_inputs: &[&LogicalPlan],
+        physical_inputs: &[Arc<dyn ExecutionPlan>],
+        _session: &dyn datafusion::catalog::Session,
+        _planning_ctx: &datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext,
+    ) -> DfResult<Option<Arc<dyn ExecutionPlan>>> {
+        let Some(cluster) = node.as_any().downcast_ref::<ClusterBy>() else {
+            return Ok(None);
+        };
+        let input = without_empty_partitionings(physical_inputs[0].clone())?;
+        let schema = input.schema();
+        let sort = cluster
+            .keys
+            .iter()
+            .map(|key| {
+                let column = datafusion::physical_expr::expressions::col(key, &schema)?;
+                Ok(PhysicalSortExpr::new(
+                    column,
+                    datafusion::arrow::compute::SortOptions {
+                        descending: false,
+                        nulls_first: false,
+                    },
+                ))
+            })
+            .collect::<DfResult<Vec<_>>>()?;
+        let ordering = LexOrdering::new(sort).ok_or_else(|| {
+            DataFusionError::Plan("cannot cluster a model by no columns".to_string())
+        })?;
+        Ok(Some(Arc::new(ClusteredExec::new(input, ordering))))
+    }
+}
+
+/// `plan` with every subplan of no partitions (an empty Delta change range scans no files)
+/// replaced by an [`EmptyExec`]: the same no rows, in the one partition a sort needs (the
+/// optimizer pushes the key sort into each branch of a union, and a sort over no partitions
+/// fails its distribution check).
+fn without_empty_partitionings(plan: Arc<dyn ExecutionPlan>) -> DfResult<Arc<dyn ExecutionPlan>> {
+    plan.transform_up(|node| {
+        if node.properties().partitioning.partition_count() == 0 {
+            Ok(Transformed::yes(
+                Arc::new(EmptyExec::new(node.schema())) as _
+            ))
+        } else {
+            Ok(Transformed::no(node))
+        }
+    })
+    .map(|t| t.data)
+}
+
+/// Passes its input through unchanged, requiring it sorted by `ordering` in one partition.
+#[derive(Debug)]
+pub struct ClusteredExec {
+    input: Arc<dyn ExecutionPlan>,
+    ordering: LexOrdering,
+    properties: Arc<PlanProperties>,
+}
+
+impl ClusteredExec {
+    fn new(input: Arc<dyn ExecutionPlan>, ordering: LexOrdering) -> Self {
+        let properties = input.properties().clone();
+        Self {
+            input,
+            ordering,
+            properties,
+        }
+    }
+}
+
+impl DisplayAs for ClusteredExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "ClusteredExec: {}", self.ordering)
+    }
+}
+
+impl ExecutionPlan for ClusteredExec {
+    fn name(&self) -> &'static str {
+        "ClusteredExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn input_distribution_requirements(&self) -> InputDistributionRequirements {
+        InputDistributionRequirements::new(vec![Distribution::SinglePartition])
+    }
+
+    fn required_input_ordering(&self) -> Vec<Option<OrderingRequirements>> {
+        vec![Some(OrderingRequirements::from(self.ordering.clone()))]
+    }
+
+    fn maintains_input_order(&self) -> Vec<bool> {
+        vec![true]
+    }
+
+    fn benefits_from_input_partitioning(&self) -> Vec<bool> {
+        vec![false]
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        mut children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        Ok(Arc::new(ClusteredExec::new(
+            children.swap_remove(0),
+            self.ordering.clone(),
+        )))
+    }
+
+    fn apply_expressions(
+        &self,
+        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
+    ) -> DfResult<TreeNodeRecursion> {
+        for sort in self.ordering.iter() {
+            if f(&sort.expr)? == TreeNodeRecursion::Stop {
+                return Ok(TreeNodeRecursion::Stop);
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> DfResult<SendableRecordBatchStream> {
+        // Batches carry the declared schema: the writer compares them field by field,
+        // metadata included, and a sort passes on its input's batches, whose fields can
+        // lack the metadata a federated scan declares.
+        let schema = self.schema();
+        let stream = self.input.execute(partition, context)?;
+        let stamped = stream.map(move |batch| {
+            let batch = batch?;
+            if batch.schema() == schema {
+                return Ok(batch);
+            }
+            Ok(RecordBatch::try_new(
+                schema.clone(),
+                batch.columns().to_vec(),
+            )?)
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            self.schema(),
+            stamped,
+        )))
+    }
+}

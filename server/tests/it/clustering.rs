@@ -1,0 +1,118 @@
+//! A `unique_key` model's files are sorted by the key, so a point lookup reads one Parquet page
+//! per column instead of every page: checked through the page-index pruning that
+//! `EXPLAIN ANALYZE` reports, against an unkeyed model over the same scrambled rows. And a
+//! key-wise merge reads only the files whose key range holds a changed key.
+
+use crate::support::TestServer;
+
+/// Parquet pages that survive page-index pruning in an `EXPLAIN ANALYZE` of `sql`
+/// (`page_index_pages_pruned=N total → M matched`).
+async fn pages_after_pruning(client: &tokio_postgres::Client, sql: &str) -> u64 {
+    let plan: String = client
+        .query(&format!("EXPLAIN ANALYZE {sql}"), &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get::<_, String>(1))
+        .collect::<Vec<_>>()
+        .join("\n");
+    plan.split("page_index_pages_pruned=")
+        .nth(1)
+        .and_then(|metric| metric.split(" matched").next())
+        .and_then(|counts| counts.rsplit(' ').next())
+        .and_then(|matched| matched.parse().ok())
+        .unwrap_or_else(|| panic!("no page index metric in:\n{plan}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyed_models_are_sorted_by_their_key() {
+    let (server, _dir) = TestServer::start(&[]);
+    let client = server.connect().await;
+    // 100,000 ids in a scrambled order (7919 is prime, so i * 7919 mod 100000 is a permutation).
+    client
+        .batch_execute(
+            "CREATE TABLE events (id BIGINT, payload TEXT);
+             INSERT INTO events SELECT (value * 7919) % 100000, 'row ' || value
+                 FROM generate_series(0, 99999);
+             CREATE MODEL keyed WITH (unique_key = 'id') AS SELECT id, payload FROM events;
+             CREATE MODEL unkeyed AS SELECT id, payload FROM events;",
+        )
+        .await
+        .unwrap();
+
+    let lookup = |model: &str, id: i64| format!("SELECT * FROM {model} WHERE id = {id}");
+    for id in [0_i64, 4242, 99_999] {
+        let rows = client.query(&lookup("keyed", id), &[]).await.unwrap();
+        assert_eq!(rows.len(), 1, "id {id}");
+        assert_eq!(rows[0].get::<_, i64>(0), id);
+    }
+    // Parquet pages hold about 20,000 rows: sorted, a lookup keeps one of the five pages;
+    // scrambled, every page spans the lookup's key.
+    let keyed = pages_after_pruning(&client, &lookup("keyed", 4242)).await;
+    let unkeyed = pages_after_pruning(&client, &lookup("unkeyed", 4242)).await;
+    assert_eq!(keyed, 1, "keyed model");
+    assert!(unkeyed >= 5, "unkeyed model kept only {unkeyed} pages");
+
+    // Appended rows land in a file of their own, sorted too.
+    client
+        .batch_execute(
+            "INSERT INTO events SELECT 100000 + (value * 7919) % 100000, 'late ' || value
+                 FROM generate_series(0, 99999);
+             REFRESH MODEL keyed;",
+        )
+        .await
+        .unwrap();
+    let strategy: String = client
+        .query_one(
+            "SELECT strategy FROM tributary.runs WHERE model = 'public.keyed' \
+             ORDER BY run_id DESC LIMIT 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(strategy, "incremental_append");
+    let rows = client.query(&lookup("keyed", 154_321), &[]).await.unwrap();
+    assert_eq!(rows.len(), 1);
+    let after_append = pages_after_pruning(&client, &lookup("keyed", 154_321)).await;
+    assert_eq!(after_append, 1, "keyed model after an append");
+
+    // A merge of a few keys of the second file reads and rewrites that file alone.
+    client
+        .batch_execute(
+            "UPDATE events SET payload = 'changed' WHERE id IN (150000, 160000);
+             DELETE FROM events WHERE id = 170000;
+             REFRESH MODEL keyed;",
+        )
+        .await
+        .unwrap();
+    let (strategy, reason, rows): (String, String, i64) = client
+        .query_one(
+            "SELECT strategy, reason, rows_written FROM tributary.runs \
+             WHERE model = 'public.keyed' ORDER BY run_id DESC LIMIT 1",
+            &[],
+        )
+        .await
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .unwrap();
+    assert_eq!((strategy.as_str(), rows), ("incremental_merge", 3));
+    assert!(
+        reason.ends_with("(3 keys, 1 of 2 files read, 1 rewritten)"),
+        "{reason}"
+    );
+    let changed: i64 = client
+        .query_one(
+            "SELECT count(*) FROM keyed WHERE payload = 'changed' OR id = 170000",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(changed, 2);
+    let total: i64 = client
+        .query_one("SELECT count(*) FROM keyed", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(total, 199_999);
+}
