@@ -16,7 +16,7 @@ FROM (
 ) AS days;
 
 CREATE MODEL intermediate.transactions_usd WITH (
-    schedule = 'on change', max_staleness = '5 minutes',
+    schedule = 'on change', max_staleness = '5 minutes', unique_key = 'transaction_id',
     description = 'Transactions with their business unit, ledger type and category, and the amount in USD at the day''s rate') AS
 SELECT t.transaction_id,
        CAST(t.booked_at AS DATE) AS day,

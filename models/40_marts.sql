@@ -29,7 +29,7 @@ CREATE MODEL marts.dim_counterparty WITH (
 SELECT counterparty_id, name, country, kind FROM staging.counterparties;
 
 CREATE MODEL marts.fct_transactions WITH (
-    schedule = 'on change', max_staleness = '5 minutes',
+    schedule = 'on change', max_staleness = '5 minutes', unique_key = 'transaction_id',
     description = 'One row per transaction, keyed to dim_date, dim_account and dim_counterparty; amounts signed (credits positive)') AS
 SELECT transaction_id, day, booked_at, account_id, counterparty_id, gl_code, business_unit,
        gl_type, category, amount, currency, amount_usd, status, source
