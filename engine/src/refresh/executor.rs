@@ -228,6 +228,7 @@ async fn run(
                 commit(&choice.strategy),
                 &counter,
                 lateness.as_ref(),
+                key_columns(object).map(|_| crate::storage::cluster::lookup_layout()),
             )
             .await?;
             match keywise {
@@ -262,15 +263,19 @@ async fn run(
         _ => (plan, SaveMode::Overwrite, table),
     };
     let plan = counting::count_scans(plan, &counter)?;
-    let (plan, state) = match key_columns(object) {
+    let (plan, state, layout) = match key_columns(object) {
         Some(keys) => (
             crate::storage::cluster::clustered(plan, &keys),
             crate::storage::cluster::writing_state(state),
+            Some(crate::storage::cluster::lookup_layout()),
         ),
-        None => (plan, state),
+        None => (plan, state, None),
     };
-    let written = table
-        .write(Vec::new())
+    let mut write = table.write(Vec::new());
+    if let Some(layout) = layout {
+        write = write.with_writer_properties(layout);
+    }
+    let written = write
         .with_input_plan(plan.clone())
         .with_session_state(Arc::new(state.clone()))
         .with_save_mode(mode)

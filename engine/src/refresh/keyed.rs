@@ -265,6 +265,7 @@ pub(super) async fn refresh_keys(
     commit: CommitProperties,
     counter: &RowCounter,
     lateness: Option<&Lateness>,
+    layout: Option<deltalake::parquet::file::properties::WriterProperties>,
 ) -> Result<KeyWise> {
     let ctx = SessionContext::new_with_state(state.clone());
     let started = std::time::Instant::now();
@@ -422,8 +423,11 @@ pub(super) async fn refresh_keys(
         .reduce(Expr::and)
         .ok_or_else(|| Error::Internal("merge without keys".into()))?
         .and(model_key_filter);
-    let (table, metrics) = table
-        .merge(source, predicate)
+    let mut merge = table.merge(source, predicate);
+    if let Some(layout) = layout {
+        merge = merge.with_writer_properties(layout);
+    }
+    let (table, metrics) = merge
         .with_source_alias("source")
         .with_target_alias("target")
         .with_session_state(Arc::new(state.clone()))

@@ -6,6 +6,11 @@
 //! that produce a whole file set (full refreshes, appends) therefore sort a keyed model's rows
 //! by its key, so each page covers a narrow key range and a lookup reads one page per column.
 //!
+//! Keyed models are also written in smaller units ([`lookup_layout`]): a lookup decompresses
+//! the pages it keeps and each column's dictionary page, which with Parquet's defaults (one
+//! row group of a million rows, 20,000-row pages, dictionaries up to 1 MiB) was megabytes per
+//! lookup, nearly all of it snappy decompression.
+//!
 //! The sort has to survive physical planning. A plain `Sort` under delta-rs' writer is dropped
 //! by DataFusion's `EnforceSorting` (nothing above it asks for the order), and the writer
 //! interleaves the batches of every partition into one file. [`ClusterBy`] is the logical
@@ -25,6 +30,8 @@ use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{
     Expr, Extension, LogicalPlan, UserDefinedLogicalNode, UserDefinedLogicalNodeCore,
 };
+use datafusion::parquet::basic::Compression;
+use datafusion::parquet::file::properties::WriterProperties;
 use datafusion::physical_expr::{LexOrdering, OrderingRequirements, PhysicalSortExpr};
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
@@ -49,6 +56,19 @@ pub fn clustered(plan: LogicalPlan, keys: &[String]) -> LogicalPlan {
             keys: keys.to_vec(),
         }),
     })
+}
+
+/// The Parquet layout of a keyed model's files: row groups of 64 Ki rows (statistics skip
+/// the others), pages of about 2,048 rows (the page index keeps one per column), and
+/// dictionaries of at most 64 KiB, past which a column is written plainly (a lookup reads
+/// each kept row group's dictionary page whole).
+pub fn lookup_layout() -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_max_row_group_row_count(Some(64 * 1024))
+        .set_data_page_row_count_limit(2048)
+        .set_dictionary_page_size_limit(64 * 1024)
+        .build()
 }
 
 /// `state` for writing a [`clustered`] plan: no round-robin repartitioning above the sorted

@@ -139,6 +139,9 @@ pub struct MaintainOptions {
     pub keep_since: Option<i64>,
     /// The DataFusion state compaction runs with (the engine's memory pool).
     pub session: Option<SessionState>,
+    /// The Parquet layout compaction writes (a keyed model's lookup layout), when not the
+    /// default.
+    pub layout: Option<deltalake::parquet::file::properties::WriterProperties>,
 }
 
 /// Housekeeping state shared with readers: the shortest retention any pass used, so time
@@ -251,6 +254,9 @@ async fn compact(
         .with_commit_properties(delta::commit_properties(metadata));
     if let Some(state) = &options.session {
         builder = builder.with_session_state(Arc::new(state.clone()));
+    }
+    if let Some(layout) = &options.layout {
+        builder = builder.with_writer_properties(layout.clone());
     }
     Ok(builder.await?)
 }
@@ -489,6 +495,10 @@ impl Engine {
             let options = MaintainOptions {
                 keep_since: bookmarks.get(&object.name.to_string()).copied(),
                 session: Some(session.clone()),
+                layout: object
+                    .options
+                    .contains_key("unique_key")
+                    .then(crate::storage::cluster::lookup_layout),
             };
             let result = maintain_object(inner, object.id, policy, &options).await;
             match &result {

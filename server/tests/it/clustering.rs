@@ -5,9 +5,9 @@
 
 use crate::support::TestServer;
 
-/// Parquet pages that survive page-index pruning in an `EXPLAIN ANALYZE` of `sql`
-/// (`page_index_pages_pruned=N total → M matched`).
-async fn pages_after_pruning(client: &tokio_postgres::Client, sql: &str) -> u64 {
+/// Parquet pages, and their rows, that survive page-index pruning in an `EXPLAIN ANALYZE` of
+/// `sql` (`page_index_pages_pruned=N total → M matched`, `page_index_rows_pruned=...`).
+async fn after_page_pruning(client: &tokio_postgres::Client, sql: &str) -> (u64, u64) {
     let plan: String = client
         .query(&format!("EXPLAIN ANALYZE {sql}"), &[])
         .await
@@ -16,12 +16,22 @@ async fn pages_after_pruning(client: &tokio_postgres::Client, sql: &str) -> u64 
         .map(|r| r.get::<_, String>(1))
         .collect::<Vec<_>>()
         .join("\n");
-    plan.split("page_index_pages_pruned=")
-        .nth(1)
-        .and_then(|metric| metric.split(" matched").next())
-        .and_then(|counts| counts.rsplit(' ').next())
-        .and_then(|matched| matched.parse().ok())
-        .unwrap_or_else(|| panic!("no page index metric in:\n{plan}"))
+    // "1.01 M total → 2.05 K matched": the count after the arrow, with DataFusion's units.
+    let matched = |metric: &str| -> Option<u64> {
+        let counts = plan.split(metric).nth(1)?.split(" matched").next()?;
+        let mut words = counts.rsplit('→').next()?.split_whitespace();
+        let number: f64 = words.next()?.parse().ok()?;
+        let scale = match words.next() {
+            None => 1.0,
+            Some("K") => 1e3,
+            Some("M") => 1e6,
+            Some(_) => return None,
+        };
+        Some((number * scale).round() as u64)
+    };
+    matched("page_index_pages_pruned=")
+        .zip(matched("page_index_rows_pruned="))
+        .unwrap_or_else(|| panic!("no page index metrics in:\n{plan}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -46,12 +56,19 @@ async fn keyed_models_are_sorted_by_their_key() {
         assert_eq!(rows.len(), 1, "id {id}");
         assert_eq!(rows[0].get::<_, i64>(0), id);
     }
-    // Parquet pages hold about 20,000 rows: sorted, a lookup keeps one of the five pages;
-    // scrambled, every page spans the lookup's key.
-    let keyed = pages_after_pruning(&client, &lookup("keyed", 4242)).await;
-    let unkeyed = pages_after_pruning(&client, &lookup("unkeyed", 4242)).await;
-    assert_eq!(keyed, 1, "keyed model");
-    assert!(unkeyed >= 5, "unkeyed model kept only {unkeyed} pages");
+    // Sorted, a lookup keeps one page (of about 2,048 rows, in a keyed model); scrambled,
+    // every page (20,000 rows by default) spans the lookup's key.
+    let (keyed_pages, keyed_rows) = after_page_pruning(&client, &lookup("keyed", 4242)).await;
+    let (unkeyed_pages, unkeyed_rows) = after_page_pruning(&client, &lookup("unkeyed", 4242)).await;
+    assert_eq!(keyed_pages, 1, "keyed model");
+    assert!(
+        keyed_rows <= 2100,
+        "keyed model kept a page of {keyed_rows} rows"
+    );
+    assert!(
+        unkeyed_pages >= 5 && unkeyed_rows >= 100_000,
+        "unkeyed model kept only {unkeyed_pages} pages, {unkeyed_rows} rows"
+    );
 
     // Appended rows land in a file of their own, sorted too.
     client
@@ -74,8 +91,8 @@ async fn keyed_models_are_sorted_by_their_key() {
     assert_eq!(strategy, "incremental_append");
     let rows = client.query(&lookup("keyed", 154_321), &[]).await.unwrap();
     assert_eq!(rows.len(), 1);
-    let after_append = pages_after_pruning(&client, &lookup("keyed", 154_321)).await;
-    assert_eq!(after_append, 1, "keyed model after an append");
+    let (pages, _) = after_page_pruning(&client, &lookup("keyed", 154_321)).await;
+    assert_eq!(pages, 1, "keyed model after an append");
 
     // A merge of a few keys of the second file reads and rewrites that file alone.
     client
