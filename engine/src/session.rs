@@ -300,11 +300,13 @@ impl Session {
         stmt: ast::Statement,
         params: Option<ParamValues>,
     ) -> Result<Output> {
+        let started = std::time::Instant::now();
         let state = self.ctx.state();
         let mut plan = planning::plan_statement(&state, stmt).await?;
         if let Some(params) = params {
             plan = plan.replace_params_with_values(&params)?;
         }
+        let planned = started.elapsed();
         let tag = match &plan {
             LogicalPlan::Explain(_) | LogicalPlan::Analyze(_) => "EXPLAIN",
             _ => "SELECT",
@@ -312,7 +314,16 @@ impl Session {
         .to_string();
         let df = self.ctx.execute_logical_plan(plan).await?;
         let schema = df.schema().inner().clone();
-        let stream = df.execute_stream().await?;
+        let task = std::sync::Arc::new(df.task_ctx());
+        let physical = df.create_physical_plan().await?;
+        let optimized = started.elapsed();
+        let stream = datafusion::physical_plan::execute_stream(physical, task)?;
+        tracing::debug!(
+            plan_us = planned.as_micros() as u64,
+            optimize_us = (optimized - planned).as_micros() as u64,
+            start_us = (started.elapsed() - optimized).as_micros() as u64,
+            "query started"
+        );
         Ok(Output::Rows {
             schema,
             stream,
