@@ -155,3 +155,14 @@ def source_commit() -> str:
     commit = git("rev-parse", "--short=12", "HEAD") or "unknown"
     dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench", ":!README.md")
     return commit + (" with uncommitted changes" if dirty else "")
+
+
+def result_path(stem: str) -> Path:
+    """Where a report goes: `results/<stem>-<date>.md`, or with the source commit added when a
+    report of that day from another run is already there (runs on one day are kept apart)."""
+    import datetime as dt
+    out = BENCH_DIR / "results" / f"{stem}-{dt.date.today().isoformat()}.md"
+    if out.exists():
+        commit = source_commit().split()[0][:7]
+        out = out.with_name(f"{out.stem}-{commit}.md")
+    return out

@@ -24,7 +24,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from common import BENCH_DIR, TributaryServer, default_binary, machine_line, require_binary, \
+from common import result_path, TributaryServer, default_binary, machine_line, require_binary, \
     without
 TARGET_MS = 200
 
@@ -110,7 +110,7 @@ def main() -> None:
         lines.append(f"| {label} | {median:.1f} | {p95:.1f} | {worst:.1f} | {size / 1024:.0f} |")
     report = "\n".join(lines) + "\n"
     print(report)
-    out = BENCH_DIR / "results" / f"docs_site-{dt.date.today()}.md"
+    out = result_path("docs_site")
     out.write_text(report)
     print(f"written to {out}")
 

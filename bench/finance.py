@@ -39,7 +39,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import BENCH_DIR, REPO_DIR, TributaryServer, default_binary, machine_line, \
+from common import result_path, REPO_DIR, TributaryServer, default_binary, machine_line, \
     require_binary, source_commit
 
 MODEL_FILES = ["20_staging.sql", "30_intermediate.sql", "40_marts.sql", "50_kpis.sql",
@@ -480,7 +480,7 @@ def main() -> None:
 
     report = render(args, results)
     print(report)
-    out = BENCH_DIR / "results" / f"finance-{args.transactions}-{dt.date.today()}.md"
+    out = result_path(f"finance-{args.transactions}")
     out.write_text(report)
     print(f"written to {out}")
 

@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import BENCH_DIR, TributaryServer, default_binary, machine_line, require_binary, \
+from common import result_path, TributaryServer, default_binary, machine_line, require_binary, \
     source_commit
 
 SCHEMA = "bench_pg_read"
@@ -152,7 +152,7 @@ def main() -> None:
     ]
     report = "\n".join(lines) + "\n"
     print(report)
-    out = BENCH_DIR / "results" / f"pg_read-{dt.date.today().isoformat()}.md"
+    out = result_path("pg_read")
     out.parent.mkdir(exist_ok=True)
     out.write_text(report)
 
