@@ -312,16 +312,20 @@ impl Session {
             _ => "SELECT",
         }
         .to_string();
-        let df = self.ctx.execute_logical_plan(plan).await?;
-        let schema = df.schema().inner().clone();
-        let task = std::sync::Arc::new(df.task_ctx());
-        let physical = df.create_physical_plan().await?;
+        let schema = plan.schema().inner().clone();
+        let optimized_plan = state.optimize(&plan)?;
         let optimized = started.elapsed();
-        let stream = datafusion::physical_plan::execute_stream(physical, task)?;
+        let physical = state
+            .query_planner()
+            .create_physical_plan(&optimized_plan, &state)
+            .await?;
+        let physical_planned = started.elapsed();
+        let stream = datafusion::physical_plan::execute_stream(physical, state.task_ctx())?;
         tracing::debug!(
             plan_us = planned.as_micros() as u64,
             optimize_us = (optimized - planned).as_micros() as u64,
-            start_us = (started.elapsed() - optimized).as_micros() as u64,
+            physical_us = (physical_planned - optimized).as_micros() as u64,
+            start_us = (started.elapsed() - physical_planned).as_micros() as u64,
             "query started"
         );
         Ok(Output::Rows {
