@@ -228,7 +228,7 @@ async fn run(
                 commit(&choice.strategy),
                 &counter,
                 lateness.as_ref(),
-                key_columns(object).map(|_| crate::storage::cluster::lookup_layout()),
+                crate::storage::cluster::layout_of(object),
             )
             .await?;
             match keywise {
@@ -263,16 +263,15 @@ async fn run(
         _ => (plan, SaveMode::Overwrite, table),
     };
     let plan = counting::count_scans(plan, &counter)?;
-    let (plan, state, layout) = match key_columns(object) {
+    let (plan, state) = match crate::storage::cluster::cluster_keys(object) {
         Some(keys) => (
             crate::storage::cluster::clustered(plan, &keys),
             crate::storage::cluster::writing_state(state),
-            Some(crate::storage::cluster::lookup_layout()),
         ),
-        None => (plan, state, None),
+        None => (plan, state),
     };
     let mut write = table.write(Vec::new());
-    if let Some(layout) = layout {
+    if let Some(layout) = crate::storage::cluster::layout_of(object) {
         write = write.with_writer_properties(layout);
     }
     let written = write
@@ -299,18 +298,6 @@ async fn run(
         late_rows,
         inputs: inputs_json,
     })
-}
-
-/// The model's `unique_key` columns, which its written files are sorted by.
-fn key_columns(object: &CatalogObject) -> Option<Vec<String>> {
-    let keys: Vec<String> = object
-        .options
-        .get("unique_key")?
-        .split(',')
-        .map(|k| k.trim().to_string())
-        .filter(|k| !k.is_empty())
-        .collect();
-    (!keys.is_empty()).then_some(keys)
 }
 
 /// Everything a refresh decides before it writes.

@@ -58,6 +58,24 @@ pub fn clustered(plan: LogicalPlan, keys: &[String]) -> LogicalPlan {
     })
 }
 
+/// The `unique_key` columns a model's files are sorted by, if it has any.
+pub fn cluster_keys(object: &tributary_catalog::CatalogObject) -> Option<Vec<String>> {
+    let keys: Vec<String> = object
+        .options
+        .get("unique_key")?
+        .split(',')
+        .map(|k| k.trim().to_string())
+        .filter(|k| !k.is_empty())
+        .collect();
+    (!keys.is_empty()).then_some(keys)
+}
+
+/// The layout a model's files are written in: [`lookup_layout`] for a keyed model, else
+/// delta-rs' default (`None`).
+pub fn layout_of(object: &tributary_catalog::CatalogObject) -> Option<WriterProperties> {
+    cluster_keys(object).map(|_| lookup_layout())
+}
+
 /// The Parquet layout of a keyed model's files: row groups of 64 Ki rows (statistics skip
 /// the others), pages of about 2,048 rows (the page index keeps one per column), and
 /// dictionaries of at most 64 KiB, past which a column is written plainly (a lookup reads

@@ -495,10 +495,7 @@ impl Engine {
             let options = MaintainOptions {
                 keep_since: bookmarks.get(&object.name.to_string()).copied(),
                 session: Some(session.clone()),
-                layout: object
-                    .options
-                    .contains_key("unique_key")
-                    .then(crate::storage::cluster::lookup_layout),
+                layout: crate::storage::cluster::layout_of(object),
             };
             let result = maintain_object(inner, object.id, policy, &options).await;
             match &result {

@@ -34,6 +34,19 @@ async fn after_page_pruning(client: &tokio_postgres::Client, sql: &str) -> (u64,
         .unwrap_or_else(|| panic!("no page index metrics in:\n{plan}"))
 }
 
+/// Strategy, reason and rows written of the keyed model's latest run.
+async fn last_run(client: &tokio_postgres::Client) -> (String, String, i64) {
+    let row = client
+        .query_one(
+            "SELECT strategy, reason, rows_written FROM tributary.runs \
+             WHERE model = 'public.keyed' ORDER BY run_id DESC LIMIT 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1), row.get(2))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keyed_models_are_sorted_by_their_key() {
     let (server, _dir) = TestServer::start(&[]);
@@ -79,15 +92,7 @@ async fn keyed_models_are_sorted_by_their_key() {
         )
         .await
         .unwrap();
-    let strategy: String = client
-        .query_one(
-            "SELECT strategy FROM tributary.runs WHERE model = 'public.keyed' \
-             ORDER BY run_id DESC LIMIT 1",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let (strategy, _, _) = last_run(&client).await;
     assert_eq!(strategy, "incremental_append");
     let rows = client.query(&lookup("keyed", 154_321), &[]).await.unwrap();
     assert_eq!(rows.len(), 1);
@@ -103,15 +108,7 @@ async fn keyed_models_are_sorted_by_their_key() {
         )
         .await
         .unwrap();
-    let (strategy, reason, rows): (String, String, i64) = client
-        .query_one(
-            "SELECT strategy, reason, rows_written FROM tributary.runs \
-             WHERE model = 'public.keyed' ORDER BY run_id DESC LIMIT 1",
-            &[],
-        )
-        .await
-        .map(|r| (r.get(0), r.get(1), r.get(2)))
-        .unwrap();
+    let (strategy, reason, rows) = last_run(&client).await;
     assert_eq!((strategy.as_str(), rows), ("incremental_merge", 3));
     assert!(
         reason.ends_with("(3 keys, 1 of 2 files read, 1 rewritten)"),
