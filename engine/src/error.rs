@@ -139,6 +139,12 @@ impl From<datafusion::arrow::error::ArrowError> for Error {
     }
 }
 
+impl From<deltalake::parquet::errors::ParquetError> for Error {
+    fn from(e: deltalake::parquet::errors::ParquetError) -> Self {
+        Error::DataFusion(DataFusionError::from(e))
+    }
+}
+
 impl Error {
     pub fn bad_input(message: impl Into<String>) -> Self {
         Error::BadInput {

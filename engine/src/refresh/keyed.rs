@@ -33,6 +33,7 @@ use crate::engine::EngineInner;
 use crate::error::{Error, Result};
 
 mod affected;
+mod on_read;
 
 pub use affected::primary_key_of_keys;
 
@@ -215,6 +216,9 @@ const MIN_ROWS_FOR_MERGE_LIMIT: usize = 10_000;
 /// model's rows, the changed keys reach nearly every file and a full refresh (which writes
 /// the same files without the join) is cheaper.
 const MAX_MERGE_KEY_PERCENT: usize = 1;
+/// With deletion vectors a merge reads the model's key columns and writes the new rows
+/// only; it stops paying off when recomputing the keys costs nearly a full refresh.
+const MAX_MERGE_ON_READ_KEY_PERCENT: usize = 20;
 
 /// How a key-wise refresh ended.
 pub enum KeyWise {
@@ -237,17 +241,28 @@ pub struct Merged {
     pub files_read: usize,
     pub files_total: usize,
     pub files_rewritten: usize,
+    /// Rows marked deleted by deletion vectors, and in how many files (merges on read).
+    pub rows_marked_deleted: Option<(u64, usize)>,
 }
 
 impl Merged {
-    /// What the merge did, for the run's reason: `3 keys, 1 of 4 files read, 1 rewritten`.
+    /// What the merge did, for the run's reason: `3 keys, 1 of 4 files read, 1 rewritten` or
+    /// `3 keys, 1 of 4 files read, 3 rows marked deleted in 1 file`.
     pub fn summary(&self) -> String {
         if self.keys == 0 {
             return "0 keys".into();
         }
+        let written = match self.rows_marked_deleted {
+            Some((rows, files)) => format!(
+                "{rows} {} marked deleted in {files} {}",
+                if rows == 1 { "row" } else { "rows" },
+                if files == 1 { "file" } else { "files" }
+            ),
+            None => format!("{} rewritten", self.files_rewritten),
+        };
         format!(
-            "{} keys, {} of {} files read, {} rewritten",
-            self.keys, self.files_read, self.files_total, self.files_rewritten
+            "{} keys, {} of {} files read, {written}",
+            self.keys, self.files_read, self.files_total
         )
     }
 }
@@ -314,18 +329,23 @@ pub(super) async fn refresh_keys(
             files_read: 0,
             files_total: 0,
             files_rewritten: 0,
+            rows_marked_deleted: None,
         }));
+    };
+    let on_read = crate::storage::deletion::enabled(&table);
+    let max_percent = if on_read {
+        MAX_MERGE_ON_READ_KEY_PERCENT
+    } else {
+        MAX_MERGE_KEY_PERCENT
     };
     if keys.at == KeysAt::Result {
         let model_rows = ctx
             .read_table(crate::storage::delta::provider(&table).await?)?
             .count()
             .await?;
-        if model_rows >= MIN_ROWS_FOR_MERGE_LIMIT
-            && key_count * 100 > model_rows * MAX_MERGE_KEY_PERCENT
-        {
+        if model_rows >= MIN_ROWS_FOR_MERGE_LIMIT && key_count * 100 > model_rows * max_percent {
             let reason = format!(
-                "{key_count} keys changed, more than {MAX_MERGE_KEY_PERCENT}% of the model's {model_rows} rows: a merge would rewrite nearly every file"
+                "{key_count} keys changed, more than {max_percent}% of the model's {model_rows} rows: a merge would cost about as much"
             );
             return Ok(KeyWise::Full { table, reason });
         }
@@ -339,6 +359,7 @@ pub(super) async fn refresh_keys(
         &keys.columns.iter().map(|c| target(c)).collect::<Vec<_>>(),
         &key_batches,
     )?;
+    let affected_keys = on_read.then(|| key_batches.clone());
     let key_table = Arc::new(MemTable::try_new(key_schema, vec![key_batches])?);
     let keys_df = ctx.read_table(key_table)?.alias(KEYS_ALIAS)?;
     let key_col = |k: usize| col(Column::new(Some(KEYS_ALIAS), format!("{KEY_PREFIX}{k}")));
@@ -381,6 +402,43 @@ pub(super) async fn refresh_keys(
         KeysAt::Result => unique_rows(state, recompute, keys).await?,
     };
     let recompute_ms = recompute_started.elapsed().as_millis() as u64;
+    if let Some(affected_keys) = affected_keys {
+        let mut rows = DataFrame::new(state.clone(), recompute);
+        if keys.at == KeysAt::Result {
+            // Clustered like the model's other files, so lookups of new rows prune too.
+            rows = rows.sort(
+                keys.columns
+                    .iter()
+                    .map(|c| col(Column::from_name(c)).sort(true, false))
+                    .collect(),
+            )?;
+        }
+        let marked = on_read::merge(
+            table,
+            &keys.columns,
+            &affected_keys,
+            rows.collect().await?,
+            commit,
+            layout,
+        )
+        .await?;
+        tracing::info!(
+            keys = key_count,
+            keys_ms,
+            recompute_ms,
+            "key-wise refresh merged on read"
+        );
+        return Ok(KeyWise::Merged(Merged {
+            table: marked.table,
+            rows_written: marked.rows_written,
+            keys: key_count,
+            late_rows,
+            files_read: marked.files_read,
+            files_total: marked.files_total,
+            files_rewritten: 0,
+            rows_marked_deleted: Some((marked.rows_deleted, marked.files_marked)),
+        }));
+    }
     let model_columns: Vec<String> = recompute
         .schema()
         .fields()
@@ -472,6 +530,7 @@ pub(super) async fn refresh_keys(
         files_total: metrics.num_target_files_scanned
             + metrics.num_target_files_skipped_during_scan,
         files_rewritten: metrics.num_target_files_removed,
+        rows_marked_deleted: None,
     }))
 }
 

@@ -1,6 +1,7 @@
 //! The warehouse: where Delta tables live, and the few Delta operations Tributary uses.
 //! Every table is created with the change data feed on (so later incremental refreshes see
-//! updates and deletes) and a long log retention (so time travel keeps working).
+//! updates and deletes), a long log retention (so time travel keeps working) and deletion
+//! vectors (so key-wise merges need not rewrite files).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -78,6 +79,8 @@ impl Warehouse {
             .with_configuration([
                 ("delta.enableChangeDataFeed", Some("true")),
                 ("delta.logRetentionDuration", Some("interval 36500 days")),
+                // Key-wise merges mark replaced rows deleted instead of rewriting files.
+                super::deletion::table_property(),
             ])
             .with_save_mode(SaveMode::ErrorIfExists)
             .await?;

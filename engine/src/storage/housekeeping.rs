@@ -49,6 +49,7 @@ use tributary_catalog::{CatalogObject, ObjectKind};
 
 use crate::engine::{Engine, EngineInner};
 use crate::error::{Error, Result};
+use crate::storage::deletion;
 use crate::storage::delta::{self, INPUTS_KEY};
 
 /// What housekeeping does and how often.
@@ -340,18 +341,21 @@ fn store_path(path: &str) -> Path {
 }
 
 /// Files of version `since` and files added by the commits after it, up to the table's
-/// version: what a model whose bookmark is `since` may still read.
+/// version, with their deletion vectors: what a model whose bookmark is `since` may still
+/// read.
 async fn referenced_since(table: &DeltaTable, since: i64) -> Result<HashSet<Path>> {
     let mut added = HashSet::new();
     if since >= 0 {
         let mut old = table.clone();
         old.load_version(since as u64).await?;
-        added.extend(
-            old.snapshot()?
-                .log_data()
-                .iter()
-                .map(|f| f.object_store_path()),
-        );
+        for file in old.snapshot()?.log_data().iter() {
+            added.insert(file.object_store_path());
+            if let Some(dv) = file.deletion_vector_descriptor()
+                && let Some(path) = deletion::store_path(table, &dv)?
+            {
+                added.insert(path);
+            }
+        }
     }
     let log = table.log_store();
     for version in (since + 1).max(0)..=delta::version(table) {
@@ -361,6 +365,11 @@ async fn referenced_since(table: &DeltaTable, since: i64) -> Result<HashSet<Path
         for action in get_actions(version as u64, &bytes)? {
             if let Action::Add(add) = action {
                 added.insert(store_path(&add.path));
+                if let Some(dv) = &add.deletion_vector
+                    && let Some(path) = deletion::store_path(table, dv)?
+                {
+                    added.insert(path);
+                }
             }
         }
     }

@@ -1,6 +1,7 @@
 //! Storage: every table and model is a Delta table under the warehouse root.
 
 pub mod cluster;
+pub mod deletion;
 pub mod delta;
 pub mod durable;
 pub mod housekeeping;

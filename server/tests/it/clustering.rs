@@ -1,7 +1,8 @@
 //! A `unique_key` model's files are sorted by the key, so a point lookup reads one Parquet page
 //! per column instead of every page: checked through the page-index pruning that
 //! `EXPLAIN ANALYZE` reports, against an unkeyed model over the same scrambled rows. And a
-//! key-wise merge reads only the files whose key range holds a changed key.
+//! key-wise merge reads only the files whose key range holds a changed key, and marks the
+//! replaced rows deleted instead of rewriting their files.
 
 use crate::support::TestServer;
 
@@ -99,7 +100,8 @@ async fn keyed_models_are_sorted_by_their_key() {
     let (pages, _) = after_page_pruning(&client, &lookup("keyed", 154_321)).await;
     assert_eq!(pages, 1, "keyed model after an append");
 
-    // A merge of a few keys of the second file reads and rewrites that file alone.
+    // A merge of a few keys of the second file reads that file alone and marks their old
+    // rows deleted (a deletion vector) instead of rewriting it.
     client
         .batch_execute(
             "UPDATE events SET payload = 'changed' WHERE id IN (150000, 160000);
@@ -111,7 +113,7 @@ async fn keyed_models_are_sorted_by_their_key() {
     let (strategy, reason, rows) = last_run(&client).await;
     assert_eq!((strategy.as_str(), rows), ("incremental_merge", 3));
     assert!(
-        reason.ends_with("(3 keys, 1 of 2 files read, 1 rewritten)"),
+        reason.ends_with("(3 keys, 1 of 2 files read, 3 rows marked deleted in 1 file)"),
         "{reason}"
     );
     let changed: i64 = client
@@ -123,6 +125,46 @@ async fn keyed_models_are_sorted_by_their_key() {
         .unwrap()
         .get(0);
     assert_eq!(changed, 2);
+    let total: i64 = client
+        .query_one("SELECT count(*) FROM keyed", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(total, 199_999);
+    let payloads = |id: i64| {
+        let client = &client;
+        async move {
+            client
+                .query(&lookup("keyed", id), &[])
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get::<_, String>(1))
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(payloads(150_000).await, ["changed"]);
+    assert!(payloads(170_000).await.is_empty());
+
+    // A second merge over the same file keeps the rows the first one marked deleted (the new
+    // vector is the union) and replaces a row of the first merge's file.
+    client
+        .batch_execute(
+            "UPDATE events SET payload = 'again' WHERE id IN (150000, 160001);
+             REFRESH MODEL keyed;",
+        )
+        .await
+        .unwrap();
+    let (strategy, reason, rows) = last_run(&client).await;
+    assert_eq!((strategy.as_str(), rows), ("incremental_merge", 2));
+    assert!(
+        reason.ends_with("2 rows marked deleted in 2 files)"),
+        "{reason}"
+    );
+    assert_eq!(payloads(150_000).await, ["again"]);
+    assert_eq!(payloads(160_001).await, ["again"]);
+    assert_eq!(payloads(160_000).await, ["changed"]);
+    assert!(payloads(170_000).await.is_empty());
     let total: i64 = client
         .query_one("SELECT count(*) FROM keyed", &[])
         .await

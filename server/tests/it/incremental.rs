@@ -31,7 +31,8 @@ impl Rng {
 /// (every aggregate function, NULL keys, HAVING, keys computed by expressions, over joins
 /// and over other models), `unique_key` merges, LEFT and RIGHT joins (appends, merges and
 /// groups keyed on the preserved side, an anti-join filter, a chain of left joins), DISTINCT
-/// and UNION (grouped by every column, over a model, a union and a left join), and shapes
+/// and UNION (grouped by every column, over a model, a union and a left join), models over
+/// models that merge (with deletion vectors), and shapes
 /// that fall back to full refreshes (aggregates without GROUP BY).
 const MODELS: &[(&str, &str, &str)] = &[
     ("m_filter", "", "SELECT id, k, v FROM a WHERE v > 40"),
@@ -123,6 +124,24 @@ const MODELS: &[(&str, &str, &str)] = &[
         "m_right_uk",
         "unique_key = 'id'",
         "SELECT a.id, d.label FROM d RIGHT JOIN a ON a.k = d.k",
+    ),
+    // Models over models that merge with deletion vectors: they read change feeds whose
+    // deletes come from deletion vectors.
+    (
+        "m_agg_over_uk",
+        "",
+        "SELECT k, count(*) AS n, sum(w) AS total FROM m_uk_linear GROUP BY k",
+    ),
+    (
+        "m_uk_over_uk",
+        "unique_key = 'id'",
+        "SELECT id, w + 1 AS w1, label FROM m_left_uk JOIN m_uk_linear USING (id) \
+         WHERE w IS NULL OR w > 30",
+    ),
+    (
+        "m_over_agg",
+        "",
+        "SELECT k, n, total FROM m_agg WHERE n > 1",
     ),
     ("m_distinct", "", "SELECT DISTINCT k FROM m_union"),
     (

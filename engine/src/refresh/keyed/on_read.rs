@@ -1,0 +1,487 @@
+//! Merge-on-read: a key-wise refresh that marks the affected keys' old rows deleted in
+//! deletion vectors and appends their new rows in a new file, in one Delta commit.
+//!
+//! A copy-on-write MERGE rewrites every file holding an affected key: with keys spread over
+//! the whole model (a late correction to old transactions, a dimension change) that is the
+//! whole model, as dear as a full refresh. Here the model's files are only read for their
+//! key columns (row groups whose key statistics miss every affected key are skipped), and
+//! each file holding affected keys gets a deletion vector: the union of its old vector and
+//! the positions of those rows. Delete-then-insert is the same result as the MERGE: every
+//! row of an affected key goes, the affected keys' new rows come.
+//!
+//! The change feed sees the commit as it sees any Delta commit with deletion vectors: the
+//! rows a file's new vector adds are deletes, the new file's rows inserts (an updated row is
+//! a delete and an insert).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Int64Type, SchemaRef};
+use datafusion::arrow::row::{RowConverter, SortField};
+use datafusion::common::ScalarValue;
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::physical_plan::parquet::{
+    DefaultParquetFileReaderFactory, ParquetFileReaderFactory,
+};
+use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
+use deltalake::DeltaTable;
+use deltalake::kernel::Action;
+use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
+use deltalake::parquet::arrow::ProjectionMask;
+use deltalake::parquet::arrow::arrow_reader::ArrowReaderMetadata;
+use deltalake::parquet::arrow::arrow_reader::statistics::StatisticsConverter;
+use deltalake::parquet::arrow::async_reader::{AsyncFileReader, ParquetRecordBatchStreamBuilder};
+use deltalake::parquet::file::properties::WriterProperties;
+use deltalake::protocol::DeltaOperation;
+use deltalake::writer::{DeltaWriter, RecordBatchWriter};
+use futures::TryStreamExt;
+use object_store::path::Path;
+use roaring::RoaringTreemap;
+
+use crate::error::{Error, Result};
+use crate::storage::deletion;
+
+/// What a merge-on-read wrote.
+pub struct Marked {
+    pub table: DeltaTable,
+    /// Rows inserted, updated or deleted, counted as a MERGE counts them.
+    pub rows_written: i64,
+    pub files_read: usize,
+    pub files_total: usize,
+    /// Files that got a new deletion vector, and the rows it newly marks.
+    pub files_marked: usize,
+    pub rows_deleted: u64,
+}
+
+/// Replaces the rows of the affected keys (`affected`: one column per key column, in
+/// `key_columns` order) with `new_rows` in one commit.
+pub async fn merge(
+    table: DeltaTable,
+    key_columns: &[String],
+    affected: &[RecordBatch],
+    new_rows: Vec<RecordBatch>,
+    commit: CommitProperties,
+    layout: Option<WriterProperties>,
+) -> Result<Marked> {
+    let started = std::time::Instant::now();
+    let old_keys = KeySet::of(affected, key_columns)?;
+    let new_columns: Vec<Vec<ArrayRef>> = new_rows
+        .iter()
+        .map(|b| key_arrays(b, key_columns))
+        .collect::<Result<_>>()?;
+    let new_keys = KeySet::from_arrays(&old_keys.types, &new_columns)?;
+
+    let store = table.log_store().object_store(None);
+    #[allow(deprecated)] // delta-rs' replacement (raw Arrow arrays) has no Add builder yet
+    let files: Vec<_> = table
+        .snapshot()?
+        .log_data()
+        .iter()
+        .map(|view| (view.object_store_path(), view.add_action()))
+        .collect();
+    let files_total = files.len();
+    let mut files_read = 0;
+    let mut marked = Vec::new();
+    let mut replaced = 0u64;
+    let mut rows_deleted = 0u64;
+    for (path, add) in files {
+        let old = match &add.deletion_vector {
+            Some(dv) => deletion::read(&table, dv).await?,
+            None => RoaringTreemap::new(),
+        };
+        let Some(found) = positions(
+            store.clone(),
+            &path,
+            add.size as u64,
+            key_columns,
+            &old_keys,
+            &new_keys,
+            &old,
+        )
+        .await?
+        else {
+            continue;
+        };
+        files_read += 1;
+        if found.positions.is_empty() {
+            continue;
+        }
+        replaced += found.replaced;
+        rows_deleted += found.positions.len();
+        marked.push((add, &old | &found.positions));
+    }
+    let scan_ms = started.elapsed().as_millis() as u64;
+
+    let vectors = deletion::write(&table, marked.iter().map(|(_, v)| v.clone()).collect()).await?;
+    let mut actions = Vec::with_capacity(marked.len() * 2 + 1);
+    for ((add, _), vector) in marked.iter().zip(vectors) {
+        actions.push(Action::Remove(deltalake::kernel::Remove {
+            path: add.path.clone(),
+            data_change: true,
+            deletion_timestamp: Some(chrono::Utc::now().timestamp_millis()),
+            extended_file_metadata: Some(true),
+            partition_values: Some(add.partition_values.clone()),
+            size: Some(add.size),
+            tags: add.tags.clone(),
+            deletion_vector: add.deletion_vector.clone(),
+            base_row_id: add.base_row_id,
+            default_row_commit_version: add.default_row_commit_version,
+        }));
+        let mut kept = add.clone();
+        kept.deletion_vector = Some(vector);
+        kept.data_change = true;
+        actions.push(Action::Add(kept));
+    }
+    let inserted: u64 = new_rows.iter().map(|b| b.num_rows() as u64).sum();
+    if inserted > 0 {
+        let mut writer = RecordBatchWriter::for_table(&table)?;
+        if let Some(layout) = layout {
+            writer = writer.with_writer_properties(layout);
+        }
+        let schema = writer.arrow_schema();
+        for batch in new_rows {
+            writer.write(conform(&batch, &schema)?).await?;
+        }
+        actions.extend(writer.flush().await?.into_iter().map(Action::Add));
+    }
+    let operation = DeltaOperation::Merge {
+        predicate: None,
+        merge_predicate: Some(format!(
+            "delete rows of {} affected key(s) ({}) by deletion vector, insert their new rows",
+            old_keys.len,
+            key_columns.join(", ")
+        )),
+        matched_predicates: Vec::new(),
+        not_matched_predicates: Vec::new(),
+        not_matched_by_source_predicates: Vec::new(),
+    };
+    let finalized = CommitBuilder::from(commit)
+        .with_actions(actions)
+        .build(Some(table.snapshot()?), table.log_store(), operation)
+        .await?;
+    let mut table = table;
+    table.load_version(finalized.version()).await?;
+    // A key whose old rows went without a new row was deleted; the others were updated (one
+    // row each, as the MERGE counts them) or inserted.
+    let deleted_only = rows_deleted.saturating_sub(replaced);
+    tracing::info!(
+        keys = old_keys.len,
+        files_read,
+        files_total,
+        files_marked = marked.len(),
+        rows_deleted,
+        inserted,
+        scan_ms,
+        total_ms = started.elapsed().as_millis() as u64,
+        "merge on read committed"
+    );
+    Ok(Marked {
+        table,
+        rows_written: (inserted + deleted_only) as i64,
+        files_read,
+        files_total,
+        files_marked: marked.len(),
+        rows_deleted,
+    })
+}
+
+/// A set of keys, for membership tests of a file's rows. A single integer key is kept as
+/// integers; other keys as Arrow's row encoding (one byte string per key, NULLs included,
+/// so NULL keys match NULL keys as GROUP BY groups them).
+struct KeySet {
+    types: Vec<DataType>,
+    len: usize,
+    /// Per key column, the least and greatest key, when every key has a non-null,
+    /// comparable value there (row groups outside the range hold no affected key).
+    ranges: Vec<Option<(ScalarValue, ScalarValue)>>,
+    members: Members,
+}
+
+enum Members {
+    Integers {
+        values: HashSet<i64>,
+        null: bool,
+    },
+    Rows {
+        converter: RowConverter,
+        rows: HashSet<Box<[u8]>>,
+    },
+}
+
+impl KeySet {
+    fn of(batches: &[RecordBatch], key_columns: &[String]) -> Result<Self> {
+        let types: Vec<DataType> = match batches.first() {
+            Some(b) => (0..key_columns.len())
+                .map(|k| b.column(k).data_type().clone())
+                .collect(),
+            None => return Err(Error::Internal("merge on read without keys".into())),
+        };
+        let arrays: Vec<Vec<ArrayRef>> = batches
+            .iter()
+            .map(|b| {
+                (0..key_columns.len())
+                    .map(|k| b.column(k).clone())
+                    .collect()
+            })
+            .collect();
+        Self::from_arrays(&types, &arrays)
+    }
+
+    fn from_arrays(types: &[DataType], batches: &[Vec<ArrayRef>]) -> Result<Self> {
+        let mut set = Self {
+            types: types.to_vec(),
+            len: 0,
+            ranges: vec![None; types.len()],
+            members: if is_integer_key(types) {
+                Members::Integers {
+                    values: HashSet::new(),
+                    null: false,
+                }
+            } else {
+                Members::Rows {
+                    converter: RowConverter::new(
+                        types.iter().map(|t| SortField::new(t.clone())).collect(),
+                    )?,
+                    rows: HashSet::new(),
+                }
+            },
+        };
+        let mut rangeable = vec![true; types.len()];
+        for columns in batches {
+            let columns = set.cast(columns)?;
+            set.len += columns.first().map_or(0, |c| c.len());
+            for (k, column) in columns.iter().enumerate() {
+                if !rangeable[k] {
+                    continue;
+                }
+                if column.null_count() > 0 {
+                    rangeable[k] = false;
+                    set.ranges[k] = None;
+                    continue;
+                }
+                for row in 0..column.len() {
+                    let value = ScalarValue::try_from_array(column, row)?;
+                    set.ranges[k] = match set.ranges[k].take() {
+                        None => Some((value.clone(), value)),
+                        Some((low, high)) => {
+                            match (value.partial_cmp(&low), value.partial_cmp(&high)) {
+                                (Some(l), Some(h)) => Some((
+                                    if l.is_lt() { value.clone() } else { low },
+                                    if h.is_gt() { value } else { high },
+                                )),
+                                _ => {
+                                    rangeable[k] = false;
+                                    None
+                                }
+                            }
+                        }
+                    };
+                }
+            }
+            match &mut set.members {
+                Members::Integers { values, null } => {
+                    let column = columns[0].as_primitive::<Int64Type>();
+                    for value in column.iter() {
+                        match value {
+                            Some(v) => {
+                                values.insert(v);
+                            }
+                            None => *null = true,
+                        }
+                    }
+                }
+                Members::Rows { converter, rows } => {
+                    let converted = converter.convert_columns(&columns)?;
+                    rows.extend(converted.iter().map(|r| Box::<[u8]>::from(r.as_ref())));
+                }
+            }
+        }
+        Ok(set)
+    }
+
+    /// The columns cast to the set's key types.
+    fn cast(&self, columns: &[ArrayRef]) -> Result<Vec<ArrayRef>> {
+        let target = |t: &DataType| {
+            if is_integer_key(&self.types) {
+                DataType::Int64
+            } else {
+                t.clone()
+            }
+        };
+        columns
+            .iter()
+            .zip(&self.types)
+            .map(|(c, t)| Ok(cast(c, &target(t))?))
+            .collect()
+    }
+
+    /// For each row of `columns` (the key columns of a batch), whether its key is in the set.
+    fn contains_each(&self, columns: &[ArrayRef]) -> Result<Vec<bool>> {
+        let columns = self.cast(columns)?;
+        Ok(match &self.members {
+            Members::Integers { values, null } => columns[0]
+                .as_primitive::<Int64Type>()
+                .iter()
+                .map(|v| v.map_or(*null, |v| values.contains(&v)))
+                .collect(),
+            Members::Rows { converter, rows } => converter
+                .convert_columns(&columns)?
+                .iter()
+                .map(|r| rows.contains(r.as_ref()))
+                .collect(),
+        })
+    }
+}
+
+fn is_integer_key(types: &[DataType]) -> bool {
+    matches!(
+        types,
+        [DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64]
+    )
+}
+
+/// The key columns of a batch of model rows, by name.
+fn key_arrays(batch: &RecordBatch, key_columns: &[String]) -> Result<Vec<ArrayRef>> {
+    key_columns
+        .iter()
+        .map(|c| {
+            batch.column_by_name(c).cloned().ok_or_else(|| {
+                Error::Internal(format!("merge on read: the new rows lack key column {c}"))
+            })
+        })
+        .collect()
+}
+
+/// The affected rows of one data file.
+struct Found {
+    /// Positions (in the file, before any deletion vector) of live rows with affected keys.
+    positions: RoaringTreemap,
+    /// How many of them have a key among the new rows.
+    replaced: u64,
+}
+
+/// Reads a data file's key columns (the row groups whose statistics admit an affected key)
+/// and finds its live rows with affected keys; `None` when no row group needed reading.
+async fn positions(
+    store: Arc<dyn object_store::ObjectStore>,
+    path: &Path,
+    size: u64,
+    key_columns: &[String],
+    keys: &KeySet,
+    new_keys: &KeySet,
+    deleted: &RoaringTreemap,
+) -> Result<Option<Found>> {
+    let mut reader: Box<dyn AsyncFileReader> = DefaultParquetFileReaderFactory::new(store)
+        .create_reader(
+            0,
+            PartitionedFile::new(path.to_string(), size),
+            None,
+            &ExecutionPlanMetricsSet::new(),
+        )?;
+    let metadata = ArrowReaderMetadata::load_async(&mut reader, Default::default()).await?;
+    let parquet = metadata.metadata().clone();
+    let arrow_schema = metadata.schema().clone();
+    let groups = parquet.row_groups();
+    let mut keep = vec![true; groups.len()];
+    for (k, column) in key_columns.iter().enumerate() {
+        let Some((low, high)) = &keys.ranges[k] else {
+            continue;
+        };
+        let converter = StatisticsConverter::try_new(
+            column,
+            &arrow_schema,
+            parquet.file_metadata().schema_descr(),
+        )?;
+        let mins = cast(&converter.row_group_mins(groups.iter())?, &keys.types[k])?;
+        let maxes = cast(&converter.row_group_maxes(groups.iter())?, &keys.types[k])?;
+        for (g, keep) in keep.iter_mut().enumerate() {
+            if mins.is_null(g) || maxes.is_null(g) {
+                continue;
+            }
+            let min = ScalarValue::try_from_array(&mins, g)?;
+            let max = ScalarValue::try_from_array(&maxes, g)?;
+            let outside = max.partial_cmp(low).is_some_and(|o| o.is_lt())
+                || min.partial_cmp(high).is_some_and(|o| o.is_gt());
+            if outside {
+                *keep = false;
+            }
+        }
+    }
+    // (first row, rows) of each row group read, in file order.
+    let mut starts = Vec::new();
+    let mut first_row = 0u64;
+    for (g, group) in groups.iter().enumerate() {
+        if keep[g] {
+            starts.push((g, first_row, group.num_rows() as u64));
+        }
+        first_row += group.num_rows() as u64;
+    }
+    if starts.is_empty() {
+        return Ok(None);
+    }
+    let mask = ProjectionMask::columns(
+        parquet.file_metadata().schema_descr(),
+        key_columns.iter().map(String::as_str),
+    );
+    let mut stream = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, metadata)
+        .with_projection(mask)
+        .with_row_groups(starts.iter().map(|(g, _, _)| *g).collect())
+        .with_batch_size(64 * 1024)
+        .build()?;
+    let mut found = Found {
+        positions: RoaringTreemap::new(),
+        replaced: 0,
+    };
+    let (mut group, mut offset) = (0usize, 0u64);
+    while let Some(batch) = stream.try_next().await? {
+        let columns = key_arrays(&batch, key_columns)?;
+        let hits = keys.contains_each(&columns)?;
+        let mut hit_rows = Vec::new();
+        for (row, hit) in hits.into_iter().enumerate() {
+            let (_, start, rows) = starts[group];
+            let position = start + offset;
+            offset += 1;
+            if offset == rows {
+                group += 1;
+                offset = 0;
+            }
+            if hit && !deleted.contains(position) {
+                found.positions.insert(position);
+                hit_rows.push(row as u32);
+            }
+        }
+        if !hit_rows.is_empty() {
+            let indices = datafusion::arrow::array::UInt32Array::from(hit_rows);
+            let hit_columns: Vec<ArrayRef> = columns
+                .iter()
+                .map(|c| datafusion::arrow::compute::take(c, &indices, None))
+                .collect::<std::result::Result<_, _>>()?;
+            found.replaced += new_keys
+                .contains_each(&hit_columns)?
+                .into_iter()
+                .filter(|h| *h)
+                .count() as u64;
+        }
+    }
+    Ok(Some(found))
+}
+
+/// The batch with the writer's schema: columns by name, cast to its types.
+fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            let column = batch.column_by_name(f.name()).ok_or_else(|| {
+                Error::Internal(format!(
+                    "merge on read: the new rows lack column {}",
+                    f.name()
+                ))
+            })?;
+            Ok(cast(column, f.data_type())?)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
+}
