@@ -177,3 +177,82 @@ pub async fn write(
         })
         .collect())
 }
+
+/// Housekeeping rewrites a file once its deletion vector marks this share of its rows (in
+/// percent): readers still decode the marked rows, so a file that merges keep hitting would
+/// otherwise grow ever more wasteful to scan.
+const PURGE_PERCENT: u64 = 20;
+
+/// Rewrites the live rows of every file whose deletion vector marks at least
+/// [`PURGE_PERCENT`] of its rows, one new file per old one (so a keyed model's files stay
+/// sorted), in one commit of `dataChange = false` actions: readers and change feeds see the
+/// same rows. Returns the table at its newest version and how many files were rewritten.
+pub async fn purge(
+    table: DeltaTable,
+    metadata: serde_json::Map<String, serde_json::Value>,
+    layout: Option<deltalake::parquet::file::properties::WriterProperties>,
+) -> Result<(DeltaTable, usize)> {
+    use deltalake::kernel::Action;
+    use deltalake::writer::{DeltaWriter, RecordBatchWriter};
+    use futures::TryStreamExt;
+
+    #[allow(deprecated)] // delta-rs' replacement (raw Arrow arrays) has no Add builder yet
+    let wasteful: Vec<deltalake::kernel::Add> = table
+        .snapshot()?
+        .log_data()
+        .iter()
+        .filter(|file| {
+            let marked = file
+                .deletion_vector_descriptor()
+                .map_or(0, |dv| dv.cardinality.max(0) as u64);
+            let rows = file.num_records().unwrap_or(0) as u64;
+            marked > 0 && marked * 100 >= rows * PURGE_PERCENT
+        })
+        .map(|file| file.add_action())
+        .collect();
+    if wasteful.is_empty() {
+        return Ok((table, 0));
+    }
+    // One partition: the file's rows come out in their stored (sorted) order.
+    let ctx = datafusion::prelude::SessionContext::new_with_config(
+        datafusion::prelude::SessionConfig::new().with_target_partitions(1),
+    );
+    let mut actions = Vec::new();
+    for add in &wasteful {
+        let provider = super::delta::provider_of_files(&table, vec![add.clone()]).await?;
+        let mut rows = ctx.read_table(provider)?.execute_stream().await?;
+        let mut writer = RecordBatchWriter::for_table(&table)?;
+        if let Some(layout) = &layout {
+            writer = writer.with_writer_properties(layout.clone());
+        }
+        let schema = writer.arrow_schema();
+        while let Some(batch) = rows.try_next().await? {
+            writer
+                .write(super::delta::conform(&batch, &schema)?)
+                .await?;
+        }
+        for mut written in writer.flush().await? {
+            written.data_change = false;
+            actions.push(Action::Add(written));
+        }
+        actions.push(Action::Remove(super::delta::removal(add, false)));
+    }
+    let finalized = deltalake::kernel::transaction::CommitBuilder::from(
+        super::delta::commit_properties(metadata),
+    )
+    .with_actions(actions)
+    .build(
+        Some(table.snapshot()?),
+        table.log_store(),
+        deltalake::protocol::DeltaOperation::Optimize {
+            predicate: Some(format!(
+                "files with {PURGE_PERCENT}% or more of their rows marked deleted"
+            )),
+            target_size: 0,
+        },
+    )
+    .await?;
+    let mut table = table;
+    table.load_version(finalized.version()).await?;
+    Ok((table, wasteful.len()))
+}

@@ -162,6 +162,55 @@ pub async fn provider(table: &DeltaTable) -> Result<Arc<dyn TableProvider>> {
         .await?)
 }
 
+/// A provider over some of the table's live files only (their deletion vectors applied).
+pub async fn provider_of_files(
+    table: &DeltaTable,
+    adds: Vec<deltalake::kernel::Add>,
+) -> Result<Arc<dyn TableProvider>> {
+    Ok(table
+        .table_provider()
+        .with_session(SCAN_SETTINGS.clone())
+        .with_adds(adds)
+        .await?)
+}
+
+/// The Remove action that takes a live file out of the table (with its deletion vector).
+pub fn removal(add: &deltalake::kernel::Add, data_change: bool) -> deltalake::kernel::Remove {
+    deltalake::kernel::Remove {
+        path: add.path.clone(),
+        data_change,
+        deletion_timestamp: Some(chrono::Utc::now().timestamp_millis()),
+        extended_file_metadata: Some(true),
+        partition_values: Some(add.partition_values.clone()),
+        size: Some(add.size),
+        tags: add.tags.clone(),
+        deletion_vector: add.deletion_vector.clone(),
+        base_row_id: add.base_row_id,
+        default_row_commit_version: add.default_row_commit_version,
+    }
+}
+
+/// A batch with a writer's schema: columns by name, cast to its types.
+pub fn conform(
+    batch: &datafusion::arrow::record_batch::RecordBatch,
+    schema: &datafusion::arrow::datatypes::SchemaRef,
+) -> Result<datafusion::arrow::record_batch::RecordBatch> {
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            let column = batch.column_by_name(f.name()).ok_or_else(|| {
+                Error::Internal(format!("rows to write lack column {}", f.name()))
+            })?;
+            Ok(datafusion::arrow::compute::cast(column, f.data_type())?)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(datafusion::arrow::record_batch::RecordBatch::try_new(
+        schema.clone(),
+        columns,
+    )?)
+}
+
 /// Moves a loaded table to the newest commit in its log. Writers start from the newest commit
 /// (not the published one) so a write that committed but was never published (its statement
 /// was cancelled or the server stopped) cannot make later writes conflict.

@@ -11,6 +11,9 @@
 //!   commit only holds `dataChange = false` actions: same rows, fewer files. The commit carries
 //!   the model's input bookmarks forward so incremental refresh keeps its place, and the new
 //!   version is published like any write (catalog and table cache);
+//! - **purges** files whose deletion vectors (left by key-wise merges) mark a fifth or more of
+//!   their rows: their live rows are rewritten, again with `dataChange = false` actions
+//!   ([`deletion::purge`]);
 //! - **checkpoints** the log. delta-rs already writes a checkpoint on every commit whose
 //!   version + 1 is a multiple of `delta.checkpointInterval` (100 by default), so this only
 //!   catches up when [`HousekeepingPolicy::checkpoint_every`] commits passed without one (a
@@ -91,6 +94,8 @@ pub struct HousekeepingReport {
     pub files_compacted: u64,
     /// Files compaction wrote.
     pub files_written: u64,
+    /// Files rewritten because their deletion vectors marked many of their rows.
+    pub files_purged: usize,
     /// The version a checkpoint was written for.
     pub checkpoint: Option<i64>,
     /// Removed files deleted from storage.
@@ -101,7 +106,10 @@ pub struct HousekeepingReport {
 
 impl HousekeepingReport {
     pub fn did_work(&self) -> bool {
-        self.files_compacted > 0 || self.checkpoint.is_some() || self.files_vacuumed > 0
+        self.files_compacted > 0
+            || self.files_purged > 0
+            || self.checkpoint.is_some()
+            || self.files_vacuumed > 0
     }
 }
 
@@ -124,6 +132,9 @@ impl std::fmt::Display for HousekeepingReport {
                 " ({} kept for unrefreshed models)",
                 self.files_kept_for_models
             )?;
+        }
+        if self.files_purged > 0 {
+            write!(f, ", {} purged of deleted rows", self.files_purged)?;
         }
         if let Some(v) = self.checkpoint {
             write!(f, ", checkpoint at version {v}")?;
@@ -191,7 +202,12 @@ pub async fn maintain(
     report.live_files_before = live;
     report.live_files_after = live;
 
-    let mut table = table;
+    let metadata = carried_metadata(&table).await?;
+    let (mut table, purged) = deletion::purge(table, metadata, options.layout.clone()).await?;
+    report.files_purged = purged;
+    if purged > 0 {
+        report.live_files_after = file_counts(&table, target)?.0;
+    }
     if small >= policy.compact_min_files.max(2) {
         let (compacted, metrics) = compact(table, target, options).await?;
         table = compacted;
@@ -236,15 +252,7 @@ async fn compact(
     target: u64,
     options: &MaintainOptions,
 ) -> Result<(DeltaTable, deltalake::operations::optimize::Metrics)> {
-    // A model's input bookmarks live in its latest commit: carry them over so the model's
-    // next refresh still knows which input versions it read.
-    let mut metadata = serde_json::Map::new();
-    if let Some(inputs) = last_commit_info(&table)
-        .await?
-        .and_then(|mut i| i.remove(INPUTS_KEY))
-    {
-        metadata.insert(INPUTS_KEY.into(), inputs);
-    }
+    let metadata = carried_metadata(&table).await?;
     let workers = std::thread::available_parallelism()
         .map(|n| n.get().div_ceil(2))
         .unwrap_or(1);
@@ -260,6 +268,21 @@ async fn compact(
         builder = builder.with_writer_properties(layout.clone());
     }
     Ok(builder.await?)
+}
+
+/// A model's input bookmarks live in its latest commit: housekeeping commits carry them over
+/// so the model's next refresh still knows which input versions it read.
+async fn carried_metadata(
+    table: &DeltaTable,
+) -> Result<serde_json::Map<String, serde_json::Value>> {
+    let mut metadata = serde_json::Map::new();
+    if let Some(inputs) = last_commit_info(table)
+        .await?
+        .and_then(|mut i| i.remove(INPUTS_KEY))
+    {
+        metadata.insert(INPUTS_KEY.into(), inputs);
+    }
+    Ok(metadata)
 }
 
 /// The `info` map of the table's latest commit.

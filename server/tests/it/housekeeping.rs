@@ -1,4 +1,4 @@
-//! Housekeeping: compaction, checkpoints and vacuum change no result, keep what unrefreshed
+//! Housekeeping: compaction, purges, checkpoints and vacuum change no result, keep what unrefreshed
 //! models still need, and make time travel past the retention fail clearly.
 
 use std::path::{Path, PathBuf};
@@ -281,4 +281,80 @@ async fn the_server_runs_housekeeping_from_its_flags() {
         .unwrap();
     assert_eq!(row.get::<_, i64>(0), 8);
     assert_eq!(row.get::<_, i64>(1), 36);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pass_purges_files_whose_rows_merges_marked_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(EngineConfig {
+        warehouse: dir.path().to_string_lossy().into_owned(),
+        memory_limit: 512 << 20,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut s = engine.session("tributary");
+    // Compaction and vacuum out of the way: only the purge can rewrite files here.
+    let policy = HousekeepingPolicy {
+        compact_min_files: 1000,
+        vacuum_retention: Duration::from_secs(3600),
+        ..Default::default()
+    };
+    run(
+        &mut s,
+        "CREATE TABLE src (id BIGINT NOT NULL, v BIGINT);
+         INSERT INTO src SELECT value AS id, value AS v FROM generate_series(1, 1000);
+         CREATE MODEL keyed WITH (unique_key = 'id') AS SELECT id, v FROM src;
+         CREATE MODEL buckets AS SELECT v % 3 AS b, count(*) AS n, sum(v) AS total
+             FROM keyed GROUP BY v % 3",
+    )
+    .await;
+    let keyed_sql = "SELECT count(*) AS n, sum(v) AS total FROM keyed";
+    let query_sql = "SELECT count(*) AS n, sum(v) AS total FROM src";
+    let buckets_sql = "SELECT b, n, total FROM buckets ORDER BY b";
+    let buckets_query = "SELECT v % 3 AS b, count(*) AS n, sum(v) AS total FROM src \
+                         GROUP BY v % 3 ORDER BY b";
+    // Two merges mark 142 and then 143 of the first file's 1,000 rows deleted: 14% is kept
+    // as it is, 28.5% is purged.
+    for (step, residue) in [0, 1].into_iter().enumerate() {
+        run(
+            &mut s,
+            &format!(
+                "UPDATE src SET v = v + 1 WHERE id % 7 = {residue};
+                 REFRESH MODEL keyed; REFRESH MODEL buckets"
+            ),
+        )
+        .await;
+        let strategy = run(
+            &mut s,
+            "SELECT strategy FROM tributary.runs WHERE model = 'public.keyed' \
+             ORDER BY run_id DESC LIMIT 1",
+        )
+        .await;
+        assert!(strategy.contains("incremental_merge"), "{strategy}");
+        let mut outcomes = Box::pin(engine.housekeeping_pass(&policy)).await;
+        let report = report_of(&mut outcomes, "keyed");
+        assert_eq!(report.files_purged, step, "{report}");
+        assert_eq!(run(&mut s, keyed_sql).await, run(&mut s, query_sql).await);
+    }
+    // The purge changed no row, so neither the model nor the one reading it has anything to
+    // do; later changes still refresh incrementally and exactly.
+    run(&mut s, "REFRESH MODEL keyed; REFRESH MODEL buckets").await;
+    let strategies = run(
+        &mut s,
+        "SELECT model, strategy FROM tributary.runs ORDER BY run_id DESC LIMIT 2",
+    )
+    .await;
+    assert_eq!(strategies.matches("unchanged").count(), 2, "{strategies}");
+    run(
+        &mut s,
+        "UPDATE src SET v = v * 2 WHERE id % 5 = 0;
+         REFRESH MODEL keyed; REFRESH MODEL buckets",
+    )
+    .await;
+    assert_eq!(run(&mut s, keyed_sql).await, run(&mut s, query_sql).await);
+    assert_eq!(
+        run(&mut s, buckets_sql).await,
+        run(&mut s, buckets_query).await
+    );
 }

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Int64Type, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Int64Type};
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::common::ScalarValue;
 use datafusion::datasource::listing::PartitionedFile;
@@ -41,7 +41,7 @@ use object_store::path::Path;
 use roaring::RoaringTreemap;
 
 use crate::error::{Error, Result};
-use crate::storage::deletion;
+use crate::storage::{deletion, delta};
 
 /// What a merge-on-read wrote.
 pub struct Marked {
@@ -117,18 +117,7 @@ pub async fn merge(
     let vectors = deletion::write(&table, marked.iter().map(|(_, v)| v.clone()).collect()).await?;
     let mut actions = Vec::with_capacity(marked.len() * 2 + 1);
     for ((add, _), vector) in marked.iter().zip(vectors) {
-        actions.push(Action::Remove(deltalake::kernel::Remove {
-            path: add.path.clone(),
-            data_change: true,
-            deletion_timestamp: Some(chrono::Utc::now().timestamp_millis()),
-            extended_file_metadata: Some(true),
-            partition_values: Some(add.partition_values.clone()),
-            size: Some(add.size),
-            tags: add.tags.clone(),
-            deletion_vector: add.deletion_vector.clone(),
-            base_row_id: add.base_row_id,
-            default_row_commit_version: add.default_row_commit_version,
-        }));
+        actions.push(Action::Remove(delta::removal(add, true)));
         let mut kept = add.clone();
         kept.deletion_vector = Some(vector);
         kept.data_change = true;
@@ -142,7 +131,7 @@ pub async fn merge(
         }
         let schema = writer.arrow_schema();
         for batch in new_rows {
-            writer.write(conform(&batch, &schema)?).await?;
+            writer.write(delta::conform(&batch, &schema)?).await?;
         }
         actions.extend(writer.flush().await?.into_iter().map(Action::Add));
     }
@@ -466,22 +455,4 @@ async fn positions(
         }
     }
     Ok(Some(found))
-}
-
-/// The batch with the writer's schema: columns by name, cast to its types.
-fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
-    let columns = schema
-        .fields()
-        .iter()
-        .map(|f| {
-            let column = batch.column_by_name(f.name()).ok_or_else(|| {
-                Error::Internal(format!(
-                    "merge on read: the new rows lack column {}",
-                    f.name()
-                ))
-            })?;
-            Ok(cast(column, f.data_type())?)
-        })
-        .collect::<Result<Vec<_>>>()?;
-    Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }
