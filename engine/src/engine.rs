@@ -51,6 +51,9 @@ pub struct Engine {
     pub(crate) inner: Arc<EngineInner>,
 }
 
+/// A cached provider and the (published version, location) it reads.
+type ProviderEntry = ((Option<i64>, Option<String>), Arc<dyn TableProvider>);
+
 pub(crate) struct EngineInner {
     pub catalog: Arc<Catalog>,
     pub warehouse: Warehouse,
@@ -58,6 +61,9 @@ pub(crate) struct EngineInner {
     base_state: OnceLock<SessionState>,
     /// Published Delta table states by object id, so reads need no log I/O.
     published: Mutex<HashMap<i64, DeltaTable>>,
+    /// Readers' providers of published versions by object id, with the (version, location)
+    /// they read: building delta-rs' provider per query was a tenth of a point lookup.
+    providers: Mutex<HashMap<i64, ProviderEntry>>,
     /// Serialises writers (DML, refreshes) per stored object.
     write_locks: Mutex<HashMap<i64, Arc<tokio::sync::Mutex<()>>>>,
     /// What background housekeeping did that readers must know (see `storage::housekeeping`).
@@ -95,6 +101,7 @@ impl Engine {
             database: config.database.clone(),
             base_state: OnceLock::new(),
             published: Mutex::new(HashMap::new()),
+            providers: Mutex::new(HashMap::new()),
             write_locks: Mutex::new(HashMap::new()),
             housekeeping: Default::default(),
             sensor: Default::default(),
@@ -224,6 +231,32 @@ impl EngineInner {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&id);
+        self.providers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+    }
+
+    /// The provider of a stored object's published version, built once per version.
+    async fn published_provider(&self, object: &CatalogObject) -> Result<Arc<dyn TableProvider>> {
+        let read = (object.published_version, object.location.clone());
+        let cached = self
+            .providers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&object.id)
+            .filter(|(at, _)| *at == read)
+            .map(|(_, provider)| provider.clone());
+        if let Some(provider) = cached {
+            return Ok(provider);
+        }
+        let table = self.published_table(object).await?;
+        let provider = delta::provider(&table).await?;
+        self.providers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(object.id, (read, provider.clone()));
+        Ok(provider)
     }
 
     /// The Delta table of a stored object at its published version.
@@ -259,14 +292,10 @@ impl EngineInner {
     /// The DataFusion provider for any object, as readers see it now.
     pub async fn provider_for(&self, object: &CatalogObject) -> Result<Arc<dyn TableProvider>> {
         match object.kind {
-            ObjectKind::Table | ObjectKind::Model => {
-                let table = self.published_table(object).await?;
-                delta::provider(&table).await
-            }
+            ObjectKind::Table | ObjectKind::Model => self.published_provider(object).await,
             // HTTP sources are read from their stored snapshots.
             ObjectKind::Source if crate::sources::http::is_http(object) => {
-                let table = self.published_table(object).await?;
-                delta::provider(&table).await
+                self.published_provider(object).await
             }
             ObjectKind::Source if crate::sources::postgres::is_postgres(object) => {
                 crate::sources::postgres::provider(&self.catalog, object).await
