@@ -59,7 +59,9 @@ async fn keyed_models_are_sorted_by_their_key() {
              INSERT INTO events SELECT (value * 7919) % 100000, 'row ' || value
                  FROM generate_series(0, 99999);
              CREATE MODEL keyed WITH (unique_key = 'id') AS SELECT id, payload FROM events;
-             CREATE MODEL unkeyed AS SELECT id, payload FROM events;",
+             CREATE MODEL unkeyed AS SELECT id, payload FROM events;
+             CREATE MODEL buckets AS SELECT id % 10 AS bucket, count(*) AS n, max(payload) AS top
+                 FROM keyed GROUP BY id % 10;",
         )
         .await
         .unwrap();
@@ -145,6 +147,8 @@ async fn keyed_models_are_sorted_by_their_key() {
     };
     assert_eq!(payloads(150_000).await, ["changed"]);
     assert!(payloads(170_000).await.is_empty());
+    // A model over the keyed one reads the merge's changes (from a file of two row groups).
+    assert_buckets_match(&client).await;
 
     // A second merge over the same file keeps the rows the first one marked deleted (the new
     // vector is the union) and replaces a row of the first merge's file.
@@ -165,10 +169,27 @@ async fn keyed_models_are_sorted_by_their_key() {
     assert_eq!(payloads(160_001).await, ["again"]);
     assert_eq!(payloads(160_000).await, ["changed"]);
     assert!(payloads(170_000).await.is_empty());
+    assert_buckets_match(&client).await;
     let total: i64 = client
         .query_one("SELECT count(*) FROM keyed", &[])
         .await
         .unwrap()
         .get(0);
     assert_eq!(total, 199_999);
+}
+
+/// Refreshes `buckets` (over `keyed`) and checks it against its query.
+async fn assert_buckets_match(client: &tokio_postgres::Client) {
+    client.batch_execute("REFRESH MODEL buckets").await.unwrap();
+    let differences: i64 = client
+        .query_one(
+            "SELECT count(*) FROM ((SELECT * FROM buckets EXCEPT SELECT id % 10, count(*), \
+             max(payload) FROM keyed GROUP BY id % 10) UNION ALL (SELECT id % 10, count(*), \
+             max(payload) FROM keyed GROUP BY id % 10 EXCEPT SELECT * FROM buckets))",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(differences, 0, "buckets differs from its query");
 }

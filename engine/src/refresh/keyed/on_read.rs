@@ -9,9 +9,8 @@
 //! the positions of those rows. Delete-then-insert is the same result as the MERGE: every
 //! row of an affected key goes, the affected keys' new rows come.
 //!
-//! The change feed sees the commit as it sees any Delta commit with deletion vectors: the
-//! rows a file's new vector adds are deletes, the new file's rows inserts (an updated row is
-//! a delete and an insert).
+//! The commit carries its change data (the old rows as deletes, the new rows as inserts; an
+//! updated row is a delete and an insert) in a change-data file, see [`write_change_data`].
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -86,6 +85,7 @@ pub async fn merge(
     let mut marked = Vec::new();
     let mut replaced = 0u64;
     let mut rows_deleted = 0u64;
+    let mut deleted_rows = Vec::new();
     for (path, add) in files {
         let old = match &add.deletion_vector {
             Some(dv) => deletion::read(&table, dv).await?,
@@ -110,6 +110,8 @@ pub async fn merge(
         }
         replaced += found.replaced;
         rows_deleted += found.positions.len();
+        deleted_rows
+            .extend(rows_at(store.clone(), &path, add.size as u64, &found.positions).await?);
         marked.push((add, &old | &found.positions));
     }
     let scan_ms = started.elapsed().as_millis() as u64;
@@ -124,12 +126,15 @@ pub async fn merge(
         actions.push(Action::Add(kept));
     }
     let inserted: u64 = new_rows.iter().map(|b| b.num_rows() as u64).sum();
+    let mut writer = RecordBatchWriter::for_table(&table)?;
+    if let Some(layout) = layout {
+        writer = writer.with_writer_properties(layout);
+    }
+    let schema = writer.arrow_schema();
+    if let Some(cdc) = write_change_data(&table, &schema, &deleted_rows, &new_rows).await? {
+        actions.push(Action::Cdc(cdc));
+    }
     if inserted > 0 {
-        let mut writer = RecordBatchWriter::for_table(&table)?;
-        if let Some(layout) = layout {
-            writer = writer.with_writer_properties(layout);
-        }
-        let schema = writer.arrow_schema();
         for batch in new_rows {
             writer.write(delta::conform(&batch, &schema)?).await?;
         }
@@ -455,4 +460,91 @@ async fn positions(
         }
     }
     Ok(Some(found))
+}
+
+/// The rows of a data file at `positions` (all columns).
+async fn rows_at(
+    store: Arc<dyn object_store::ObjectStore>,
+    path: &Path,
+    size: u64,
+    positions: &RoaringTreemap,
+) -> Result<Vec<RecordBatch>> {
+    use deltalake::parquet::arrow::arrow_reader::{RowSelection, RowSelector};
+    let mut reader: Box<dyn AsyncFileReader> = DefaultParquetFileReaderFactory::new(store)
+        .create_reader(
+            0,
+            PartitionedFile::new(path.to_string(), size),
+            None,
+            &ExecutionPlanMetricsSet::new(),
+        )?;
+    let metadata = ArrowReaderMetadata::load_async(&mut reader, Default::default()).await?;
+    let total = metadata.metadata().file_metadata().num_rows() as u64;
+    let mut selectors = Vec::new();
+    let mut cursor = 0u64;
+    for position in positions.iter() {
+        if position > cursor {
+            selectors.push(RowSelector::skip((position - cursor) as usize));
+        }
+        selectors.push(RowSelector::select(1));
+        cursor = position + 1;
+    }
+    if total > cursor {
+        selectors.push(RowSelector::skip((total - cursor) as usize));
+    }
+    let stream = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, metadata)
+        .with_row_selection(RowSelection::from(selectors))
+        .build()?;
+    Ok(stream.try_collect().await?)
+}
+
+/// Writes the commit's change data: the old rows it marks deleted and the rows it inserts.
+///
+/// With a change-data file in a commit, Delta readers take the commit's changes from it
+/// alone. Without one, delta-rs 1.1 derives them from the deletion vectors, but its reader
+/// mis-selects rows in files of more than one row group (it applies every row group's
+/// positions to each row group), so Tributary always writes the file.
+async fn write_change_data(
+    table: &DeltaTable,
+    schema: &datafusion::arrow::datatypes::SchemaRef,
+    deleted: &[RecordBatch],
+    inserted: &[RecordBatch],
+) -> Result<Option<deltalake::kernel::AddCDCFile>> {
+    use datafusion::arrow::array::StringArray;
+    use datafusion::arrow::datatypes::{Field, Schema};
+    use deltalake::parquet::arrow::ArrowWriter;
+    use object_store::ObjectStoreExt;
+    if deleted.iter().chain(inserted).all(|b| b.num_rows() == 0) {
+        return Ok(None);
+    }
+    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.push(Field::new("_change_type", DataType::Utf8, false));
+    let cdc_schema = Arc::new(Schema::new(fields));
+    let mut buffer = Vec::new();
+    let mut writer = ArrowWriter::try_new(&mut buffer, cdc_schema.clone(), None)?;
+    for (batches, kind) in [(deleted, "delete"), (inserted, "insert")] {
+        for batch in batches.iter().filter(|b| b.num_rows() > 0) {
+            let mut columns = delta::conform(batch, schema)?.columns().to_vec();
+            columns.push(Arc::new(StringArray::from(vec![kind; batch.num_rows()])));
+            writer.write(&RecordBatch::try_new(cdc_schema.clone(), columns)?)?;
+        }
+    }
+    writer.close()?;
+    let path = format!("_change_data/cdc-{}.parquet", uuid::Uuid::new_v4());
+    let size = buffer.len() as i64;
+    table
+        .log_store()
+        .object_store(None)
+        .put(
+            &Path::from(path.as_str()),
+            bytes::Bytes::from(buffer).into(),
+        )
+        .await
+        .map_err(deltalake::DeltaTableError::from)?;
+    Ok(Some(deltalake::kernel::AddCDCFile {
+        path,
+        size,
+        partition_values: std::collections::HashMap::new(),
+        data_change: false,
+        tags: None,
+    }))
 }
