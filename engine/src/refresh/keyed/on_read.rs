@@ -367,14 +367,7 @@ async fn positions(
     new_keys: &KeySet,
     deleted: &RoaringTreemap,
 ) -> Result<Option<Found>> {
-    let mut reader: Box<dyn AsyncFileReader> = DefaultParquetFileReaderFactory::new(store)
-        .create_reader(
-            0,
-            PartitionedFile::new(path.to_string(), size),
-            None,
-            &ExecutionPlanMetricsSet::new(),
-        )?;
-    let metadata = ArrowReaderMetadata::load_async(&mut reader, Default::default()).await?;
+    let (reader, metadata) = open(store, path, size).await?;
     let parquet = metadata.metadata().clone();
     let arrow_schema = metadata.schema().clone();
     let groups = parquet.row_groups();
@@ -470,14 +463,7 @@ async fn rows_at(
     positions: &RoaringTreemap,
 ) -> Result<Vec<RecordBatch>> {
     use deltalake::parquet::arrow::arrow_reader::{RowSelection, RowSelector};
-    let mut reader: Box<dyn AsyncFileReader> = DefaultParquetFileReaderFactory::new(store)
-        .create_reader(
-            0,
-            PartitionedFile::new(path.to_string(), size),
-            None,
-            &ExecutionPlanMetricsSet::new(),
-        )?;
-    let metadata = ArrowReaderMetadata::load_async(&mut reader, Default::default()).await?;
+    let (reader, metadata) = open(store, path, size).await?;
     let total = metadata.metadata().file_metadata().num_rows() as u64;
     let mut selectors = Vec::new();
     let mut cursor = 0u64;
@@ -547,4 +533,21 @@ async fn write_change_data(
         data_change: false,
         tags: None,
     }))
+}
+
+/// A reader of a data file and its Parquet metadata.
+async fn open(
+    store: Arc<dyn object_store::ObjectStore>,
+    path: &Path,
+    size: u64,
+) -> Result<(Box<dyn AsyncFileReader>, ArrowReaderMetadata)> {
+    let mut reader: Box<dyn AsyncFileReader> = DefaultParquetFileReaderFactory::new(store)
+        .create_reader(
+            0,
+            PartitionedFile::new(path.to_string(), size),
+            None,
+            &ExecutionPlanMetricsSet::new(),
+        )?;
+    let metadata = ArrowReaderMetadata::load_async(&mut reader, Default::default()).await?;
+    Ok((reader, metadata))
 }
