@@ -126,12 +126,7 @@ async fn keyed_models_are_sorted_by_their_key() {
         .unwrap()
         .get(0);
     assert_eq!(changed, 2);
-    let total: i64 = client
-        .query_one("SELECT count(*) FROM keyed", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(total, 199_999);
+    assert_eq!(rows_in_keyed(&client).await, 199_999);
     let payloads = |id: i64| {
         let client = &client;
         async move {
@@ -165,12 +160,7 @@ async fn keyed_models_are_sorted_by_their_key() {
     assert_eq!(payloads(160_000).await, ["changed"]);
     assert!(payloads(170_000).await.is_empty());
     assert_buckets_match(&client).await;
-    let total: i64 = client
-        .query_one("SELECT count(*) FROM keyed", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(total, 199_999);
+    assert_eq!(rows_in_keyed(&client).await, 199_999);
 }
 
 /// Refreshes `buckets` (over `keyed`) and checks it against its query.
@@ -187,4 +177,13 @@ async fn assert_buckets_match(client: &tokio_postgres::Client) {
         .unwrap()
         .get(0);
     assert_eq!(differences, 0, "buckets differs from its query");
+}
+
+/// Rows of the keyed model.
+async fn rows_in_keyed(client: &tokio_postgres::Client) -> i64 {
+    client
+        .query_one("SELECT count(*) FROM keyed", &[])
+        .await
+        .unwrap()
+        .get(0)
 }
