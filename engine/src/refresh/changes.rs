@@ -310,6 +310,10 @@ pub(crate) enum FeedRows {
     Inserted,
     /// Every changed row: inserted, deleted, and both images of updated rows.
     All,
+    /// The rows the versions added: inserted rows and the new images of updated ones.
+    Added,
+    /// The rows the versions removed: deleted rows and the old images of updated ones.
+    Removed,
 }
 
 /// A provider with the rows of `input`'s change feed in versions `from + 1 ..= to` that
@@ -350,8 +354,15 @@ pub(crate) async fn feed_rows(
         .map(|f| cast(col(format!("\"{}\"", f.name())), f.data_type().clone()).alias(f.name()))
         .collect::<Vec<_>>();
     let mut feed = ctx.read_table(provider)?;
-    if rows == FeedRows::Inserted {
-        feed = feed.filter(col("_change_type").eq(lit("insert")))?;
+    let kinds: &[&str] = match rows {
+        FeedRows::All => &[],
+        FeedRows::Inserted => &["insert"],
+        FeedRows::Added => &["insert", "update_postimage"],
+        FeedRows::Removed => &["delete", "update_preimage"],
+    };
+    if !kinds.is_empty() {
+        let kinds = kinds.iter().map(|k| lit(*k)).collect();
+        feed = feed.filter(col("_change_type").in_list(kinds, false))?;
     }
     let plan = feed.select(columns)?.into_unoptimized_plan();
     if plan.schema().fields().len() != like.schema().fields().len() {

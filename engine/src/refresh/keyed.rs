@@ -33,6 +33,7 @@ use crate::engine::EngineInner;
 use crate::error::{Error, Result};
 
 mod affected;
+mod from_feed;
 mod on_read;
 
 pub use affected::primary_key_of_keys;
@@ -220,6 +221,12 @@ const MAX_MERGE_KEY_PERCENT: usize = 1;
 /// only; it stops paying off when recomputing the keys costs nearly a full refresh.
 const MAX_MERGE_ON_READ_KEY_PERCENT: usize = 20;
 
+/// An aggregate model with more groups than this is refreshed fully when more than
+/// [`MAX_GROUPS_PERCENT`] of its groups changed: recomputing a group reads every input row
+/// of it, so recomputing most groups reads about what a full refresh reads, and merges too.
+const MIN_GROUPS_FOR_FULL_LIMIT: usize = 1_000;
+const MAX_GROUPS_PERCENT: usize = 50;
+
 /// How a key-wise refresh ended.
 pub enum KeyWise {
     Merged(Merged),
@@ -243,6 +250,8 @@ pub struct Merged {
     pub files_rewritten: usize,
     /// Rows marked deleted by deletion vectors, and in how many files (merges on read).
     pub rows_marked_deleted: Option<(u64, usize)>,
+    /// Whether the new rows came from the changed input's change feed (`from_feed`).
+    pub from_feed: bool,
 }
 
 impl Merged {
@@ -260,8 +269,13 @@ impl Merged {
             ),
             None => format!("{} rewritten", self.files_rewritten),
         };
+        let source = if self.from_feed {
+            ", new rows from the change feed"
+        } else {
+            ""
+        };
         format!(
-            "{} keys, {} of {} files read, {written}",
+            "{} keys{source}, {} of {} files read, {written}",
             self.keys, self.files_read, self.files_total
         )
     }
@@ -330,6 +344,7 @@ pub(super) async fn refresh_keys(
             files_total: 0,
             files_rewritten: 0,
             rows_marked_deleted: None,
+            from_feed: false,
         }));
     };
     let on_read = crate::storage::deletion::enabled(&table);
@@ -338,18 +353,70 @@ pub(super) async fn refresh_keys(
     } else {
         MAX_MERGE_KEY_PERCENT
     };
-    if keys.at == KeysAt::Result {
-        let model_rows = ctx
-            .read_table(crate::storage::delta::provider(&table).await?)?
-            .count()
-            .await?;
-        if model_rows >= MIN_ROWS_FOR_MERGE_LIMIT && key_count * 100 > model_rows * max_percent {
-            let reason = format!(
+    let (min_rows, max_percent) = match keys.at {
+        KeysAt::Result => (MIN_ROWS_FOR_MERGE_LIMIT, max_percent),
+        KeysAt::Aggregate => (MIN_GROUPS_FOR_FULL_LIMIT, MAX_GROUPS_PERCENT),
+    };
+    let model_rows = ctx
+        .read_table(crate::storage::delta::provider(&table).await?)?
+        .count()
+        .await?;
+    if model_rows >= min_rows && key_count * 100 > model_rows * max_percent {
+        let reason = match keys.at {
+            KeysAt::Result => format!(
                 "{key_count} keys changed, more than {max_percent}% of the model's {model_rows} rows: a merge would cost about as much"
-            );
-            return Ok(KeyWise::Full { table, reason });
-        }
+            ),
+            KeysAt::Aggregate => format!(
+                "{key_count} groups changed, more than {max_percent}% of the model's {model_rows} groups: recomputing them would cost about as much"
+            ),
+        };
+        return Ok(KeyWise::Full { table, reason });
     }
+    // Straight from the change feed when it can be, checked against the model (`from_feed`).
+    let (table, commit) = if on_read
+        && keys.at == KeysAt::Result
+        && late_rows.is_none()
+        && let Some(feed) =
+            from_feed::rows_from_feed(engine, state, &plan, inputs, changes, counter).await?
+    {
+        let recompute_started = std::time::Instant::now();
+        let rows = by_key(state, unique_rows(state, feed.added, keys).await?, keys)?;
+        let recompute_ms = recompute_started.elapsed().as_millis() as u64;
+        let outcome = on_read::merge(
+            table,
+            &keys.columns,
+            &key_batches,
+            rows.collect().await?,
+            (commit, layout.clone()),
+            Some(feed.removed_rows),
+        )
+        .await?;
+        match outcome {
+            on_read::Outcome::Committed(marked) => {
+                tracing::info!(
+                    keys = key_count,
+                    keys_ms,
+                    recompute_ms,
+                    "key-wise refresh merged on read, new rows from the change feed"
+                );
+                return Ok(merged_on_read(marked, key_count, late_rows, true));
+            }
+            on_read::Outcome::Unexpected {
+                table,
+                commit,
+                found,
+            } => {
+                tracing::info!(
+                    expected = feed.removed_rows,
+                    found,
+                    "the model holds rows of affected keys that unchanged input rows give: recomputing the keys"
+                );
+                (table, commit)
+            }
+        }
+    } else {
+        (table, commit)
+    };
     let prefilter = key_prefilter(&keys.exprs, &key_batches)?;
     // The same bounds on the model's own key columns, for the MERGE: Delta then leaves the
     // files whose key range holds no affected key untouched instead of rewriting them (its
@@ -403,41 +470,31 @@ pub(super) async fn refresh_keys(
     };
     let recompute_ms = recompute_started.elapsed().as_millis() as u64;
     if let Some(affected_keys) = affected_keys {
-        let mut rows = DataFrame::new(state.clone(), recompute);
-        if keys.at == KeysAt::Result {
-            // Clustered like the model's other files, so lookups of new rows prune too.
-            rows = rows.sort(
-                keys.columns
-                    .iter()
-                    .map(|c| col(Column::from_name(c)).sort(true, false))
-                    .collect(),
-            )?;
-        }
-        let marked = on_read::merge(
+        let rows = match keys.at {
+            KeysAt::Result => by_key(state, recompute, keys)?,
+            KeysAt::Aggregate => DataFrame::new(state.clone(), recompute),
+        };
+        let outcome = on_read::merge(
             table,
             &keys.columns,
             &affected_keys,
             rows.collect().await?,
-            commit,
-            layout,
+            (commit, layout),
+            None,
         )
         .await?;
+        let on_read::Outcome::Committed(marked) = outcome else {
+            return Err(Error::Internal(
+                "a merge on read expected no row count".into(),
+            ));
+        };
         tracing::info!(
             keys = key_count,
             keys_ms,
             recompute_ms,
             "key-wise refresh merged on read"
         );
-        return Ok(KeyWise::Merged(Merged {
-            table: marked.table,
-            rows_written: marked.rows_written,
-            keys: key_count,
-            late_rows,
-            files_read: marked.files_read,
-            files_total: marked.files_total,
-            files_rewritten: 0,
-            rows_marked_deleted: Some((marked.rows_deleted, marked.files_marked)),
-        }));
+        return Ok(merged_on_read(marked, key_count, late_rows, false));
     }
     let model_columns: Vec<String> = recompute
         .schema()
@@ -531,6 +588,7 @@ pub(super) async fn refresh_keys(
             + metrics.num_target_files_skipped_during_scan,
         files_rewritten: metrics.num_target_files_removed,
         rows_marked_deleted: None,
+        from_feed: false,
     }))
 }
 
@@ -663,6 +721,36 @@ async fn materialize(state: &SessionState, plan: LogicalPlan) -> Result<LogicalP
 
 /// The new rows of a `unique_key` model, computed once and checked: two rows with one key
 /// break the merge contract, and the error names the key.
+/// The rows sorted by the model's key: clustered like the model's other files, so lookups
+/// of new rows prune too.
+fn by_key(state: &SessionState, rows: LogicalPlan, keys: &Keys) -> Result<DataFrame> {
+    Ok(DataFrame::new(state.clone(), rows).sort(
+        keys.columns
+            .iter()
+            .map(|c| col(Column::from_name(c)).sort(true, false))
+            .collect(),
+    )?)
+}
+
+fn merged_on_read(
+    marked: on_read::Marked,
+    keys: usize,
+    late_rows: Option<i64>,
+    from_feed: bool,
+) -> KeyWise {
+    KeyWise::Merged(Merged {
+        table: marked.table,
+        rows_written: marked.rows_written,
+        keys,
+        late_rows,
+        files_read: marked.files_read,
+        files_total: marked.files_total,
+        files_rewritten: 0,
+        rows_marked_deleted: Some((marked.rows_deleted, marked.files_marked)),
+        from_feed,
+    })
+}
+
 async fn unique_rows(state: &SessionState, plan: LogicalPlan, keys: &Keys) -> Result<LogicalPlan> {
     use datafusion::functions_aggregate::expr_fn::count;
     let rows = materialize(state, plan).await?;

@@ -14,6 +14,7 @@ use crate::storage::delta;
 pub(crate) type Inputs = BTreeMap<tributary_catalog::ObjectName, (CatalogObject, Option<i64>)>;
 
 /// What one input's scans read in a rewritten plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum ScanAs {
     /// The published version the plan was made with.
     Current,
@@ -21,6 +22,12 @@ pub(super) enum ScanAs {
     Appended,
     /// Every row changed since the bookmark: inserted, deleted, and both images of updates.
     Changed,
+    /// The rows added since the bookmark (inserted, and new images of updates); Delta
+    /// inputs only.
+    Added,
+    /// The rows removed since the bookmark (deleted, and old images of updates); Delta
+    /// inputs only.
+    Removed,
     /// The version the bookmark recorded.
     Old,
     /// The version the bookmark recorded and the current one, one after the other.
@@ -138,6 +145,11 @@ pub(super) async fn rewrite_scans(
                 ScanAs::Appended | ScanAs::Changed => {
                     cursor_rows(engine, state, input, from, to, false).await?
                 }
+                ScanAs::Added | ScanAs::Removed => {
+                    return Err(Error::Internal(format!(
+                        "input \"{name}\" has no change feed of added or removed rows"
+                    )));
+                }
                 ScanAs::Old => cursor_rows(engine, state, input, None, from, true).await?,
                 ScanAs::OldAndCurrent => {
                     let old = cursor_rows(engine, state, input, None, from, true).await?;
@@ -164,6 +176,11 @@ pub(super) async fn rewrite_scans(
                 ScanAs::Appended | ScanAs::Changed => {
                     cursor_rows(engine, state, input, from.as_deref(), Some(to), true).await?
                 }
+                ScanAs::Added | ScanAs::Removed => {
+                    return Err(Error::Internal(format!(
+                        "input \"{name}\" has no change feed of added or removed rows"
+                    )));
+                }
             };
             replacements.insert(scan.table_name.to_string(), provider);
             continue;
@@ -176,6 +193,11 @@ pub(super) async fn rewrite_scans(
                 ScanAs::Current | ScanAs::OldAndCurrent => continue,
                 ScanAs::Empty => Arc::new(EmptyTable::new(like.schema())),
                 ScanAs::Appended | ScanAs::Changed => spec.files_provider(like.schema(), added)?,
+                ScanAs::Added | ScanAs::Removed => {
+                    return Err(Error::Internal(format!(
+                        "input \"{name}\" has no change feed of added or removed rows"
+                    )));
+                }
                 ScanAs::Old => spec.files_provider(like.schema(), before)?,
             };
             replacements.insert(scan.table_name.to_string(), provider);
@@ -198,6 +220,14 @@ pub(super) async fn rewrite_scans(
                 }
                 (ScanAs::Changed, Some(range), Some((input, _))) => {
                     let rows = changes::FeedRows::All;
+                    changes::changed_rows(engine, state, input, range, rows, &like).await?
+                }
+                (ScanAs::Added, Some(range), Some((input, _))) => {
+                    let rows = changes::FeedRows::Added;
+                    changes::changed_rows(engine, state, input, range, rows, &like).await?
+                }
+                (ScanAs::Removed, Some(range), Some((input, _))) => {
+                    let rows = changes::FeedRows::Removed;
                     changes::changed_rows(engine, state, input, range, rows, &like).await?
                 }
                 (ScanAs::Old, Some((from, _)), Some((input, _))) => {

@@ -1,8 +1,7 @@
 //! The warehouse: where Delta tables live, and the few Delta operations Tributary uses.
 //! Every table is created with the change data feed on (so later incremental refreshes see
-//! updates and deletes) and a long log retention (so time travel keeps working). Deletion
-//! vectors stay off: delta-rs 1.1 turns off Parquet predicate pushdown for every scan of a
-//! table that has them, which made point lookups 40x slower (see `storage::deletion`).
+//! updates and deletes), a long log retention (so time travel keeps working) and deletion
+//! vectors (so key-wise merges need not rewrite files).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -80,6 +79,8 @@ impl Warehouse {
             .with_configuration([
                 ("delta.enableChangeDataFeed", Some("true")),
                 ("delta.logRetentionDuration", Some("interval 36500 days")),
+                // Key-wise merges mark replaced rows deleted instead of rewriting files.
+                super::deletion::table_property(),
             ])
             .with_save_mode(SaveMode::ErrorIfExists)
             .await?;
@@ -153,8 +154,12 @@ static SCAN_SETTINGS: std::sync::LazyLock<Arc<datafusion::execution::SessionStat
         )
     });
 
-/// A DataFusion provider for the table's loaded version.
+/// A DataFusion provider for the table's loaded version: Tributary's own scan
+/// ([`super::scan`]) unless the table uses a layout only delta-rs reads.
 pub async fn provider(table: &DeltaTable) -> Result<Arc<dyn TableProvider>> {
+    if super::scan::supported(table) {
+        return Ok(Arc::new(super::scan::DeltaScan::new(table, None).await?));
+    }
     Ok(table
         .table_provider()
         .with_session(SCAN_SETTINGS.clone())
@@ -166,6 +171,18 @@ pub async fn provider_of_files(
     table: &DeltaTable,
     adds: Vec<deltalake::kernel::Add>,
 ) -> Result<Arc<dyn TableProvider>> {
+    if super::scan::supported(table) {
+        let paths: Vec<String> = adds
+            .iter()
+            .map(|add| {
+                object_store::path::Path::from_url_path(&add.path)
+                    .map_or_else(|_| add.path.clone(), |p| p.to_string())
+            })
+            .collect();
+        return Ok(Arc::new(
+            super::scan::DeltaScan::new(table, Some(&paths)).await?,
+        ));
+    }
     Ok(table
         .table_provider()
         .with_session(SCAN_SETTINGS.clone())

@@ -5,3 +5,4 @@ pub mod deletion;
 pub mod delta;
 pub mod durable;
 pub mod housekeeping;
+pub mod scan;

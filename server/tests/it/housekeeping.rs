@@ -284,7 +284,6 @@ async fn the_server_runs_housekeeping_from_its_flags() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "tables are created without deletion vectors until delta-rs keeps predicate pushdown for them"]
 async fn a_pass_purges_files_whose_rows_merges_marked_deleted() {
     let dir = tempfile::tempdir().unwrap();
     let engine = Engine::open(EngineConfig {

@@ -54,16 +54,29 @@ pub struct Marked {
     pub rows_deleted: u64,
 }
 
+/// How a merge on read ended.
+pub enum Outcome {
+    Committed(Marked),
+    /// The model held another number of rows of the affected keys than the caller expected;
+    /// nothing was written.
+    Unexpected {
+        table: DeltaTable,
+        commit: CommitProperties,
+        found: u64,
+    },
+}
+
 /// Replaces the rows of the affected keys (`affected`: one column per key column, in
-/// `key_columns` order) with `new_rows` in one commit.
+/// `key_columns` order) with `new_rows` in one commit. With `expected_old_rows`, the merge
+/// writes nothing unless the model holds exactly that many rows of the affected keys.
 pub async fn merge(
     table: DeltaTable,
     key_columns: &[String],
     affected: &[RecordBatch],
     new_rows: Vec<RecordBatch>,
-    commit: CommitProperties,
-    layout: Option<WriterProperties>,
-) -> Result<Marked> {
+    (commit, layout): (CommitProperties, Option<WriterProperties>),
+    expected_old_rows: Option<u64>,
+) -> Result<Outcome> {
     let started = std::time::Instant::now();
     let old_keys = KeySet::of(affected, key_columns)?;
     let new_columns: Vec<Vec<ArrayRef>> = new_rows
@@ -115,6 +128,13 @@ pub async fn merge(
         marked.push((add, &old | &found.positions));
     }
     let scan_ms = started.elapsed().as_millis() as u64;
+    if expected_old_rows.is_some_and(|expected| expected != rows_deleted) {
+        return Ok(Outcome::Unexpected {
+            table,
+            commit,
+            found: rows_deleted,
+        });
+    }
 
     let vectors = deletion::write(&table, marked.iter().map(|(_, v)| v.clone()).collect()).await?;
     let mut actions = Vec::with_capacity(marked.len() * 2 + 1);
@@ -171,14 +191,14 @@ pub async fn merge(
         total_ms = started.elapsed().as_millis() as u64,
         "merge on read committed"
     );
-    Ok(Marked {
+    Ok(Outcome::Committed(Marked {
         table,
         rows_written: (inserted + deleted_only) as i64,
         files_read,
         files_total,
         files_marked: marked.len(),
         rows_deleted,
-    })
+    }))
 }
 
 /// A set of keys, for membership tests of a file's rows. A single integer key is kept as

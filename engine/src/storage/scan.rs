@@ -1,0 +1,312 @@
+//! Tributary's own scan of a Delta table version: DataFusion's Parquet reader over the
+//! version's live files, with the deletion vectors applied as row selections.
+//!
+//! delta-rs 1.1's provider turns off Parquet predicate pushdown (row filters, page index) for
+//! every scan of a table that has the deletion-vector feature, even for its files that have
+//! no vector, so a point lookup on such a table read every row (124 ms instead of 3 ms at 1M
+//! rows). This scan keeps pushdown for every file: a file's vector becomes a file-wide
+//! [`ParquetRowSelection`] that DataFusion's opener intersects with what the filters select.
+//! Files are pruned by the statistics in the Delta log before any is opened, and footers are
+//! read through the runtime's metadata cache.
+//!
+//! Tables Tributary creates have no partition columns and no column mapping; a table that
+//! has either is read through delta-rs' provider instead ([`supported`]).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::Session;
+use datafusion::common::stats::Precision;
+use datafusion::common::{DFSchema, Statistics};
+use datafusion::datasource::TableProvider;
+use datafusion::datasource::TableType;
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::physical_plan::parquet::{
+    CachedParquetFileReaderFactory, ParquetRowSelection,
+};
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::logical_expr::utils::conjunction;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::parquet::arrow::arrow_reader::{RowSelection, RowSelector};
+use datafusion::physical_optimizer::pruning::{PruningPredicate, PruningPredicateBuilder};
+use datafusion::physical_plan::ExecutionPlan;
+use deltalake::DeltaTable;
+use deltalake::kernel::EagerSnapshot;
+use deltalake::logstore::LogStore;
+use object_store::ObjectStore;
+use roaring::RoaringTreemap;
+
+use super::deletion;
+use crate::error::Result;
+
+/// One live data file of the version.
+#[derive(Debug)]
+struct DataFile {
+    /// Position in the version's log data (the order of the pruning statistics).
+    index: usize,
+    /// Path relative to the table root (the store below is rooted there).
+    path: String,
+    size: u64,
+    /// Rows in the file before its deletion vector, from the log's statistics.
+    rows: Option<u64>,
+    /// Rows the file's deletion vector marks deleted.
+    deleted: Option<RoaringTreemap>,
+}
+
+/// A DataFusion table over one Delta version's live files.
+#[derive(Debug)]
+pub struct DeltaScan {
+    schema: SchemaRef,
+    /// Kept for file pruning: its log data lists the files in the order of `files`.
+    snapshot: EagerSnapshot,
+    files: Vec<DataFile>,
+    store_url: ObjectStoreUrl,
+    store: Arc<dyn ObjectStore>,
+}
+
+/// Whether this scan reads the table exactly as the Delta protocol says (else delta-rs'
+/// provider reads it).
+pub fn supported(table: &DeltaTable) -> bool {
+    let Ok(state) = table.snapshot() else {
+        return false;
+    };
+    let metadata = state.metadata();
+    metadata.partition_columns().is_empty()
+        && metadata
+            .configuration()
+            .get("delta.columnMapping.mode")
+            .is_none_or(|mode| mode.eq_ignore_ascii_case("none"))
+}
+
+impl DeltaScan {
+    /// The scan of the table's loaded version, or of `only` those of its live files.
+    pub async fn new(table: &DeltaTable, only: Option<&[String]>) -> Result<Self> {
+        let state = table.snapshot()?;
+        let snapshot = state.snapshot().clone();
+        let store = table.log_store().object_store(None);
+        let wanted: Option<std::collections::HashSet<&str>> =
+            only.map(|paths| paths.iter().map(String::as_str).collect());
+        let mut files = Vec::new();
+        for (index, view) in state.log_data().iter().enumerate() {
+            let path = view.object_store_path();
+            if wanted.as_ref().is_some_and(|w| !w.contains(path.as_ref())) {
+                continue;
+            }
+            let size = view.size() as u64;
+            let mut rows = view.num_records().map(|n| n as u64);
+            let deleted = match view.deletion_vector_descriptor() {
+                Some(dv) => {
+                    if rows.is_none() {
+                        rows = Some(rows_in(store.clone(), &path, size).await?);
+                    }
+                    Some(deletion::read(table, &dv).await?)
+                }
+                None => None,
+            };
+            files.push(DataFile {
+                index,
+                path: path.to_string(),
+                size,
+                rows,
+                deleted,
+            });
+        }
+        Ok(Self {
+            schema: snapshot.arrow_schema(),
+            snapshot,
+            files,
+            store_url: table.log_store().object_store_url(),
+            store,
+        })
+    }
+
+    /// The files worth opening for these filters: the log's statistics may rule files out.
+    fn selected(&self, predicate: Option<&PruningPredicate>) -> Vec<&DataFile> {
+        let keep = predicate.and_then(|p| p.prune(&self.snapshot).ok());
+        self.files
+            .iter()
+            .filter(|file| {
+                keep.as_ref()
+                    .is_none_or(|keep| keep.get(file.index).copied().unwrap_or(true))
+            })
+            .collect()
+    }
+
+    fn partitioned_file(file: &DataFile) -> PartitionedFile {
+        let partitioned = PartitionedFile::new(file.path.clone(), file.size);
+        match (&file.deleted, file.rows) {
+            (Some(deleted), Some(rows)) => {
+                partitioned.with_extension(ParquetRowSelection::new(live_rows(deleted, rows)))
+            }
+            _ => partitioned,
+        }
+    }
+}
+
+/// The number of rows in a Parquet file, from its footer (for files the log has no count of).
+async fn rows_in(
+    store: Arc<dyn ObjectStore>,
+    path: &object_store::path::Path,
+    size: u64,
+) -> Result<u64> {
+    use datafusion::datasource::physical_plan::parquet::{
+        DefaultParquetFileReaderFactory, ParquetFileReaderFactory,
+    };
+    use datafusion::parquet::arrow::arrow_reader::ArrowReaderMetadata;
+    use datafusion::parquet::arrow::async_reader::AsyncFileReader;
+    use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
+    let mut reader: Box<dyn AsyncFileReader> = DefaultParquetFileReaderFactory::new(store)
+        .create_reader(
+            0,
+            PartitionedFile::new(path.to_string(), size),
+            None,
+            &ExecutionPlanMetricsSet::new(),
+        )?;
+    let metadata = ArrowReaderMetadata::load_async(&mut reader, Default::default()).await?;
+    Ok(metadata.metadata().file_metadata().num_rows() as u64)
+}
+
+/// The rows of a file of `rows` rows that a deletion vector leaves live.
+fn live_rows(deleted: &RoaringTreemap, rows: u64) -> RowSelection {
+    let mut selectors = Vec::new();
+    let mut next = 0u64;
+    for position in deleted.iter().take_while(|p| *p < rows) {
+        if position > next {
+            selectors.push(RowSelector::select((position - next) as usize));
+        }
+        match selectors.last_mut() {
+            Some(last) if last.skip => last.row_count += 1,
+            _ => selectors.push(RowSelector::skip(1)),
+        }
+        next = position + 1;
+    }
+    if next < rows {
+        selectors.push(RowSelector::select((rows - next) as usize));
+    }
+    RowSelection::from(selectors)
+}
+
+/// Splits files into at most `groups` groups of similar byte size (largest first).
+fn balanced_groups(mut files: Vec<PartitionedFile>, groups: usize) -> Vec<FileGroup> {
+    files.sort_by_key(|f| std::cmp::Reverse(f.object_meta.size));
+    let mut buckets: Vec<(u64, Vec<PartitionedFile>)> = vec![(0, Vec::new()); groups.max(1)];
+    for file in files {
+        let smallest = buckets
+            .iter_mut()
+            .min_by_key(|(bytes, _)| *bytes)
+            .expect("at least one group");
+        smallest.0 += file.object_meta.size;
+        smallest.1.push(file);
+    }
+    buckets
+        .into_iter()
+        .filter(|(_, files)| !files.is_empty())
+        .map(|(_, files)| FileGroup::new(files))
+        .collect()
+}
+
+#[async_trait]
+impl TableProvider for DeltaScan {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> datafusion::error::Result<Vec<TableProviderFilterPushDown>> {
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        let runtime = state.runtime_env();
+        runtime.register_object_store(self.store_url.as_ref(), self.store.clone());
+
+        let df_schema = DFSchema::try_from(self.schema.as_ref().clone())?;
+        let predicate = conjunction(filters.iter().cloned())
+            .map(|filter| state.create_physical_expr(filter, &df_schema))
+            .transpose()?;
+        let pruning = predicate.as_ref().and_then(|p| {
+            PruningPredicateBuilder::new()
+                .with_file_schema(self.schema.clone())
+                .build(p.clone())
+        });
+        let files = self.selected(pruning.as_deref());
+
+        let live_rows: u64 = files
+            .iter()
+            .map(|f| {
+                let rows = f.rows.unwrap_or(0);
+                rows - f.deleted.as_ref().map_or(0, |d| d.len().min(rows))
+            })
+            .sum();
+        let bytes: u64 = files.iter().map(|f| f.size).sum();
+        let mut statistics = Statistics::new_unknown(&self.schema);
+        if files.iter().all(|f| f.rows.is_some()) {
+            statistics.num_rows = Precision::Inexact(live_rows as usize);
+        }
+        statistics.total_byte_size = Precision::Inexact(bytes as usize);
+
+        let mut options = state.table_options().parquet.clone();
+        // Plain Utf8 columns as the table's schema says: a view type would be cast back.
+        options.global.schema_force_view_types = false;
+        options.global.pushdown_filters = true;
+        let reader = CachedParquetFileReaderFactory::new(
+            self.store.clone(),
+            runtime.cache_manager.get_file_metadata_cache(),
+        );
+        let mut source = ParquetSource::new(self.schema.clone())
+            .with_table_parquet_options(options)
+            .with_parquet_file_reader_factory(Arc::new(reader));
+        if let Some(predicate) = predicate {
+            source = source.with_predicate(predicate);
+        }
+        let groups = balanced_groups(
+            files.into_iter().map(Self::partitioned_file).collect(),
+            state.config().target_partitions(),
+        );
+        let config = FileScanConfigBuilder::new(self.store_url.clone(), Arc::new(source))
+            .with_file_groups(groups)
+            .with_projection_indices(projection.cloned())?
+            .with_limit(limit)
+            .with_statistics(statistics)
+            .build();
+        Ok(DataSourceExec::from_data_source(config))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn live_rows_skip_exactly_the_deleted_positions() {
+        let deleted: RoaringTreemap = [0u64, 1, 5, 9].into_iter().collect();
+        let selection = live_rows(&deleted, 10);
+        let selected: Vec<usize> = selection
+            .iter()
+            .scan(0usize, |at, s| {
+                let range = *at..*at + s.row_count;
+                *at += s.row_count;
+                Some((s.skip, range))
+            })
+            .filter(|(skip, _)| !skip)
+            .flat_map(|(_, r)| r)
+            .collect();
+        assert_eq!(selected, vec![2, 3, 4, 6, 7, 8]);
+        assert_eq!(live_rows(&RoaringTreemap::new(), 3).row_count(), 3);
+    }
+}
