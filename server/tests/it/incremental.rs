@@ -308,4 +308,14 @@ async fn incremental_refresh_always_equals_a_full_recompute() {
     assert!(strategies.contains("incremental_groups"), "{strategies:?}");
     assert!(strategies.contains("incremental_merge"), "{strategies:?}");
     assert!(strategies.contains("full"), "{strategies:?}");
+    // ...including merges whose new rows came straight from the input's change feed.
+    let from_feed: i64 = client
+        .query_one(
+            "SELECT count(*) FROM tributary.runs WHERE reason LIKE '%new rows from the change feed%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(from_feed > 0, "no merge took its new rows from the change feed");
 }
