@@ -317,5 +317,8 @@ async fn incremental_refresh_always_equals_a_full_recompute() {
         .await
         .unwrap()
         .get(0);
-    assert!(from_feed > 0, "no merge took its new rows from the change feed");
+    assert!(
+        from_feed > 0,
+        "no merge took its new rows from the change feed"
+    );
 }
