@@ -357,10 +357,14 @@ pub(super) async fn refresh_keys(
         KeysAt::Result => (MIN_ROWS_FOR_MERGE_LIMIT, max_percent),
         KeysAt::Aggregate => (MIN_GROUPS_FOR_FULL_LIMIT, MAX_GROUPS_PERCENT),
     };
-    let model_rows = ctx
-        .read_table(crate::storage::delta::provider(&table).await?)?
-        .count()
-        .await?;
+    // Below this many keys no model of at least `min_rows` rows passes the limit: no count.
+    let model_rows = if key_count * 100 > min_rows * max_percent {
+        ctx.read_table(crate::storage::delta::provider(&table).await?)?
+            .count()
+            .await?
+    } else {
+        0
+    };
     if model_rows >= min_rows && key_count * 100 > model_rows * max_percent {
         let reason = match keys.at {
             KeysAt::Result => format!(

@@ -214,20 +214,17 @@ pub(super) async fn rewrite_scans(
                 (ScanAs::Current, _, _) => continue,
                 (ScanAs::Empty, _, _) => Arc::new(EmptyTable::new(like.schema())),
                 (ScanAs::OldAndCurrent, None, _) => continue,
-                (ScanAs::Appended, Some(range), Some((input, _))) => {
-                    let rows = changes::FeedRows::Inserted;
-                    changes::changed_rows(engine, state, input, range, rows, &like).await?
-                }
-                (ScanAs::Changed, Some(range), Some((input, _))) => {
-                    let rows = changes::FeedRows::All;
-                    changes::changed_rows(engine, state, input, range, rows, &like).await?
-                }
-                (ScanAs::Added, Some(range), Some((input, _))) => {
-                    let rows = changes::FeedRows::Added;
-                    changes::changed_rows(engine, state, input, range, rows, &like).await?
-                }
-                (ScanAs::Removed, Some(range), Some((input, _))) => {
-                    let rows = changes::FeedRows::Removed;
+                (
+                    kind @ (ScanAs::Appended | ScanAs::Changed | ScanAs::Added | ScanAs::Removed),
+                    Some(range),
+                    Some((input, _)),
+                ) => {
+                    let rows = match kind {
+                        ScanAs::Appended => changes::FeedRows::Inserted,
+                        ScanAs::Changed => changes::FeedRows::All,
+                        ScanAs::Added => changes::FeedRows::Added,
+                        _ => changes::FeedRows::Removed,
+                    };
                     changes::changed_rows(engine, state, input, range, rows, &like).await?
                 }
                 (ScanAs::Old, Some((from, _)), Some((input, _))) => {

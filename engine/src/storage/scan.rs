@@ -23,16 +23,20 @@ use datafusion::datasource::TableProvider;
 use datafusion::datasource::TableType;
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::physical_plan::parquet::{
-    CachedParquetFileReaderFactory, ParquetRowSelection,
+    CachedParquetFileReaderFactory, DefaultParquetFileReaderFactory, ParquetFileReaderFactory,
+    ParquetRowSelection,
 };
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::parquet::arrow::arrow_reader::ArrowReaderMetadata;
 use datafusion::parquet::arrow::arrow_reader::{RowSelection, RowSelector};
+use datafusion::parquet::arrow::async_reader::AsyncFileReader;
 use datafusion::physical_optimizer::pruning::{PruningPredicate, PruningPredicateBuilder};
 use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
 use deltalake::DeltaTable;
 use deltalake::kernel::EagerSnapshot;
 use deltalake::logstore::LogStore;
@@ -152,12 +156,16 @@ async fn rows_in(
     path: &object_store::path::Path,
     size: u64,
 ) -> Result<u64> {
-    use datafusion::datasource::physical_plan::parquet::{
-        DefaultParquetFileReaderFactory, ParquetFileReaderFactory,
-    };
-    use datafusion::parquet::arrow::arrow_reader::ArrowReaderMetadata;
-    use datafusion::parquet::arrow::async_reader::AsyncFileReader;
-    use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
+    let (_, metadata) = open_parquet(store, path, size).await?;
+    Ok(metadata.metadata().file_metadata().num_rows() as u64)
+}
+
+/// A reader of a data file and its Parquet metadata.
+pub(crate) async fn open_parquet(
+    store: Arc<dyn ObjectStore>,
+    path: &object_store::path::Path,
+    size: u64,
+) -> Result<(Box<dyn AsyncFileReader>, ArrowReaderMetadata)> {
     let mut reader: Box<dyn AsyncFileReader> = DefaultParquetFileReaderFactory::new(store)
         .create_reader(
             0,
@@ -166,7 +174,7 @@ async fn rows_in(
             &ExecutionPlanMetricsSet::new(),
         )?;
     let metadata = ArrowReaderMetadata::load_async(&mut reader, Default::default()).await?;
-    Ok(metadata.metadata().file_metadata().num_rows() as u64)
+    Ok((reader, metadata))
 }
 
 /// The rows of a file of `rows` rows that a deletion vector leaves live.

@@ -20,18 +20,12 @@ use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Int64Type};
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::common::ScalarValue;
-use datafusion::datasource::listing::PartitionedFile;
-use datafusion::datasource::physical_plan::parquet::{
-    DefaultParquetFileReaderFactory, ParquetFileReaderFactory,
-};
-use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
 use deltalake::DeltaTable;
 use deltalake::kernel::Action;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake::parquet::arrow::ProjectionMask;
-use deltalake::parquet::arrow::arrow_reader::ArrowReaderMetadata;
 use deltalake::parquet::arrow::arrow_reader::statistics::StatisticsConverter;
-use deltalake::parquet::arrow::async_reader::{AsyncFileReader, ParquetRecordBatchStreamBuilder};
+use deltalake::parquet::arrow::async_reader::ParquetRecordBatchStreamBuilder;
 use deltalake::parquet::file::properties::WriterProperties;
 use deltalake::protocol::DeltaOperation;
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
@@ -387,7 +381,7 @@ async fn positions(
     new_keys: &KeySet,
     deleted: &RoaringTreemap,
 ) -> Result<Option<Found>> {
-    let (reader, metadata) = open(store, path, size).await?;
+    let (reader, metadata) = crate::storage::scan::open_parquet(store, path, size).await?;
     let parquet = metadata.metadata().clone();
     let arrow_schema = metadata.schema().clone();
     let groups = parquet.row_groups();
@@ -483,7 +477,7 @@ async fn rows_at(
     positions: &RoaringTreemap,
 ) -> Result<Vec<RecordBatch>> {
     use deltalake::parquet::arrow::arrow_reader::{RowSelection, RowSelector};
-    let (reader, metadata) = open(store, path, size).await?;
+    let (reader, metadata) = crate::storage::scan::open_parquet(store, path, size).await?;
     let total = metadata.metadata().file_metadata().num_rows() as u64;
     let mut selectors = Vec::new();
     let mut cursor = 0u64;
@@ -553,21 +547,4 @@ async fn write_change_data(
         data_change: false,
         tags: None,
     }))
-}
-
-/// A reader of a data file and its Parquet metadata.
-async fn open(
-    store: Arc<dyn object_store::ObjectStore>,
-    path: &Path,
-    size: u64,
-) -> Result<(Box<dyn AsyncFileReader>, ArrowReaderMetadata)> {
-    let mut reader: Box<dyn AsyncFileReader> = DefaultParquetFileReaderFactory::new(store)
-        .create_reader(
-            0,
-            PartitionedFile::new(path.to_string(), size),
-            None,
-            &ExecutionPlanMetricsSet::new(),
-        )?;
-    let metadata = ArrowReaderMetadata::load_async(&mut reader, Default::default()).await?;
-    Ok((reader, metadata))
 }
