@@ -386,13 +386,14 @@ pub(super) async fn refresh_keys(
         let recompute_started = std::time::Instant::now();
         let rows = by_key(state, unique_rows(state, feed.added, keys).await?, keys)?;
         let recompute_ms = recompute_started.elapsed().as_millis() as u64;
+        let expected: usize = feed.removed.iter().map(|b| b.num_rows()).sum();
         let outcome = on_read::merge(
             table,
             &keys.columns,
             &key_batches,
             rows.collect().await?,
             (commit, layout.clone()),
-            Some(feed.removed_rows),
+            Some(feed.removed),
         )
         .await?;
         match outcome {
@@ -411,7 +412,7 @@ pub(super) async fn refresh_keys(
                 found,
             } => {
                 tracing::info!(
-                    expected = feed.removed_rows,
+                    expected,
                     found,
                     "the model holds rows of affected keys that unchanged input rows give: recomputing the keys"
                 );

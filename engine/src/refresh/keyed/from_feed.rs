@@ -10,9 +10,16 @@
 //! the removed rows (deleted rows and old images) produces, plus one per unchanged input row
 //! with an affected key. The merge compares the two counts before it writes anything
 //! ([`super::on_read::merge`]); if they differ, the keys are recomputed the long way.
+//!
+//! When the counts agree, the model's rows of the affected keys are exactly the query's rows
+//! over the removed input rows (those are among the model's rows of affected keys, and there
+//! are as many): the merge takes them as the commit's deleted rows for its change data
+//! instead of reading them back from the model's files, which with keys spread over every
+//! file would decode the whole model.
 
 use std::collections::BTreeMap;
 
+use datafusion::arrow::array::RecordBatch;
 use datafusion::execution::context::SessionState;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::DataFrame;
@@ -24,11 +31,10 @@ use crate::refresh::counting::{RowCounter, count_scans};
 use crate::refresh::plans::{self, Inputs, ScanAs};
 use crate::refresh::strategy;
 
-/// The query over the changed input's added rows, and how many rows it gives over the
-/// removed ones.
+/// The query over the changed input's added rows, and its rows over the removed ones.
 pub(super) struct FromFeed {
     pub added: LogicalPlan,
-    pub removed_rows: u64,
+    pub removed: Vec<RecordBatch>,
 }
 
 /// The added-rows plan of a model whose single changed input is a Delta table changed by one
@@ -83,11 +89,11 @@ pub(super) async fn rows_from_feed(
         reading(ScanAs::Removed),
     )
     .await?;
-    let removed_rows = DataFrame::new(state.clone(), count_scans(removed, counter)?)
-        .count()
-        .await? as u64;
+    let removed = DataFrame::new(state.clone(), count_scans(removed, counter)?)
+        .collect()
+        .await?;
     Ok(Some(FromFeed {
         added: count_scans(added, counter)?,
-        removed_rows,
+        removed,
     }))
 }

@@ -62,14 +62,16 @@ pub enum Outcome {
 
 /// Replaces the rows of the affected keys (`affected`: one column per key column, in
 /// `key_columns` order) with `new_rows` in one commit. With `expected_old_rows`, the merge
-/// writes nothing unless the model holds exactly that many rows of the affected keys.
+/// writes nothing unless the model holds exactly as many rows of the affected keys, and
+/// then takes them as the rows it deletes (the caller vouches that equal counts mean equal
+/// rows, see `from_feed`) instead of reading them from the model's files.
 pub async fn merge(
     table: DeltaTable,
     key_columns: &[String],
     affected: &[RecordBatch],
     new_rows: Vec<RecordBatch>,
     (commit, layout): (CommitProperties, Option<WriterProperties>),
-    expected_old_rows: Option<u64>,
+    expected_old_rows: Option<Vec<RecordBatch>>,
 ) -> Result<Outcome> {
     let started = std::time::Instant::now();
     let old_keys = KeySet::of(affected, key_columns)?;
@@ -92,7 +94,7 @@ pub async fn merge(
     let mut marked = Vec::new();
     let mut replaced = 0u64;
     let mut rows_deleted = 0u64;
-    let mut deleted_rows = Vec::new();
+    let mut found_in = Vec::new();
     for (path, add) in files {
         let old = match &add.deletion_vector {
             Some(dv) => deletion::read(&table, dv).await?,
@@ -117,18 +119,30 @@ pub async fn merge(
         }
         replaced += found.replaced;
         rows_deleted += found.positions.len();
-        deleted_rows
-            .extend(rows_at(store.clone(), &path, add.size as u64, &found.positions).await?);
         marked.push((add, &old | &found.positions));
+        found_in.push((path, found.positions));
     }
     let scan_ms = started.elapsed().as_millis() as u64;
-    if expected_old_rows.is_some_and(|expected| expected != rows_deleted) {
-        return Ok(Outcome::Unexpected {
-            table,
-            commit,
-            found: rows_deleted,
-        });
-    }
+    let deleted_rows = match expected_old_rows {
+        Some(expected) => {
+            let expected_rows: u64 = expected.iter().map(|b| b.num_rows() as u64).sum();
+            if expected_rows != rows_deleted {
+                return Ok(Outcome::Unexpected {
+                    table,
+                    commit,
+                    found: rows_deleted,
+                });
+            }
+            expected
+        }
+        None => {
+            let mut rows = Vec::new();
+            for ((path, positions), (add, _)) in found_in.iter().zip(&marked) {
+                rows.extend(rows_at(store.clone(), path, add.size as u64, positions).await?);
+            }
+            rows
+        }
+    };
 
     let vectors = deletion::write(&table, marked.iter().map(|(_, v)| v.clone()).collect()).await?;
     let mut actions = Vec::with_capacity(marked.len() * 2 + 1);
