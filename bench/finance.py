@@ -209,7 +209,11 @@ class Tributary:
         self.run(update_sql(updated_ids))
 
     def refresh(self, dag) -> None:
+        last = self.conn.execute("SELECT coalesce(max(run_id), 0) FROM tributary.runs").fetchone()[0]
         self.run("REFRESH ALL")
+        self.runs = self.conn.execute(
+            "SELECT model, strategy, duration_ms, rows_read, rows_written, reason "
+            f"FROM tributary.runs WHERE run_id > {last} ORDER BY run_id").fetchall()
 
     def pid(self) -> int:
         return self.server.pid
@@ -460,6 +464,7 @@ def main() -> None:
         r["refresh_peak_mib"] = rss_peak_kib(system.pid()) / 1024
         print(name, {k: round(v, 3) for k, v in r.items()}, flush=True)
         if name == "tributary":
+            r["runs"] = system.runs
             trib_port = system.port
             dsn = f"host=127.0.0.1 port={trib_port} user=tributary dbname=tributary"
             r.update(serving(trib_port, dsn, args.queries, 1))
@@ -516,6 +521,14 @@ def render(args, results: dict) -> str:
                      f"psql COPY Tributary {t['psql_copy_s']:.2f} s vs PostgreSQL "
                      f"{p['psql_copy_s']:.2f} s; psycopg {t['psycopg_s']:.2f} s vs "
                      f"{p['psycopg_s']:.2f} s")
+    lines += ["", "Tributary's refreshes after the changes (`tributary.runs`, in the order REFRESH ALL "
+              "ran them):", "",
+              "| model | strategy | time (s) | rows read | rows written | reason |",
+              "|---|---|--:|--:|--:|---|"]
+    for model, strategy, ms, read, written, reason in t.get("runs", []):
+        reason = (reason or "").replace("|", "\\|")
+        lines.append(f"| {model} | {strategy} | {(ms or 0) / 1000:.3f} | {read or 0:,} | "
+                     f"{written or 0:,} | {reason} |")
     return "\n".join(lines) + "\n"
 
 

@@ -33,6 +33,7 @@ use crate::engine::EngineInner;
 use crate::error::{Error, Result};
 
 mod affected;
+mod fold;
 mod from_feed;
 mod on_read;
 
@@ -250,8 +251,8 @@ pub struct Merged {
     pub files_rewritten: usize,
     /// Rows marked deleted by deletion vectors, and in how many files (merges on read).
     pub rows_marked_deleted: Option<(u64, usize)>,
-    /// Whether the new rows came from the changed input's change feed (`from_feed`).
-    pub from_feed: bool,
+    /// Where the new rows came from.
+    pub source: NewRows,
 }
 
 impl Merged {
@@ -269,16 +270,30 @@ impl Merged {
             ),
             None => format!("{} rewritten", self.files_rewritten),
         };
-        let source = if self.from_feed {
-            ", new rows from the change feed"
-        } else {
-            ""
+        let source = match self.source {
+            NewRows::Recomputed => String::new(),
+            NewRows::FromFeed => ", new rows from the change feed".into(),
+            NewRows::Folded { folded, recomputed } => format!(
+                ", {folded} folded from the added rows, {recomputed} that lost rows recomputed"
+            ),
         };
         format!(
             "{} keys{source}, {} of {} files read, {written}",
             self.keys, self.files_read, self.files_total
         )
     }
+}
+
+/// Where a key-wise refresh's new rows came from.
+#[derive(Debug, Clone, Copy)]
+pub enum NewRows {
+    /// The query over the affected keys' input rows.
+    Recomputed,
+    /// The query over the single changed input's added rows (`from_feed`).
+    FromFeed,
+    /// Groups that only gained rows folded from the added rows, the others recomputed
+    /// (`fold`).
+    Folded { folded: usize, recomputed: usize },
 }
 
 /// Recomputes the affected keys of a model and merges them into its table in one commit.
@@ -299,6 +314,51 @@ pub(super) async fn refresh_keys(
     let ctx = SessionContext::new_with_state(state.clone());
     let started = std::time::Instant::now();
     let plan = count_scans(plan, counter)?;
+    let on_read = crate::storage::deletion::enabled(&table);
+    if keys.at == KeysAt::Aggregate
+        && on_read
+        && lateness.is_none()
+        && let Some(fold) =
+            fold::fold(engine, state, &plan, keys, inputs, changes, &table, counter).await?
+    {
+        let folded = match fold {
+            fold::Fold::Full(reason) => return Ok(KeyWise::Full { table, reason }),
+            fold::Fold::Folded(folded) => folded,
+        };
+        if folded.keys.is_empty() {
+            return commit_nothing(state, plan, table, commit).await;
+        }
+        let source = NewRows::Folded {
+            folded: folded.folded,
+            recomputed: folded.recomputed,
+        };
+        let outcome = on_read::merge(
+            table,
+            &keys.columns,
+            &folded.keys,
+            folded.rows,
+            (commit, layout),
+            None,
+        )
+        .await?;
+        let on_read::Outcome::Committed(marked) = outcome else {
+            return Err(Error::Internal(
+                "a merge on read expected no row count".into(),
+            ));
+        };
+        tracing::info!(
+            folded = folded.folded,
+            recomputed = folded.recomputed,
+            ms = started.elapsed().as_millis() as u64,
+            "aggregate refresh folded the added rows"
+        );
+        return Ok(merged_on_read(
+            marked,
+            folded.folded + folded.recomputed,
+            None,
+            source,
+        ));
+    }
     let affected =
         affected::affected_keys(engine, state, &plan, keys, inputs, changes, &table).await?;
     let affected = count_scans(affected, counter)?;
@@ -326,28 +386,15 @@ pub(super) async fn refresh_keys(
         .map(|b| b.schema())
         .filter(|_| key_count > 0)
     else {
-        // Nothing to replace; commit anyway so the new bookmarks are recorded.
-        let empty = LogicalPlanBuilder::from(plan).limit(0, Some(0))?.build()?;
-        let table = table
-            .write(Vec::new())
-            .with_input_plan(empty)
-            .with_session_state(Arc::new(state.clone()))
-            .with_save_mode(deltalake::protocol::SaveMode::Append)
-            .with_commit_properties(commit)
-            .await?;
-        return Ok(KeyWise::Merged(Merged {
-            table,
-            rows_written: 0,
-            keys: 0,
-            late_rows,
-            files_read: 0,
-            files_total: 0,
-            files_rewritten: 0,
-            rows_marked_deleted: None,
-            from_feed: false,
-        }));
+        let nothing = commit_nothing(state, plan, table, commit).await?;
+        return Ok(match nothing {
+            KeyWise::Merged(merged) => KeyWise::Merged(Merged {
+                late_rows,
+                ..merged
+            }),
+            full => full,
+        });
     };
-    let on_read = crate::storage::deletion::enabled(&table);
     let max_percent = if on_read {
         MAX_MERGE_ON_READ_KEY_PERCENT
     } else {
@@ -404,7 +451,12 @@ pub(super) async fn refresh_keys(
                     recompute_ms,
                     "key-wise refresh merged on read, new rows from the change feed"
                 );
-                return Ok(merged_on_read(marked, key_count, late_rows, true));
+                return Ok(merged_on_read(
+                    marked,
+                    key_count,
+                    late_rows,
+                    NewRows::FromFeed,
+                ));
             }
             on_read::Outcome::Unexpected {
                 table,
@@ -438,25 +490,7 @@ pub(super) async fn refresh_keys(
 
     // The new rows of the affected keys.
     let recompute = match keys.at {
-        KeysAt::Aggregate => {
-            plan.transform_up(|node| match node {
-                LogicalPlan::Aggregate(a) => {
-                    let input = LogicalPlanBuilder::from(a.input.as_ref().clone())
-                        .filter(prefilter.clone())?
-                        .join_on(
-                            keys_df.logical_plan().clone(),
-                            JoinType::LeftSemi,
-                            key_matches(&a.group_expr, &key_col),
-                        )?
-                        .build()?;
-                    Ok(Transformed::yes(LogicalPlan::Aggregate(
-                        Aggregate::try_new(Arc::new(input), a.group_expr, a.aggr_expr)?,
-                    )))
-                }
-                other => Ok(Transformed::no(other)),
-            })?
-            .data
-        }
+        KeysAt::Aggregate => groups_of(plan, prefilter, &keys_df)?,
         KeysAt::Result => LogicalPlanBuilder::from(plan)
             .filter(prefilter)?
             .join_on(
@@ -499,7 +533,12 @@ pub(super) async fn refresh_keys(
             recompute_ms,
             "key-wise refresh merged on read"
         );
-        return Ok(merged_on_read(marked, key_count, late_rows, false));
+        return Ok(merged_on_read(
+            marked,
+            key_count,
+            late_rows,
+            NewRows::Recomputed,
+        ));
     }
     let model_columns: Vec<String> = recompute
         .schema()
@@ -593,7 +632,7 @@ pub(super) async fn refresh_keys(
             + metrics.num_target_files_skipped_during_scan,
         files_rewritten: metrics.num_target_files_removed,
         rows_marked_deleted: None,
-        from_feed: false,
+        source: NewRows::Recomputed,
     }))
 }
 
@@ -728,6 +767,59 @@ async fn materialize(state: &SessionState, plan: LogicalPlan) -> Result<LogicalP
 /// break the merge contract, and the error names the key.
 /// The rows sorted by the model's key: clustered like the model's other files, so lookups
 /// of new rows prune too.
+/// Nothing to replace: commits anyway so the new bookmarks are recorded.
+async fn commit_nothing(
+    state: &SessionState,
+    plan: LogicalPlan,
+    table: DeltaTable,
+    commit: CommitProperties,
+) -> Result<KeyWise> {
+    let empty = LogicalPlanBuilder::from(plan).limit(0, Some(0))?.build()?;
+    let table = table
+        .write(Vec::new())
+        .with_input_plan(empty)
+        .with_session_state(Arc::new(state.clone()))
+        .with_save_mode(deltalake::protocol::SaveMode::Append)
+        .with_commit_properties(commit)
+        .await?;
+    Ok(KeyWise::Merged(Merged {
+        table,
+        rows_written: 0,
+        keys: 0,
+        late_rows: None,
+        files_read: 0,
+        files_total: 0,
+        files_rewritten: 0,
+        rows_marked_deleted: None,
+        source: NewRows::Recomputed,
+    }))
+}
+
+/// The aggregate query over only the input rows of the groups in `keys_df` (its columns
+/// named `KEY_PREFIX` + k, aliased `KEYS_ALIAS`), with `prefilter` (bounds of those keys) to
+/// let scans prune first.
+fn groups_of(plan: LogicalPlan, prefilter: Expr, keys_df: &DataFrame) -> Result<LogicalPlan> {
+    let key_col = |k: usize| col(Column::new(Some(KEYS_ALIAS), format!("{KEY_PREFIX}{k}")));
+    Ok(plan
+        .transform_up(|node| match node {
+            LogicalPlan::Aggregate(a) => {
+                let input = LogicalPlanBuilder::from(a.input.as_ref().clone())
+                    .filter(prefilter.clone())?
+                    .join_on(
+                        keys_df.logical_plan().clone(),
+                        JoinType::LeftSemi,
+                        key_matches(&a.group_expr, &key_col),
+                    )?
+                    .build()?;
+                Ok(Transformed::yes(LogicalPlan::Aggregate(
+                    Aggregate::try_new(Arc::new(input), a.group_expr, a.aggr_expr)?,
+                )))
+            }
+            other => Ok(Transformed::no(other)),
+        })?
+        .data)
+}
+
 fn by_key(state: &SessionState, rows: LogicalPlan, keys: &Keys) -> Result<DataFrame> {
     Ok(DataFrame::new(state.clone(), rows).sort(
         keys.columns
@@ -741,7 +833,7 @@ fn merged_on_read(
     marked: on_read::Marked,
     keys: usize,
     late_rows: Option<i64>,
-    from_feed: bool,
+    source: NewRows,
 ) -> KeyWise {
     KeyWise::Merged(Merged {
         table: marked.table,
@@ -752,7 +844,7 @@ fn merged_on_read(
         files_total: marked.files_total,
         files_rewritten: 0,
         rows_marked_deleted: Some((marked.rows_deleted, marked.files_marked)),
-        from_feed,
+        source,
     })
 }
 

@@ -22,11 +22,11 @@ pub(super) enum ScanAs {
     Appended,
     /// Every row changed since the bookmark: inserted, deleted, and both images of updates.
     Changed,
-    /// The rows added since the bookmark (inserted, and new images of updates); Delta
-    /// inputs only.
+    /// The rows added since the bookmark (inserted, and new images of updates); not for
+    /// PostgreSQL sources that update rows (no old images).
     Added,
-    /// The rows removed since the bookmark (deleted, and old images of updates); Delta
-    /// inputs only.
+    /// The rows removed since the bookmark (deleted, and old images of updates): none for
+    /// inputs that only gained rows; not for PostgreSQL sources that update rows.
     Removed,
     /// The version the bookmark recorded.
     Old,
@@ -142,14 +142,11 @@ pub(super) async fn rewrite_scans(
                 // The scan was pinned to the cursor this refresh records (`pin_cursors`).
                 ScanAs::Current => continue,
                 ScanAs::Empty => Arc::new(EmptyTable::new(like.schema())),
-                ScanAs::Appended | ScanAs::Changed => {
+                // Only rows after the cursor came: they are all the added rows.
+                ScanAs::Appended | ScanAs::Changed | ScanAs::Added => {
                     cursor_rows(engine, state, input, from, to, false).await?
                 }
-                ScanAs::Added | ScanAs::Removed => {
-                    return Err(Error::Internal(format!(
-                        "input \"{name}\" has no change feed of added or removed rows"
-                    )));
-                }
+                ScanAs::Removed => Arc::new(EmptyTable::new(like.schema())),
                 ScanAs::Old => cursor_rows(engine, state, input, None, from, true).await?,
                 ScanAs::OldAndCurrent => {
                     let old = cursor_rows(engine, state, input, None, from, true).await?;
@@ -192,12 +189,11 @@ pub(super) async fn rewrite_scans(
             let provider = match how(&name, change) {
                 ScanAs::Current | ScanAs::OldAndCurrent => continue,
                 ScanAs::Empty => Arc::new(EmptyTable::new(like.schema())),
-                ScanAs::Appended | ScanAs::Changed => spec.files_provider(like.schema(), added)?,
-                ScanAs::Added | ScanAs::Removed => {
-                    return Err(Error::Internal(format!(
-                        "input \"{name}\" has no change feed of added or removed rows"
-                    )));
+                // No file changed or went away: the new files' rows are all the added rows.
+                ScanAs::Appended | ScanAs::Changed | ScanAs::Added => {
+                    spec.files_provider(like.schema(), added)?
                 }
+                ScanAs::Removed => Arc::new(EmptyTable::new(like.schema())),
                 ScanAs::Old => spec.files_provider(like.schema(), before)?,
             };
             replacements.insert(scan.table_name.to_string(), provider);

@@ -286,6 +286,17 @@ impl TableProvider for DeltaScan {
             files.into_iter().map(Self::partitioned_file).collect(),
             state.config().target_partitions(),
         );
+        if groups.is_empty() {
+            // No file left: an empty scan with one partition (a scan of no file groups has
+            // none, which a join collecting its side into one partition rejects).
+            let schema = match projection {
+                Some(indices) => Arc::new(self.schema.project(indices)?),
+                None => self.schema.clone(),
+            };
+            return Ok(Arc::new(datafusion::physical_plan::empty::EmptyExec::new(
+                schema,
+            )));
+        }
         let config = FileScanConfigBuilder::new(self.store_url.clone(), Arc::new(source))
             .with_file_groups(groups)
             .with_projection_indices(projection.cloned())?
