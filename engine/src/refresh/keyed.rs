@@ -341,11 +341,7 @@ pub(super) async fn refresh_keys(
             None,
         )
         .await?;
-        let on_read::Outcome::Committed(marked) = outcome else {
-            return Err(Error::Internal(
-                "a merge on read expected no row count".into(),
-            ));
-        };
+        let marked = committed(outcome)?;
         tracing::info!(
             folded = folded.folded,
             recomputed = folded.recomputed,
@@ -522,11 +518,7 @@ pub(super) async fn refresh_keys(
             None,
         )
         .await?;
-        let on_read::Outcome::Committed(marked) = outcome else {
-            return Err(Error::Internal(
-                "a merge on read expected no row count".into(),
-            ));
-        };
+        let marked = committed(outcome)?;
         tracing::info!(
             keys = key_count,
             keys_ms,
@@ -827,6 +819,16 @@ fn by_key(state: &SessionState, rows: LogicalPlan, keys: &Keys) -> Result<DataFr
             .map(|c| col(Column::from_name(c)).sort(true, false))
             .collect(),
     )?)
+}
+
+/// The commit of a merge on read that was given no expected row count (so it always commits).
+fn committed(outcome: on_read::Outcome) -> Result<on_read::Marked> {
+    match outcome {
+        on_read::Outcome::Committed(marked) => Ok(marked),
+        on_read::Outcome::Unexpected { .. } => Err(Error::Internal(
+            "a merge on read expected no row count".into(),
+        )),
+    }
 }
 
 fn merged_on_read(
