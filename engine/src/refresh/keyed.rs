@@ -273,9 +273,9 @@ impl Merged {
         let source = match self.source {
             NewRows::Recomputed => String::new(),
             NewRows::FromFeed => ", new rows from the change feed".into(),
-            NewRows::Folded { folded, recomputed } => format!(
-                ", {folded} folded from the added rows, {recomputed} that lost rows recomputed"
-            ),
+            NewRows::Folded { folded, recomputed } => {
+                format!(", {folded} folded from their changed rows, {recomputed} recomputed")
+            }
         };
         format!(
             "{} keys{source}, {} of {} files read, {written}",
@@ -291,7 +291,7 @@ pub enum NewRows {
     Recomputed,
     /// The query over the single changed input's added rows (`from_feed`).
     FromFeed,
-    /// Groups that only gained rows folded from the added rows, the others recomputed
+    /// Groups combined from their old values and changed rows, the others recomputed
     /// (`fold`).
     Folded { folded: usize, recomputed: usize },
 }

@@ -50,7 +50,7 @@ pub(super) async fn incremental_plan(
         state,
         plan,
         inputs,
-        choice,
+        &choice.changes,
         |_, change| match change {
             Some(c) if c.only_appends() => ScanAs::Appended,
             _ => ScanAs::Empty,
@@ -77,20 +77,19 @@ pub(super) async fn join_delta_plan(
         .collect();
     let mut branches = Vec::new();
     for i in 0..changed.len() {
-        let branch =
-            rewrite_scans(
-                engine,
-                state,
-                plan.clone(),
-                inputs,
-                choice,
-                |name, _| match changed.iter().position(|c| *c == name) {
-                    Some(j) if j == i => ScanAs::Appended,
-                    Some(j) if j > i => ScanAs::Old,
-                    _ => ScanAs::Current,
-                },
-            )
-            .await?;
+        let branch = rewrite_scans(
+            engine,
+            state,
+            plan.clone(),
+            inputs,
+            &choice.changes,
+            |name, _| match changed.iter().position(|c| *c == name) {
+                Some(j) if j == i => ScanAs::Appended,
+                Some(j) if j > i => ScanAs::Old,
+                _ => ScanAs::Current,
+            },
+        )
+        .await?;
         branches.push(branch);
     }
     let mut branches = branches.into_iter();
@@ -110,7 +109,7 @@ pub(super) async fn rewrite_scans(
     state: &datafusion::execution::context::SessionState,
     plan: datafusion::logical_expr::LogicalPlan,
     inputs: &Inputs,
-    choice: &strategy::Choice,
+    changes: &BTreeMap<tributary_catalog::ObjectName, changes::Change>,
     how: impl Fn(&tributary_catalog::ObjectName, Option<&changes::Change>) -> ScanAs,
 ) -> Result<datafusion::logical_expr::LogicalPlan> {
     use datafusion::common::tree_node::{Transformed, TreeNode};
@@ -132,7 +131,7 @@ pub(super) async fn rewrite_scans(
             scan.table_name.table(),
         );
         let like = datafusion::datasource::source_as_provider(&scan.source)?;
-        let change = choice.changes.get(&name);
+        let change = changes.get(&name);
         if let (Some(changes::Change::CursorAppended { from, to, .. }), Some((input, _))) =
             (change, inputs.get(&name))
         {

@@ -32,7 +32,8 @@ impl Rng {
 /// and over other models), `unique_key` merges, LEFT and RIGHT joins (appends, merges and
 /// groups keyed on the preserved side, an anti-join filter, a chain of left joins), DISTINCT
 /// and UNION (grouped by every column, over a model, a union and a left join), models over
-/// models that merge (with deletion vectors), and shapes
+/// models that merge (with deletion vectors), aggregates folded from their inputs' changes
+/// (subtracted removed rows, a decimal AVG, a column computed over aggregates), and shapes
 /// that fall back to full refreshes (aggregates without GROUP BY).
 const MODELS: &[(&str, &str, &str)] = &[
     ("m_filter", "", "SELECT id, k, v FROM a WHERE v > 40"),
@@ -137,6 +138,19 @@ const MODELS: &[(&str, &str, &str)] = &[
         "unique_key = 'id'",
         "SELECT id, w + 1 AS w1, label FROM m_left_uk JOIN m_uk_linear USING (id) \
          WHERE w IS NULL OR w > 30",
+    ),
+    // Aggregates that fold: counted rows and values, exact sums, a decimal average and a
+    // column computed over the aggregates, over a model that merges.
+    (
+        "m_decimal",
+        "unique_key = 'id'",
+        "SELECT id, k, CAST(v AS NUMERIC(12,2)) / 8 AS amount FROM a WHERE v IS NULL OR v % 5 <> 0",
+    ),
+    (
+        "m_agg_fold",
+        "",
+        "SELECT k, count(*) AS n, count(amount) AS counted, count(*) - count(amount) AS missing, \
+         sum(amount) AS total, avg(amount) AS mean, max(amount) AS hi FROM m_decimal GROUP BY k",
     ),
     (
         "m_over_agg",
@@ -321,4 +335,15 @@ async fn incremental_refresh_always_equals_a_full_recompute() {
         from_feed > 0,
         "no merge took its new rows from the change feed"
     );
+    // ...and aggregates folded from their changed rows, with an average and a computed column.
+    let folded: i64 = client
+        .query_one(
+            "SELECT count(*) FROM tributary.runs WHERE model LIKE '%.m_agg_fold' \
+             AND reason LIKE '%folded from their changed rows%' AND reason NOT LIKE '%, 0 folded%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(folded > 0, "no refresh of m_agg_fold folded a group");
 }

@@ -17,7 +17,6 @@ use crate::engine::EngineInner;
 use crate::error::{Error, Result};
 use crate::refresh::changes::Change;
 use crate::refresh::plans::{self, Inputs, ScanAs};
-use crate::refresh::strategy;
 
 /// For a source whose updated and deleted rows left no old image (PostgreSQL with a
 /// `primary_key`), the primary key column each `unique_key` column passes through unchanged,
@@ -171,12 +170,6 @@ pub(super) async fn affected_keys(
         .filter(|(_, c)| c.only_appends() || c.rewrites())
         .map(|(name, _)| name)
         .collect();
-    let choice = strategy::Choice {
-        strategy: strategy::Strategy::Full,
-        reason: String::new(),
-        changes: changes.clone(),
-        keys: None,
-    };
     let default_schema = state.config().options().catalog.default_schema.clone();
     let mut branches = Vec::new();
     for this in &changed {
@@ -208,7 +201,7 @@ pub(super) async fn affected_keys(
             &|table| changed.iter().any(|name| is(name, table)),
         )?;
         let traced = without_other_branches(traced, &|table| is(this, table))?;
-        let branch = plans::rewrite_scans(engine, state, traced, inputs, &choice, |name, _| {
+        let branch = plans::rewrite_scans(engine, state, traced, inputs, changes, |name, _| {
             if name == *this {
                 ScanAs::Changed
             } else if changed.contains(&name) {

@@ -29,7 +29,6 @@ use crate::error::Result;
 use crate::refresh::changes::Change;
 use crate::refresh::counting::{RowCounter, count_scans};
 use crate::refresh::plans::{self, Inputs, ScanAs};
-use crate::refresh::strategy;
 
 /// The query over the changed input's added rows, and its rows over the removed ones.
 pub(super) struct FromFeed {
@@ -60,12 +59,6 @@ pub(super) async fn rows_from_feed(
         Change::Rewritten { from, to } if *to == from + 1 => {}
         _ => return Ok(None),
     }
-    let choice = strategy::Choice {
-        strategy: strategy::Strategy::Full,
-        reason: String::new(),
-        changes: changes.clone(),
-        keys: None,
-    };
     let reading = |kind: ScanAs| {
         move |name: &tributary_catalog::ObjectName, _: Option<&Change>| {
             if name == input { kind } else { ScanAs::Current }
@@ -76,7 +69,7 @@ pub(super) async fn rows_from_feed(
         state,
         plan.clone(),
         inputs,
-        &choice,
+        changes,
         reading(ScanAs::Added),
     )
     .await?;
@@ -85,7 +78,7 @@ pub(super) async fn rows_from_feed(
         state,
         plan.clone(),
         inputs,
-        &choice,
+        changes,
         reading(ScanAs::Removed),
     )
     .await?;

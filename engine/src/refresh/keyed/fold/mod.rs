@@ -1,0 +1,497 @@
+//! Folding input changes into an aggregate model's groups instead of recomputing them.
+//!
+//! Recomputing a changed group reads every input row of it: a group of a year's rows gets a
+//! year of rows read for one new row. For COUNT, SUM over exact numbers (integers, decimals),
+//! MIN, MAX and decimal AVG, a group's new value follows from its old one and its changed
+//! rows alone. The aggregate runs over the inputs' added rows and over their removed rows
+//! (one partial row per changed group each), the changed groups' old values are read from
+//! the model, and each group's values are combined:
+//!
+//! - COUNT and SUM: old + added - removed; a SUM is NULL when the COUNT of its argument's
+//!   non-null values comes to zero, and a group whose COUNT(*) comes to zero is gone;
+//! - MIN and MAX: the least or greatest of the old and added values, unless a removed value
+//!   reached the old one (then the extreme may have left and the group is recomputed);
+//! - AVG: the new SUM over the new COUNT of the same argument, as AVG itself divides.
+//!
+//! Columns computed over the aggregates (a margin dividing two sums) are computed again from
+//! the combined values. Groups that cannot be combined are recomputed over the whole input:
+//! all groups that lost rows when the query has no COUNT(*) (nothing tells whether a group
+//! still has rows), groups whose MIN or MAX may have left, and groups where a SUM without a
+//! COUNT of its argument comes to zero after losing values (it is NULL if none is left; a
+//! nonzero sum has values left, so it is exact).
+//!
+//! Exactness: the model equals the query over the old inputs, so a group's old values
+//! aggregate its old input rows. Its new rows are the old ones, minus its removed rows, plus
+//! its added rows (rows added and later removed within the range are in both feeds). COUNT
+//! and exact SUM of such a multiset are the old values plus the added ones minus the removed
+//! ones; MIN of it is the least of the old minimum and the added minimum when every removed
+//! value is above the old minimum (the rows holding the old minimum are still there); MAX
+//! likewise. Floating-point sums are not folded (their rounding depends on the order), and
+//! neither are floating-point minimums and maximums (NaN orders differently in comparisons
+//! than in MIN and MAX).
+
+mod average;
+mod shape;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::MemTable;
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::{Column, JoinType, ScalarValue};
+use datafusion::datasource::provider_as_source;
+use datafusion::execution::context::SessionState;
+use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, cast, col, lit, when};
+use datafusion::prelude::{DataFrame, SessionContext};
+use deltalake::DeltaTable;
+
+use super::{
+    KEY_PREFIX, KEYS_ALIAS, Keys, MAX_GROUPS_PERCENT, MIN_GROUPS_FOR_FULL_LIMIT, groups_of,
+    key_prefilter, nullable, same, uniform, uniform_to,
+};
+use crate::engine::EngineInner;
+use crate::error::{Error, Result};
+use crate::refresh::changes::Change;
+use crate::refresh::counting::{RowCounter, count_scans};
+use crate::refresh::plans::{self, Inputs, ScanAs};
+use shape::{Foldable, Role};
+
+/// The new rows of the groups a fold replaces.
+pub(super) struct Folded {
+    /// The replaced groups' keys (columns `KEY_PREFIX` + k): folded and recomputed ones.
+    pub keys: Vec<RecordBatch>,
+    /// Their new rows, with the model's columns (a group that no longer has input rows has
+    /// none).
+    pub rows: Vec<RecordBatch>,
+    pub folded: usize,
+    pub recomputed: usize,
+}
+
+/// How a fold ended.
+pub(super) enum Fold {
+    Folded(Folded),
+    /// So many groups need recomputing that it costs about a full refresh.
+    Full(String),
+}
+
+/// Aliases of the relations the fold joins, and its own columns.
+const ADDED: &str = "__tributary_added";
+const REMOVED: &str = "__tributary_removed";
+const OLD: &str = "__tributary_old";
+const COMBINED: &str = "__tributary_combined";
+const PRESENT: &str = "__tributary_present";
+const RECOMPUTE: &str = "__tributary_recompute";
+const GONE: &str = "__tributary_gone";
+
+/// The name of the aggregate's output column `i` in the fold's relations.
+fn slot(i: usize) -> String {
+    format!("__tributary_value_{i}")
+}
+
+/// Folds the inputs' changes into the model's groups, or `None` when the query or the
+/// changes do not allow it.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn fold(
+    engine: &EngineInner,
+    state: &SessionState,
+    plan: &LogicalPlan,
+    keys: &Keys,
+    inputs: &Inputs,
+    changes: &BTreeMap<tributary_catalog::ObjectName, Change>,
+    table: &DeltaTable,
+    counter: &RowCounter,
+) -> Result<Option<Fold>> {
+    let foldable = match shape::foldable(plan) {
+        Ok(foldable) => foldable,
+        Err(why) => {
+            tracing::debug!(why, "aggregate not folded");
+            return Ok(None);
+        }
+    };
+    let changed: Vec<&tributary_catalog::ObjectName> = changes
+        .iter()
+        .filter(|(_, c)| c.only_appends() || c.rewrites())
+        .map(|(name, _)| name)
+        .collect();
+    let has_feed = |c: &Change| {
+        matches!(
+            c,
+            Change::Appended { .. }
+                | Change::Rewritten { .. }
+                | Change::NewFiles { .. }
+                | Change::CursorAppended { .. }
+        )
+    };
+    if changed.is_empty() || !changed.iter().all(|name| has_feed(&changes[*name])) {
+        return Ok(None);
+    }
+    let ctx = SessionContext::new_with_state(state.clone());
+    let reading = Reading {
+        engine,
+        state,
+        inputs,
+        changes,
+        changed: &changed,
+        counter,
+    };
+    let (removed_schema, removed) = reading.partial(&foldable, ScanAs::Removed).await?;
+    let lost: usize = removed.iter().map(|b| b.num_rows()).sum();
+    if foldable.no_subtraction.is_some()
+        && let Some(reason) = too_many(&ctx, table, lost).await?
+    {
+        return Ok(Some(Fold::Full(reason)));
+    }
+    let (added_schema, added) = reading.partial(&foldable, ScanAs::Added).await?;
+    let added = relation(&ctx, added_schema, added, ADDED)?;
+    let removed = relation(&ctx, removed_schema, removed, REMOVED)?;
+
+    // Every changed group's key, once.
+    let key_count = keys.columns.len();
+    let key_slots = |alias: &str| -> Vec<Expr> {
+        (0..key_count)
+            .map(|k| at(alias, &slot(k)).alias(slot(k)))
+            .collect()
+    };
+    let groups = added
+        .clone()
+        .select(key_slots(ADDED))?
+        .union(removed.clone().select(key_slots(REMOVED))?)?
+        .distinct()?;
+    let group_schema = nullable(groups.schema().as_arrow());
+    let group_keys = uniform_to(&group_schema, groups.collect().await?)?;
+    if group_keys.iter().all(|b| b.num_rows() == 0) {
+        return Ok(Some(Fold::Folded(Folded {
+            keys: Vec::new(),
+            rows: Vec::new(),
+            folded: 0,
+            recomputed: 0,
+        })));
+    }
+
+    // Their old values, from the columns holding them.
+    let model_keys: Vec<Expr> = keys
+        .columns
+        .iter()
+        .map(|c| col(Column::from_name(c)))
+        .collect();
+    let mut old_values: Vec<Expr> = foldable
+        .holders
+        .iter()
+        .enumerate()
+        .filter_map(|(i, holder)| Some(col(Column::from_name(holder.as_ref()?)).alias(slot(i))))
+        .collect();
+    old_values.push(lit(true).alias(PRESENT));
+    let old = ctx
+        .read_table(crate::storage::delta::provider(table).await?)?
+        .filter(key_prefilter(&model_keys, &group_keys)?)?
+        .select(old_values)?
+        .alias(OLD)?;
+
+    let mut joined = relation(&ctx, group_schema, group_keys, KEYS_ALIAS)?;
+    for (other, alias) in [(added, ADDED), (removed, REMOVED), (old, OLD)] {
+        let on: Vec<Expr> = (0..key_count)
+            .map(|k| same(at(KEYS_ALIAS, &slot(k)), at(alias, &slot(k))))
+            .collect();
+        joined = joined.join_on(other, JoinType::Left, on)?;
+    }
+    let mut settled = combine(&foldable)?;
+    // NULL would mean unknown: recompute then.
+    settled.push(recompute(&foldable)?.is_not_false().alias(RECOMPUTE));
+    settled.push(gone(&foldable)?.is_true().alias(GONE));
+    let settled = joined.select(settled)?.cache().await?;
+
+    let to_recompute = settled.clone().filter(col(RECOMPUTE))?.select(
+        (0..key_count)
+            .map(|k| col(slot(k)).alias(format!("{KEY_PREFIX}{k}")))
+            .collect::<Vec<_>>(),
+    )?;
+    let recompute_schema = nullable(to_recompute.schema().as_arrow());
+    let recompute_keys = uniform_to(&recompute_schema, to_recompute.collect().await?)?;
+    let recomputed: usize = recompute_keys.iter().map(|b| b.num_rows()).sum();
+    if foldable.no_subtraction.is_none()
+        && let Some(reason) = too_many(&ctx, table, recomputed).await?
+    {
+        return Ok(Some(Fold::Full(reason)));
+    }
+    let all_keys = settled
+        .clone()
+        .select(
+            (0..key_count)
+                .map(|k| col(slot(k)).alias(format!("{KEY_PREFIX}{k}")))
+                .collect::<Vec<_>>(),
+        )?
+        .collect()
+        .await?;
+    let all_keys = uniform(all_keys.into_iter().filter(|b| b.num_rows() > 0).collect())?;
+    let groups: usize = all_keys.iter().map(|b| b.num_rows()).sum();
+
+    // The combined groups' rows: the aggregate's values, then the query's columns over them.
+    let combined = settled
+        .filter(col(RECOMPUTE).is_false().and(col(GONE).is_false()))?
+        .select(
+            (0..foldable.roles.len())
+                .map(|i| col(slot(i)))
+                .collect::<Vec<_>>(),
+        )?;
+    let combined_schema = nullable(combined.schema().as_arrow());
+    let combined = uniform_to(&combined_schema, combined.collect().await?)?;
+    let combined = averages(&foldable, combined)?;
+    let mut rows = DataFrame::new(
+        state.clone(),
+        over_aggregate(plan, &foldable, combined_schema, combined)?,
+    )
+    .collect()
+    .await?;
+
+    // The groups that cannot be combined, recomputed over the whole input.
+    if recomputed > 0 {
+        let keys_df = relation(&ctx, recompute_schema, recompute_keys.clone(), KEYS_ALIAS)?;
+        let prefilter = key_prefilter(&keys.exprs, &recompute_keys)?;
+        let groups = groups_of(plan.clone(), prefilter, &keys_df)?;
+        rows.extend(DataFrame::new(state.clone(), groups).collect().await?);
+    }
+    let rows = rows.into_iter().filter(|b| b.num_rows() > 0).collect();
+    if all_keys
+        .first()
+        .is_some_and(|b| b.num_columns() != key_count)
+    {
+        return Err(Error::Internal("folded keys lost a column".into()));
+    }
+    Ok(Some(Fold::Folded(Folded {
+        keys: all_keys,
+        rows,
+        folded: groups - recomputed,
+        recomputed,
+    })))
+}
+
+/// What the fold needs to read the inputs' changes.
+struct Reading<'a> {
+    engine: &'a EngineInner,
+    state: &'a SessionState,
+    inputs: &'a Inputs,
+    changes: &'a BTreeMap<tributary_catalog::ObjectName, Change>,
+    changed: &'a [&'a tributary_catalog::ObjectName],
+    counter: &'a RowCounter,
+}
+
+impl Reading<'_> {
+    /// The aggregate over the changed inputs' added or removed rows: one partial row per
+    /// group, columns named by [`slot`], plus [`PRESENT`]. Below the aggregate the query is
+    /// linear, so each scan is its own branch and an unchanged input adds and removes nothing.
+    async fn partial(
+        &self,
+        foldable: &Foldable,
+        kind: ScanAs,
+    ) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+        let aggregate = LogicalPlan::Aggregate(foldable.aggregate.clone());
+        let schema = aggregate.schema().clone();
+        let plan = plans::rewrite_scans(
+            self.engine,
+            self.state,
+            aggregate,
+            self.inputs,
+            self.changes,
+            |name, _| {
+                if self.changed.contains(&name) {
+                    kind
+                } else {
+                    ScanAs::Empty
+                }
+            },
+        )
+        .await?;
+        let mut values: Vec<Expr> = (0..schema.fields().len())
+            .map(|i| Expr::Column(Column::from(schema.qualified_field(i))).alias(slot(i)))
+            .collect();
+        values.push(lit(true).alias(PRESENT));
+        let df =
+            DataFrame::new(self.state.clone(), count_scans(plan, self.counter)?).select(values)?;
+        let schema = nullable(df.schema().as_arrow());
+        let batches = uniform_to(&schema, df.collect().await?)?;
+        Ok((schema, batches))
+    }
+}
+
+/// Batches as a relation named `alias`.
+fn relation(
+    ctx: &SessionContext,
+    schema: SchemaRef,
+    batches: Vec<RecordBatch>,
+    alias: &str,
+) -> Result<DataFrame> {
+    let table = MemTable::try_new(schema, vec![batches])?;
+    Ok(ctx.read_table(Arc::new(table))?.alias(alias)?)
+}
+
+fn at(relation: &str, column: &str) -> Expr {
+    col(Column::new(Some(relation), column))
+}
+
+/// The value of output column `i` from `relation`, zero where the relation has no row of the
+/// group.
+fn or_zero(foldable: &Foldable, relation: &str, i: usize) -> Result<Expr> {
+    let data_type = foldable.aggregate.schema.field(i).data_type().clone();
+    let zero = cast(lit(0i64), data_type);
+    Ok(when(at(relation, &slot(i)).is_null(), zero).otherwise(at(relation, &slot(i)))?)
+}
+
+/// Old + added - removed.
+fn net(foldable: &Foldable, i: usize) -> Result<Expr> {
+    Ok(or_zero(foldable, OLD, i)? + or_zero(foldable, ADDED, i)? - or_zero(foldable, REMOVED, i)?)
+}
+
+/// Each output column's combined value (AVG left NULL for [`averages`]), named by [`slot`].
+fn combine(foldable: &Foldable) -> Result<Vec<Expr>> {
+    let schema = &foldable.aggregate.schema;
+    let mut values = Vec::with_capacity(foldable.roles.len());
+    for (i, role) in foldable.roles.iter().enumerate() {
+        let data_type = schema.field(i).data_type().clone();
+        let null = || -> Result<Expr> { Ok(lit(ScalarValue::try_from(&data_type)?)) };
+        let (old, added) = (at(OLD, &slot(i)), at(ADDED, &slot(i)));
+        let value = match role {
+            Role::Key => at(KEYS_ALIAS, &slot(i)),
+            Role::Count => net(foldable, i)?,
+            Role::Sum { count: Some(c) } => {
+                when(net(foldable, *c)?.eq(lit(0i64)), null()?).otherwise(net(foldable, i)?)?
+            }
+            // With no removed value, NULL only when no value was or came; else the net is not
+            // NULL, except that a zero net may be NULL with no value left (`recompute`).
+            Role::Sum { count: None } => when(
+                at(REMOVED, &slot(i)).is_null(),
+                either(old, added, |o, n| Ok(o + n))?,
+            )
+            .otherwise(net(foldable, i)?)?,
+            Role::Min => either(old, added, |o, n| {
+                when(o.clone().lt_eq(n.clone()), o).otherwise(n)
+            })?,
+            Role::Max => either(old, added, |o, n| {
+                when(o.clone().gt_eq(n.clone()), o).otherwise(n)
+            })?,
+            Role::Avg { .. } => null()?,
+        };
+        values.push(cast(value, data_type).alias(slot(i)));
+    }
+    Ok(values)
+}
+
+/// `both(old, new)` where a group has both values, else whichever it has (a new group has
+/// no old row; an aggregate over only NULLs is NULL).
+fn either(
+    old: Expr,
+    new: Expr,
+    both: impl Fn(Expr, Expr) -> datafusion::error::Result<Expr>,
+) -> Result<Expr> {
+    Ok(when(old.clone().is_null(), new.clone())
+        .when(new.clone().is_null(), old.clone())
+        .otherwise(both(old, new)?)?)
+}
+
+/// Whether a group must be recomputed over the whole input: it lost rows and they cannot
+/// be subtracted, or the model had no row of it (it cannot have lost rows then, unless the
+/// model is not what its query gives), or a removed value reached its old MIN or MAX, or a
+/// SUM without a COUNT of its argument came to zero (NULL if no value is left).
+fn recompute(foldable: &Foldable) -> Result<Expr> {
+    let lost_rows = at(REMOVED, PRESENT).is_not_null();
+    if foldable.no_subtraction.is_some() {
+        return Ok(lost_rows);
+    }
+    let mut unsure = at(OLD, PRESENT).is_null();
+    for (i, role) in foldable.roles.iter().enumerate() {
+        let (removed, old) = (at(REMOVED, &slot(i)), at(OLD, &slot(i)));
+        let unknown = match role {
+            Role::Min => old.clone().is_null().or(removed.clone().lt_eq(old)),
+            Role::Max => old.clone().is_null().or(removed.clone().gt_eq(old)),
+            Role::Sum { count: None } => net(foldable, i)?.eq(lit(0i64)),
+            _ => continue,
+        };
+        unsure = unsure.or(removed.is_not_null().and(unknown));
+    }
+    Ok(lost_rows.and(unsure))
+}
+
+/// Whether a group has no rows left.
+fn gone(foldable: &Foldable) -> Result<Expr> {
+    match (foldable.rows, &foldable.no_subtraction) {
+        (Some(rows), None) => Ok(net(foldable, rows)?.eq(lit(0i64))),
+        _ => Ok(lit(false)),
+    }
+}
+
+/// The AVG columns of combined rows, from their SUM and COUNT columns.
+fn averages(foldable: &Foldable, batches: Vec<RecordBatch>) -> Result<Vec<RecordBatch>> {
+    let schema = &foldable.aggregate.schema;
+    batches
+        .into_iter()
+        .map(|batch| {
+            let mut columns = batch.columns().to_vec();
+            for (i, role) in foldable.roles.iter().enumerate() {
+                if let Role::Avg { sum, count } = role {
+                    columns[i] = average::decimal_avg(
+                        &columns[*sum],
+                        &columns[*count],
+                        schema.field(i).data_type(),
+                    )?;
+                }
+            }
+            Ok(RecordBatch::try_new(batch.schema(), columns)?)
+        })
+        .collect()
+}
+
+/// The query over the combined aggregate values: its plan with the aggregate replaced by
+/// them, under the aggregate's own column names.
+fn over_aggregate(
+    plan: &LogicalPlan,
+    foldable: &Foldable,
+    schema: SchemaRef,
+    batches: Vec<RecordBatch>,
+) -> Result<LogicalPlan> {
+    let table = MemTable::try_new(schema, vec![batches])?;
+    let aggregate = &foldable.aggregate.schema;
+    let values = LogicalPlanBuilder::scan(COMBINED, provider_as_source(Arc::new(table)), None)?
+        .project((0..aggregate.fields().len()).map(|i| {
+            let (qualifier, field) = aggregate.qualified_field(i);
+            at(COMBINED, &slot(i)).alias_qualified(qualifier.cloned(), field.name())
+        }))?
+        .build()?;
+    let mut values = Some(values);
+    let replaced = plan
+        .clone()
+        .transform_down(|node| match node {
+            LogicalPlan::Aggregate(_) => match values.take() {
+                Some(values) => Ok(Transformed::new(values, true, TreeNodeRecursion::Jump)),
+                None => Ok(Transformed::no(node)),
+            },
+            other => Ok(Transformed::no(other)),
+        })?
+        .data;
+    // The values may differ from the aggregate in nullability only.
+    Ok(replaced
+        .transform_up(|node| Ok(Transformed::yes(node.recompute_schema()?)))?
+        .data)
+}
+
+/// Why recomputing `groups` groups would cost about a full refresh, if it would.
+async fn too_many(
+    ctx: &SessionContext,
+    table: &DeltaTable,
+    groups: usize,
+) -> Result<Option<String>> {
+    if groups * 100 <= MIN_GROUPS_FOR_FULL_LIMIT * MAX_GROUPS_PERCENT {
+        return Ok(None);
+    }
+    let model_groups = ctx
+        .read_table(crate::storage::delta::provider(table).await?)?
+        .count()
+        .await?;
+    if model_groups >= MIN_GROUPS_FOR_FULL_LIMIT && groups * 100 > model_groups * MAX_GROUPS_PERCENT
+    {
+        return Ok(Some(format!(
+            "{groups} groups must be recomputed, more than {MAX_GROUPS_PERCENT}% of the model's {model_groups} groups: recomputing them would cost about as much"
+        )));
+    }
+    Ok(None)
+}
