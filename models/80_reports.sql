@@ -2,7 +2,7 @@
 -- so `SELECT ... FROM reports.x TIMESTAMP AS OF '<month end>'` returns what was reported.
 
 CREATE MODEL reports.large_transactions WITH (
-    schedule = 'on change',
+    schedule = 'on change', unique_key = 'transaction_id',
     description = 'Large-transaction report: every booked transaction of 10,000 USD or more, with account and counterparty, by month') AS
 SELECT CAST(date_trunc('month', f.day) AS DATE) AS month,
        f.transaction_id, f.day, f.account_id, a.name AS account_name, f.business_unit,
