@@ -101,6 +101,17 @@ impl Change {
         )
     }
 
+    /// Whether the change reads as added and removed rows (`ScanAs::Added`, `ScanAs::Removed`).
+    pub fn has_row_feed(&self) -> bool {
+        matches!(
+            self,
+            Change::Appended { .. }
+                | Change::Rewritten { .. }
+                | Change::NewFiles { .. }
+                | Change::CursorAppended { .. }
+        )
+    }
+
     /// Whether the input only gained rows.
     pub fn only_appends(&self) -> bool {
         matches!(

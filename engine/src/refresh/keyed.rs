@@ -186,6 +186,17 @@ fn check_below_keys(plan: &LogicalPlan) -> std::result::Result<(), String> {
     Ok(())
 }
 
+/// The inputs whose rows changed.
+fn changed_inputs(
+    changes: &BTreeMap<tributary_catalog::ObjectName, Change>,
+) -> Vec<&tributary_catalog::ObjectName> {
+    changes
+        .iter()
+        .filter(|(_, c)| c.only_appends() || c.rewrites())
+        .map(|(name, _)| name)
+        .collect()
+}
+
 fn unalias(e: &Expr) -> &Expr {
     match e {
         Expr::Alias(a) => unalias(&a.expr),

@@ -165,11 +165,7 @@ pub(super) async fn affected_keys(
     model: &DeltaTable,
 ) -> Result<LogicalPlan> {
     let below = below_keys(plan, keys.at)?;
-    let changed: Vec<&tributary_catalog::ObjectName> = changes
-        .iter()
-        .filter(|(_, c)| c.only_appends() || c.rewrites())
-        .map(|(name, _)| name)
-        .collect();
+    let changed = super::changed_inputs(changes);
     let default_schema = state.config().options().catalog.default_schema.clone();
     let mut branches = Vec::new();
     for this in &changed {

@@ -48,8 +48,8 @@ use datafusion::prelude::{DataFrame, SessionContext};
 use deltalake::DeltaTable;
 
 use super::{
-    KEY_PREFIX, KEYS_ALIAS, Keys, MAX_GROUPS_PERCENT, MIN_GROUPS_FOR_FULL_LIMIT, groups_of,
-    key_prefilter, nullable, same, uniform, uniform_to,
+    KEY_PREFIX, KEYS_ALIAS, Keys, MAX_GROUPS_PERCENT, MIN_GROUPS_FOR_FULL_LIMIT, changed_inputs,
+    groups_of, key_prefilter, nullable, same, uniform, uniform_to,
 };
 use crate::engine::EngineInner;
 use crate::error::{Error, Result};
@@ -110,21 +110,8 @@ pub(super) async fn fold(
             return Ok(None);
         }
     };
-    let changed: Vec<&tributary_catalog::ObjectName> = changes
-        .iter()
-        .filter(|(_, c)| c.only_appends() || c.rewrites())
-        .map(|(name, _)| name)
-        .collect();
-    let has_feed = |c: &Change| {
-        matches!(
-            c,
-            Change::Appended { .. }
-                | Change::Rewritten { .. }
-                | Change::NewFiles { .. }
-                | Change::CursorAppended { .. }
-        )
-    };
-    if changed.is_empty() || !changed.iter().all(|name| has_feed(&changes[*name])) {
+    let changed = changed_inputs(changes);
+    if changed.is_empty() || !changed.iter().all(|name| changes[*name].has_row_feed()) {
         return Ok(None);
     }
     let ctx = SessionContext::new_with_state(state.clone());
