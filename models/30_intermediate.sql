@@ -42,6 +42,18 @@ LEFT JOIN intermediate.fx_daily fx
 
 COMMENT ON COLUMN intermediate.transactions_usd.amount_usd IS 'amount converted at the rate of the booking day; null when no rate is known';
 
+-- The daily movements are a model of their own: an aggregate over every transaction that an
+-- incremental refresh folds from the changed transactions. The running balance over them is a
+-- window function, refreshed in full, but over one row per account and day.
+CREATE MODEL intermediate.account_daily_movements WITH (
+    schedule = 'on change',
+    description = 'Per account and day with bookings: the number of booked transactions and their net amount, in the account''s currency and in USD') AS
+SELECT account_id, day, count(*) AS transactions,
+       sum(amount) AS net_amount, sum(amount_usd) AS net_amount_usd
+FROM intermediate.transactions_usd
+WHERE status = 'booked'
+GROUP BY account_id, day;
+
 CREATE MODEL intermediate.account_daily_balances WITH (
     schedule = 'on change',
     description = 'Per account and day with bookings: the day''s net movement and the running balance, in the account''s currency and in USD') AS
@@ -50,10 +62,4 @@ SELECT account_id, day, transactions, net_amount, net_amount_usd,
                              ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS balance,
        sum(net_amount_usd) OVER (PARTITION BY account_id ORDER BY day
                                  ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS balance_usd
-FROM (
-    SELECT account_id, day, count(*) AS transactions,
-           sum(amount) AS net_amount, sum(amount_usd) AS net_amount_usd
-    FROM intermediate.transactions_usd
-    WHERE status = 'booked'
-    GROUP BY account_id, day
-) AS daily;
+FROM intermediate.account_daily_movements;

@@ -1,6 +1,16 @@
 -- Deviation alerts: a day whose spend in an expense category is more than 3 standard
 -- deviations away from that category's trailing 30-day mean.
 
+-- The daily spend is a model of its own, folded from the changed transactions; the trailing
+-- statistics over it are window functions, refreshed in full over one row per category and day.
+CREATE MODEL marts.daily_spend WITH (
+    schedule = 'on change',
+    description = 'Expense per category and day with expense bookings, in USD (a refund lowers it)') AS
+SELECT day, category, count(*) AS transactions, sum(-amount_usd) AS spend
+FROM marts.fct_transactions
+WHERE gl_type = 'expense'
+GROUP BY day, category;
+
 CREATE MODEL marts.spend_deviations WITH (
     schedule = 'every 5 minutes',
     description = 'Daily spend per expense category (zero on days without any) against its trailing 30-day mean and standard deviation; is_alert when the z-score exceeds 3 in either direction') AS
@@ -19,12 +29,7 @@ FROM (
         SELECT c.category, d.day, CAST(coalesce(s.spend, 0) AS DOUBLE PRECISION) AS spend
         FROM marts.dim_date d
         CROSS JOIN (SELECT DISTINCT category FROM raw.chart_of_accounts WHERE gl_type = 'expense') c
-        LEFT JOIN (
-            SELECT day, category, sum(-amount_usd) AS spend
-            FROM marts.fct_transactions
-            WHERE gl_type = 'expense'
-            GROUP BY day, category
-        ) s ON s.day = d.day AND s.category = c.category
+        LEFT JOIN marts.daily_spend s ON s.day = d.day AND s.category = c.category
         WHERE d.day <= (SELECT max(day) FROM marts.fct_transactions)
     ) AS daily
 ) AS stats

@@ -69,6 +69,12 @@ CREATE TEST stg_fx_one_rate_per_day ON staging.fx_rates EXPECT UNIQUE (currency,
 
 CREATE TEST stg_counterparty_id_unique ON staging.counterparties EXPECT UNIQUE (counterparty_id);
 
+CREATE TEST movements_one_row_per_account_and_day ON intermediate.account_daily_movements
+    EXPECT UNIQUE (account_id, day);
+
+CREATE TEST daily_spend_one_row_per_day_and_category ON marts.daily_spend
+    EXPECT UNIQUE (day, category);
+
 CREATE TEST balances_one_row_per_account_and_day ON intermediate.account_daily_balances
     EXPECT UNIQUE (account_id, day);
 
