@@ -12,7 +12,7 @@ full refresh, in wall-clock time and in the server's peak memory:
     bench.accounts   table, 10,000 rows
     bench.stg_facts  typing, a filter, amount_eur by a CASE on the currency (unique_key id)
     bench.enriched   stg_facts JOIN accounts (unique_key id)
-    bench.daily      count, sum, avg, min, max per day and category (unique_key day, category)
+    bench.daily      count(*), count, sum, avg, min, max per day and category (unique_key day, category)
 
 Phases (every measured statement is timed by psql's \\timing and the server's peak RSS is read
 from /proc/<pid>/status after resetting it through /proc/<pid>/clear_refs):
@@ -148,6 +148,7 @@ JOIN bench.accounts a ON a.account_id = s.account_id""",
         query="""SELECT day,
        category,
        count(*) AS n,
+       count(amount_eur) AS n_eur,
        sum(amount_eur) AS total_eur,
        avg(amount_eur) AS avg_eur,
        min(amount_eur) AS min_eur,
@@ -155,7 +156,7 @@ JOIN bench.accounts a ON a.account_id = s.account_id""",
 FROM bench.enriched
 GROUP BY day, category""",
         key=("day", "category"),
-        columns=("n", "total_eur", "avg_eur", "min_eur", "max_eur"),
+        columns=("n", "n_eur", "total_eur", "avg_eur", "min_eur", "max_eur"),
     ),
 ]
 
