@@ -60,6 +60,18 @@ pub struct Described {
 pub struct Prepared {
     pub text: String,
     pub statement: Option<Statement>,
+    /// The query's plan from Describe, for Execute to reuse instead of planning again.
+    planned: Option<Planned>,
+}
+
+/// A query plan made by Describe. It holds the published versions of the Delta tables it
+/// reads, so it stays current exactly as long as the catalog (where publications, DDL and
+/// grants are written) and the session's search path are unchanged.
+#[derive(Debug, Clone)]
+struct Planned {
+    plan: LogicalPlan,
+    catalog_changes: u64,
+    default_schema: String,
 }
 
 pub struct Session {
@@ -127,6 +139,7 @@ impl Session {
             return Ok(Prepared {
                 text: String::new(),
                 statement: None,
+                planned: None,
             });
         }
         let statement = match dialect::parse_statement(text) {
@@ -142,17 +155,28 @@ impl Session {
         Ok(Prepared {
             text: text.to_string(),
             statement: Some(statement),
+            planned: None,
         })
     }
 
     /// Plans a prepared statement to learn its parameter types and, for queries, its result
-    /// columns (Describe). Statements other than queries and INSERT are not planned ahead.
-    pub async fn describe(&self, prepared: &Prepared) -> Result<Option<Described>> {
+    /// columns (Describe); a query over Delta tables keeps its plan for Execute. Statements
+    /// other than queries and INSERT are not planned ahead.
+    pub async fn describe(&self, prepared: &mut Prepared) -> Result<Option<Described>> {
         match &prepared.statement {
             Some(Statement::Sql(stmt))
                 if is_query(stmt) || matches!(**stmt, ast::Statement::Insert(_)) =>
             {
+                // Read before planning: a write during planning must invalidate the plan.
+                let catalog_changes = self.engine.catalog().change_count();
                 let plan = planning::plan_statement(&self.ctx.state(), (**stmt).clone()).await?;
+                if matches!(**stmt, ast::Statement::Query(_)) && reads_only_delta_tables(&plan) {
+                    prepared.planned = Some(Planned {
+                        plan: plan.clone(),
+                        catalog_changes,
+                        default_schema: self.current_schema(),
+                    });
+                }
                 let mut types: Vec<(usize, Option<datafusion::arrow::datatypes::DataType>)> = plan
                     .get_parameter_types()?
                     .into_iter()
@@ -199,6 +223,11 @@ impl Session {
             return Ok(Output::Command(String::new()));
         };
         match statement {
+            Statement::Sql(_) if let Some(plan) = self.kept_plan(prepared) => {
+                tracing::debug!("query runs the plan kept from describe");
+                self.run_query(plan, params, std::time::Instant::now())
+                    .await
+            }
             Statement::Sql(stmt) => self.execute_sql(*stmt, &prepared.text, params).await,
             Statement::CreateSource(s) => crate::ddl::create_source(self, s, &prepared.text).await,
             Statement::CreateModel(m) => crate::ddl::create_model(self, m, &prepared.text).await,
@@ -294,6 +323,14 @@ impl Session {
         }
     }
 
+    /// The plan Describe kept for this statement, while it is still current.
+    fn kept_plan(&self, prepared: &Prepared) -> Option<LogicalPlan> {
+        let planned = prepared.planned.as_ref()?;
+        (planned.catalog_changes == self.engine.catalog().change_count()
+            && planned.default_schema == self.current_schema())
+        .then(|| planned.plan.clone())
+    }
+
     /// Plans and starts a query.
     pub(crate) async fn query(
         &self,
@@ -301,8 +338,18 @@ impl Session {
         params: Option<ParamValues>,
     ) -> Result<Output> {
         let started = std::time::Instant::now();
+        let plan = planning::plan_statement(&self.ctx.state(), stmt).await?;
+        self.run_query(plan, params, started).await
+    }
+
+    /// Binds the parameters of a query's plan, optimizes it and starts it.
+    async fn run_query(
+        &self,
+        mut plan: LogicalPlan,
+        params: Option<ParamValues>,
+        started: std::time::Instant,
+    ) -> Result<Output> {
         let state = self.ctx.state();
-        let mut plan = planning::plan_statement(&state, stmt).await?;
         if let Some(params) = params {
             plan = plan.replace_params_with_values(&params)?;
         }
@@ -459,6 +506,27 @@ fn current_schema_udf(schema: String) -> datafusion::logical_expr::ScalarUDF {
             ))))
         }),
     )
+}
+
+/// Whether every table the plan reads is a Delta table (a snapshot of a published version):
+/// system tables, views and sources read elsewhere are resolved anew by each planning.
+fn reads_only_delta_tables(plan: &LogicalPlan) -> bool {
+    use datafusion::common::tree_node::TreeNodeRecursion;
+    let mut only = true;
+    let _ = plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::TableScan(scan) = node {
+            let delta = datafusion::datasource::source_as_provider(&scan.source).is_ok_and(|p| {
+                let any: &dyn std::any::Any = p.as_ref();
+                any.is::<crate::storage::scan::DeltaScan>()
+            });
+            if !delta {
+                only = false;
+                return Ok(TreeNodeRecursion::Stop);
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    only
 }
 
 fn is_query(stmt: &ast::Statement) -> bool {

@@ -64,6 +64,13 @@ impl Catalog {
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// A number that grows with every write to the catalog (SQLite's count of rows changed on
+    /// its one connection): whatever was read from the catalog while it stayed the same is
+    /// still current. Prepared statements keep their plans on it.
+    pub fn change_count(&self) -> u64 {
+        self.conn().total_changes()
+    }
+
     // ---- schemas -------------------------------------------------------------------------
 
     pub fn schemas(&self) -> Result<Vec<String>> {

@@ -259,13 +259,13 @@ impl QueryParser for Parser {
         let timer = QueryTimer::start();
         let guard = self.conn.session(client).await;
         let session = guard.as_ref().expect("session created");
-        let prepared = session.prepare(sql).map_err(|e| pg_error(&e))?;
+        let mut prepared = session.prepare(sql).map_err(|e| pg_error(&e))?;
         if prepared.statement.is_none() {
             timer.discard();
             return Ok(None);
         }
         let (parameter_types, schema) = match session
-            .describe(&prepared)
+            .describe(&mut prepared)
             .await
             .map_err(|e| pg_error(&e))?
         {

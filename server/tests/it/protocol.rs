@@ -57,6 +57,57 @@ async fn extended_protocol_with_parameters_and_binary_results() {
     assert_eq!(names, ["a", "b", "c"]);
 }
 
+/// A prepared statement keeps the plan Describe made, but never past a write it would miss:
+/// an INSERT on this or another connection, a refresh, or a new search path.
+#[tokio::test]
+async fn prepared_statements_see_what_changed_since_they_were_prepared() {
+    let (server, _dir) = TestServer::start(&[]);
+    let client = server.connect().await;
+    client
+        .batch_execute(
+            "CREATE TABLE kept (id BIGINT NOT NULL);
+             INSERT INTO kept VALUES (1);
+             CREATE MODEL kept_ids AS SELECT id FROM kept",
+        )
+        .await
+        .unwrap();
+    let count = client
+        .prepare("SELECT count(*) FROM kept WHERE id > $1")
+        .await
+        .unwrap();
+    let in_model = client
+        .prepare("SELECT count(*) FROM kept_ids")
+        .await
+        .unwrap();
+    let n = |row: tokio_postgres::Row| row.get::<_, i64>(0);
+    assert_eq!(n(client.query_one(&count, &[&0i64]).await.unwrap()), 1);
+    assert_eq!(n(client.query_one(&count, &[&0i64]).await.unwrap()), 1);
+    client
+        .batch_execute("INSERT INTO kept VALUES (2)")
+        .await
+        .unwrap();
+    assert_eq!(n(client.query_one(&count, &[&0i64]).await.unwrap()), 2);
+    let other = server.connect().await;
+    other
+        .batch_execute("INSERT INTO kept VALUES (3)")
+        .await
+        .unwrap();
+    assert_eq!(n(client.query_one(&count, &[&0i64]).await.unwrap()), 3);
+    assert_eq!(n(client.query_one(&count, &[&2i64]).await.unwrap()), 1);
+    assert_eq!(n(client.query_one(&in_model, &[]).await.unwrap()), 1);
+    other.batch_execute("REFRESH MODEL kept_ids").await.unwrap();
+    assert_eq!(n(client.query_one(&in_model, &[]).await.unwrap()), 3);
+    client
+        .batch_execute(
+            "CREATE SCHEMA elsewhere;
+             CREATE TABLE elsewhere.kept (id BIGINT NOT NULL);
+             SET search_path = elsewhere",
+        )
+        .await
+        .unwrap();
+    assert_eq!(n(client.query_one(&count, &[&0i64]).await.unwrap()), 0);
+}
+
 #[tokio::test]
 async fn errors_carry_sqlstate_and_leave_the_session_usable() {
     let (server, _dir) = TestServer::start(&[]);
