@@ -12,14 +12,13 @@
 //! The commit carries its change data (the old rows as deletes, the new rows as inserts; an
 //! updated row is a delete and an insert) in a change-data file, see [`write_change_data`].
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Int64Type};
 use datafusion::arrow::row::{RowConverter, SortField};
-use datafusion::common::ScalarValue;
+use datafusion::common::{HashSet, ScalarValue};
 use deltalake::DeltaTable;
 use deltalake::kernel::Action;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
@@ -29,7 +28,7 @@ use deltalake::parquet::arrow::async_reader::ParquetRecordBatchStreamBuilder;
 use deltalake::parquet::file::properties::WriterProperties;
 use deltalake::protocol::DeltaOperation;
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use roaring::RoaringTreemap;
 
@@ -95,22 +94,35 @@ pub async fn merge(
     let mut replaced = 0u64;
     let mut rows_deleted = 0u64;
     let mut found_in = Vec::new();
+    // Each file's key columns are decoded and matched on a task of its own, so the files of
+    // a large model are searched on every core.
+    let (old_keys, new_keys) = (Arc::new(old_keys), Arc::new(new_keys));
+    let mut searches = Vec::with_capacity(files.len());
     for (path, add) in files {
         let old = match &add.deletion_vector {
             Some(dv) => deletion::read(&table, dv).await?,
             None => RoaringTreemap::new(),
         };
-        let Some(found) = positions(
-            store.clone(),
-            &path,
-            add.size as u64,
-            key_columns,
-            &old_keys,
-            &new_keys,
-            &old,
-        )
-        .await?
-        else {
+        let (store, key_columns) = (store.clone(), key_columns.to_vec());
+        let (old_keys, new_keys) = (old_keys.clone(), new_keys.clone());
+        searches.push(async move {
+            tokio::spawn(async move {
+                let size = add.size as u64;
+                let found =
+                    positions(store, &path, size, &key_columns, &old_keys, &new_keys, &old).await?;
+                Ok::<_, Error>((path, add, old, found))
+            })
+            .await
+            .map_err(|e| Error::Internal(format!("merge on read search failed: {e}")))?
+        });
+    }
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let searched: Vec<_> = futures::stream::iter(searches)
+        .buffered(cores)
+        .try_collect()
+        .await?;
+    for (path, add, old, found) in searched {
+        let Some(found) = found else {
             continue;
         };
         files_read += 1;
@@ -258,7 +270,7 @@ impl KeySet {
             ranges: vec![None; types.len()],
             members: if is_integer_key(types) {
                 Members::Integers {
-                    values: HashSet::new(),
+                    values: HashSet::default(),
                     null: false,
                 }
             } else {
@@ -266,7 +278,7 @@ impl KeySet {
                     converter: RowConverter::new(
                         types.iter().map(|t| SortField::new(t.clone())).collect(),
                     )?,
-                    rows: HashSet::new(),
+                    rows: HashSet::default(),
                 }
             },
         };
