@@ -148,6 +148,7 @@ pub(super) async fn fold(
         .distinct()?;
     let group_schema = nullable(groups.schema().as_arrow());
     let group_keys = uniform_to(&group_schema, groups.collect().await?)?;
+    let changed_groups: usize = group_keys.iter().map(|b| b.num_rows()).sum();
     if group_keys.iter().all(|b| b.num_rows() == 0) {
         return Ok(Some(Fold::Folded(Folded {
             keys: Vec::new(),
@@ -201,6 +202,17 @@ pub(super) async fn fold(
         && let Some(reason) = too_many(&ctx, table, recomputed).await?
     {
         return Ok(Some(Fold::Full(reason)));
+    }
+    // Recomputing a group reads its input rows wherever they are: when they are spread over
+    // every file, that is the whole input, as a full refresh reads it (the fold cannot tell
+    // before reading). When most groups changed too, the merge also writes about what a full
+    // refresh writes, so the fold would cost more than the full refresh.
+    if recomputed > 0
+        && let Some(model_groups) = most_of(&ctx, table, changed_groups).await?
+    {
+        return Ok(Some(Fold::Full(format!(
+            "{changed_groups} groups changed, more than {MAX_GROUPS_PERCENT}% of the model's {model_groups} groups, and {recomputed} of them must be recomputed over the input: a full refresh costs about as much"
+        ))));
     }
     let all_keys = settled
         .clone()
@@ -461,12 +473,9 @@ fn over_aggregate(
         .data)
 }
 
-/// Why recomputing `groups` groups would cost about a full refresh, if it would.
-async fn too_many(
-    ctx: &SessionContext,
-    table: &DeltaTable,
-    groups: usize,
-) -> Result<Option<String>> {
+/// The model's group count when `groups` is more than [`MAX_GROUPS_PERCENT`] of a large
+/// model's groups.
+async fn most_of(ctx: &SessionContext, table: &DeltaTable, groups: usize) -> Result<Option<usize>> {
     if groups * 100 <= MIN_GROUPS_FOR_FULL_LIMIT * MAX_GROUPS_PERCENT {
         return Ok(None);
     }
@@ -474,11 +483,20 @@ async fn too_many(
         .read_table(crate::storage::delta::provider(table).await?)?
         .count()
         .await?;
-    if model_groups >= MIN_GROUPS_FOR_FULL_LIMIT && groups * 100 > model_groups * MAX_GROUPS_PERCENT
-    {
-        return Ok(Some(format!(
+    Ok((model_groups >= MIN_GROUPS_FOR_FULL_LIMIT
+        && groups * 100 > model_groups * MAX_GROUPS_PERCENT)
+        .then_some(model_groups))
+}
+
+/// Why recomputing `groups` groups would cost about a full refresh, if it would.
+async fn too_many(
+    ctx: &SessionContext,
+    table: &DeltaTable,
+    groups: usize,
+) -> Result<Option<String>> {
+    Ok(most_of(ctx, table, groups).await?.map(|model_groups| {
+        format!(
             "{groups} groups must be recomputed, more than {MAX_GROUPS_PERCENT}% of the model's {model_groups} groups: recomputing them would cost about as much"
-        )));
-    }
-    Ok(None)
+        )
+    }))
 }
