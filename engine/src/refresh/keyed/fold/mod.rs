@@ -125,8 +125,13 @@ pub(super) async fn fold(
     };
     let (removed_schema, removed) = reading.partial(&foldable, ScanAs::Removed).await?;
     let lost: usize = removed.iter().map(|b| b.num_rows()).sum();
+    let mut model_groups = ModelGroups {
+        ctx: &ctx,
+        table,
+        count: None,
+    };
     if foldable.no_subtraction.is_some()
-        && let Some(reason) = too_many(&ctx, table, lost).await?
+        && let Some(reason) = model_groups.too_many(lost).await?
     {
         return Ok(Some(Fold::Full(reason)));
     }
@@ -199,7 +204,7 @@ pub(super) async fn fold(
     let recompute_keys = uniform_to(&recompute_schema, to_recompute.collect().await?)?;
     let recomputed: usize = recompute_keys.iter().map(|b| b.num_rows()).sum();
     if foldable.no_subtraction.is_none()
-        && let Some(reason) = too_many(&ctx, table, recomputed).await?
+        && let Some(reason) = model_groups.too_many(recomputed).await?
     {
         return Ok(Some(Fold::Full(reason)));
     }
@@ -208,10 +213,10 @@ pub(super) async fn fold(
     // before reading). When most groups changed too, the merge also writes about what a full
     // refresh writes, so the fold would cost more than the full refresh.
     if recomputed > 0
-        && let Some(model_groups) = most_of(&ctx, table, changed_groups).await?
+        && let Some(total) = model_groups.most_of(changed_groups).await?
     {
         return Ok(Some(Fold::Full(format!(
-            "{changed_groups} groups changed, more than {MAX_GROUPS_PERCENT}% of the model's {model_groups} groups, and {recomputed} of them must be recomputed over the input: a full refresh costs about as much"
+            "{changed_groups} groups changed, more than {MAX_GROUPS_PERCENT}% of the model's {total} groups, and {recomputed} of them must be recomputed over the input: a full refresh costs about as much"
         ))));
     }
     let all_keys = settled
@@ -473,30 +478,39 @@ fn over_aggregate(
         .data)
 }
 
-/// The model's group count when `groups` is more than [`MAX_GROUPS_PERCENT`] of a large
-/// model's groups.
-async fn most_of(ctx: &SessionContext, table: &DeltaTable, groups: usize) -> Result<Option<usize>> {
-    if groups * 100 <= MIN_GROUPS_FOR_FULL_LIMIT * MAX_GROUPS_PERCENT {
-        return Ok(None);
-    }
-    let model_groups = ctx
-        .read_table(crate::storage::delta::provider(table).await?)?
-        .count()
-        .await?;
-    Ok((model_groups >= MIN_GROUPS_FOR_FULL_LIMIT
-        && groups * 100 > model_groups * MAX_GROUPS_PERCENT)
-        .then_some(model_groups))
+/// The model's group count, read once per fold and only when a limit check needs it.
+struct ModelGroups<'a> {
+    ctx: &'a SessionContext,
+    table: &'a DeltaTable,
+    count: Option<usize>,
 }
 
-/// Why recomputing `groups` groups would cost about a full refresh, if it would.
-async fn too_many(
-    ctx: &SessionContext,
-    table: &DeltaTable,
-    groups: usize,
-) -> Result<Option<String>> {
-    Ok(most_of(ctx, table, groups).await?.map(|model_groups| {
-        format!(
-            "{groups} groups must be recomputed, more than {MAX_GROUPS_PERCENT}% of the model's {model_groups} groups: recomputing them would cost about as much"
-        )
-    }))
+impl ModelGroups<'_> {
+    /// The model's group count when `groups` is more than [`MAX_GROUPS_PERCENT`] of a large
+    /// model's groups.
+    async fn most_of(&mut self, groups: usize) -> Result<Option<usize>> {
+        if groups * 100 <= MIN_GROUPS_FOR_FULL_LIMIT * MAX_GROUPS_PERCENT {
+            return Ok(None);
+        }
+        let model_groups = match self.count {
+            Some(count) => count,
+            None => {
+                let provider = crate::storage::delta::provider(self.table).await?;
+                let count = self.ctx.read_table(provider)?.count().await?;
+                *self.count.insert(count)
+            }
+        };
+        Ok((model_groups >= MIN_GROUPS_FOR_FULL_LIMIT
+            && groups * 100 > model_groups * MAX_GROUPS_PERCENT)
+            .then_some(model_groups))
+    }
+
+    /// Why recomputing `groups` groups would cost about a full refresh, if it would.
+    async fn too_many(&mut self, groups: usize) -> Result<Option<String>> {
+        Ok(self.most_of(groups).await?.map(|model_groups| {
+            format!(
+                "{groups} groups must be recomputed, more than {MAX_GROUPS_PERCENT}% of the model's {model_groups} groups: recomputing them would cost about as much"
+            )
+        }))
+    }
 }
