@@ -15,10 +15,11 @@
 //!
 //! Columns computed over the aggregates (a margin dividing two sums) are computed again from
 //! the combined values. Groups that cannot be combined are recomputed over the whole input:
-//! all groups that lost rows when the query has no COUNT(*) (nothing tells whether a group
-//! still has rows), groups whose MIN or MAX may have left, and groups where a SUM without a
-//! COUNT of its argument comes to zero after losing values (it is NULL if none is left; a
-//! nonzero sum has values left, so it is exact).
+//! groups whose MIN or MAX may have left, groups where a SUM without a COUNT of its argument
+//! comes to zero after losing values (it is NULL if none is left; a nonzero sum has values
+//! left, so it is exact), and, when the query has no COUNT(*) telling whether a group still
+//! has rows, groups that lost more rows than they gained (the changed rows are counted, and
+//! a group the model held has at least one row).
 //!
 //! Exactness: the model equals the query over the old inputs, so a group's old values
 //! aggregate its old input rows. Its new rows are the old ones, minus its removed rows, plus
@@ -124,14 +125,25 @@ pub(super) async fn fold(
         counter,
     };
     let (removed_schema, removed) = reading.partial(&foldable, ScanAs::Removed).await?;
-    let lost: usize = removed.iter().map(|b| b.num_rows()).sum();
     let mut model_groups = ModelGroups {
         ctx: &ctx,
         table,
         count: None,
     };
-    if foldable.no_subtraction.is_some()
-        && let Some(reason) = model_groups.too_many(lost).await?
+    let model_keys: Vec<Expr> = keys
+        .columns
+        .iter()
+        .map(|c| col(Column::from_name(c)))
+        .collect();
+    if let Some(reason) = lost_most(
+        &ctx,
+        &foldable,
+        &model_keys,
+        &removed_schema,
+        &removed,
+        &mut model_groups,
+    )
+    .await?
     {
         return Ok(Some(Fold::Full(reason)));
     }
@@ -163,25 +175,7 @@ pub(super) async fn fold(
         })));
     }
 
-    // Their old values, from the columns holding them.
-    let model_keys: Vec<Expr> = keys
-        .columns
-        .iter()
-        .map(|c| col(Column::from_name(c)))
-        .collect();
-    let mut old_values: Vec<Expr> = foldable
-        .holders
-        .iter()
-        .enumerate()
-        .filter_map(|(i, holder)| Some(col(Column::from_name(holder.as_ref()?)).alias(slot(i))))
-        .collect();
-    old_values.push(lit(true).alias(PRESENT));
-    let old = ctx
-        .read_table(crate::storage::delta::provider(table).await?)?
-        .filter(key_prefilter(&model_keys, &group_keys)?)?
-        .select(old_values)?
-        .alias(OLD)?;
-
+    let old = old_values(&ctx, table, &foldable, &model_keys, &group_keys).await?;
     let mut joined = relation(&ctx, group_schema, group_keys, KEYS_ALIAS)?;
     for (other, alias) in [(added, ADDED), (removed, REMOVED), (old, OLD)] {
         let on: Vec<Expr> = (0..key_count)
@@ -203,9 +197,7 @@ pub(super) async fn fold(
     let recompute_schema = nullable(to_recompute.schema().as_arrow());
     let recompute_keys = uniform_to(&recompute_schema, to_recompute.collect().await?)?;
     let recomputed: usize = recompute_keys.iter().map(|b| b.num_rows()).sum();
-    if foldable.no_subtraction.is_none()
-        && let Some(reason) = model_groups.too_many(recomputed).await?
-    {
+    if let Some(reason) = model_groups.too_many(recomputed).await? {
         return Ok(Some(Fold::Full(reason)));
     }
     // Recomputing a group reads its input rows wherever they are: when they are spread over
@@ -271,6 +263,73 @@ pub(super) async fn fold(
     })))
 }
 
+/// The old values of the groups in `group_keys` (key columns first), from the model
+/// columns holding them, as relation [`OLD`] with [`PRESENT`].
+async fn old_values(
+    ctx: &SessionContext,
+    table: &DeltaTable,
+    foldable: &Foldable,
+    model_keys: &[Expr],
+    group_keys: &[RecordBatch],
+) -> Result<DataFrame> {
+    let mut values: Vec<Expr> = foldable
+        .holders
+        .iter()
+        .enumerate()
+        .filter_map(|(i, holder)| Some(col(Column::from_name(holder.as_ref()?)).alias(slot(i))))
+        .collect();
+    values.push(lit(true).alias(PRESENT));
+    Ok(ctx
+        .read_table(crate::storage::delta::provider(table).await?)?
+        .filter(key_prefilter(model_keys, group_keys)?)?
+        .select(values)?
+        .alias(OLD)?)
+}
+
+/// Why the full refresh runs instead of the fold, decided from the removed rows alone
+/// (before the added rows are read): most groups of a large model lost rows, and some of
+/// them must be recomputed over the input whatever was added, because a removed value
+/// reached the old MIN or MAX. Recomputing even one group may read every input file, and
+/// the merge writes about what a full refresh writes.
+async fn lost_most(
+    ctx: &SessionContext,
+    foldable: &Foldable,
+    model_keys: &[Expr],
+    removed_schema: &SchemaRef,
+    removed: &[RecordBatch],
+    model_groups: &mut ModelGroups<'_>,
+) -> Result<Option<String>> {
+    let extremes = foldable
+        .roles
+        .iter()
+        .any(|r| matches!(r, Role::Min | Role::Max));
+    let lost: usize = removed.iter().map(|b| b.num_rows()).sum();
+    if !extremes || lost == 0 {
+        return Ok(None);
+    }
+    let Some(total) = model_groups.most_of(lost).await? else {
+        return Ok(None);
+    };
+    let old = old_values(ctx, model_groups.table, foldable, model_keys, removed).await?;
+    let on: Vec<Expr> = (0..foldable.aggregate.group_expr.len())
+        .map(|k| same(at(REMOVED, &slot(k)), at(OLD, &slot(k))))
+        .collect();
+    let sure = relation(ctx, removed_schema.clone(), removed.to_vec(), REMOVED)?
+        .join_on(old, JoinType::Left, on)?
+        .filter(extreme_left(foldable).is_not_false())?
+        .count()
+        .await?;
+    if sure == 0 {
+        return Ok(None);
+    }
+    if let Some(reason) = model_groups.too_many(sure).await? {
+        return Ok(Some(reason));
+    }
+    Ok(Some(format!(
+        "{lost} groups lost rows, more than {MAX_GROUPS_PERCENT}% of the model's {total} groups, and {sure} of them must be recomputed over the input: a full refresh costs about as much"
+    )))
+}
+
 /// What the fold needs to read the inputs' changes.
 struct Reading<'a> {
     engine: &'a EngineInner,
@@ -290,7 +349,7 @@ impl Reading<'_> {
         foldable: &Foldable,
         kind: ScanAs,
     ) -> Result<(SchemaRef, Vec<RecordBatch>)> {
-        let aggregate = LogicalPlan::Aggregate(foldable.aggregate.clone());
+        let aggregate = LogicalPlan::Aggregate(foldable.partial.clone());
         let schema = aggregate.schema().clone();
         let plan = plans::rewrite_scans(
             self.engine,
@@ -337,7 +396,7 @@ fn at(relation: &str, column: &str) -> Expr {
 /// The value of output column `i` from `relation`, zero where the relation has no row of the
 /// group.
 fn or_zero(foldable: &Foldable, relation: &str, i: usize) -> Result<Expr> {
-    let data_type = foldable.aggregate.schema.field(i).data_type().clone();
+    let data_type = foldable.partial.schema.field(i).data_type().clone();
     let zero = cast(lit(0i64), data_type);
     Ok(when(at(relation, &slot(i)).is_null(), zero).otherwise(at(relation, &slot(i)))?)
 }
@@ -393,34 +452,50 @@ fn either(
         .otherwise(both(old, new)?)?)
 }
 
-/// Whether a group must be recomputed over the whole input: it lost rows and they cannot
-/// be subtracted, or the model had no row of it (it cannot have lost rows then, unless the
-/// model is not what its query gives), or a removed value reached its old MIN or MAX, or a
-/// SUM without a COUNT of its argument came to zero (NULL if no value is left).
+/// Whether a group must be recomputed over the whole input: it lost rows and the model had
+/// no row of it (it cannot have lost rows then, unless the model is not what its query
+/// gives), or a removed value reached its old MIN or MAX, or a SUM without a COUNT of its
+/// argument came to zero (NULL if no value is left), or, without a COUNT(*), it lost more
+/// rows than it gained (it may have none left).
 fn recompute(foldable: &Foldable) -> Result<Expr> {
     let lost_rows = at(REMOVED, PRESENT).is_not_null();
-    if foldable.no_subtraction.is_some() {
-        return Ok(lost_rows);
+    let mut unsure = extreme_left(foldable);
+    if foldable.rows.is_none() {
+        let rows = foldable.partial_rows();
+        let kept = or_zero(foldable, ADDED, rows)?.gt_eq(at(REMOVED, &slot(rows)));
+        unsure = unsure.or(!kept);
     }
-    let mut unsure = at(OLD, PRESENT).is_null();
     for (i, role) in foldable.roles.iter().enumerate() {
-        let (removed, old) = (at(REMOVED, &slot(i)), at(OLD, &slot(i)));
-        let unknown = match role {
-            Role::Min => old.clone().is_null().or(removed.clone().lt_eq(old)),
-            Role::Max => old.clone().is_null().or(removed.clone().gt_eq(old)),
-            Role::Sum { count: None } => net(foldable, i)?.eq(lit(0i64)),
-            _ => continue,
-        };
-        unsure = unsure.or(removed.is_not_null().and(unknown));
+        if let Role::Sum { count: None } = role {
+            let removed = at(REMOVED, &slot(i));
+            unsure = unsure.or(removed.is_not_null().and(net(foldable, i)?.eq(lit(0i64))));
+        }
     }
     Ok(lost_rows.and(unsure))
 }
 
+/// For a group that lost rows, whether it must be recomputed whatever was added: the model
+/// had no row of it, or a removed value reached its old MIN or MAX.
+fn extreme_left(foldable: &Foldable) -> Expr {
+    let mut unsure = at(OLD, PRESENT).is_null();
+    for (i, role) in foldable.roles.iter().enumerate() {
+        let (removed, old) = (at(REMOVED, &slot(i)), at(OLD, &slot(i)));
+        let reached = match role {
+            Role::Min => old.clone().is_null().or(removed.clone().lt_eq(old)),
+            Role::Max => old.clone().is_null().or(removed.clone().gt_eq(old)),
+            _ => continue,
+        };
+        unsure = unsure.or(removed.is_not_null().and(reached));
+    }
+    unsure
+}
+
 /// Whether a group has no rows left.
 fn gone(foldable: &Foldable) -> Result<Expr> {
-    match (foldable.rows, &foldable.no_subtraction) {
-        (Some(rows), None) => Ok(net(foldable, rows)?.eq(lit(0i64))),
-        _ => Ok(lit(false)),
+    match foldable.rows {
+        Some(rows) => Ok(net(foldable, rows)?.eq(lit(0i64))),
+        // Without a COUNT(*), a group that may be gone is recomputed (`recompute`).
+        None => Ok(lit(false)),
     }
 }
 

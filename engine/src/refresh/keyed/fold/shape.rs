@@ -8,8 +8,9 @@
 //! derived from a SUM and a COUNT of the same argument.
 
 use datafusion::arrow::datatypes::DataType;
+use datafusion::functions_aggregate::expr_fn::count;
 use datafusion::logical_expr::expr::AggregateFunction;
-use datafusion::logical_expr::{Aggregate, Expr, ExprSchemable, LogicalPlan};
+use datafusion::logical_expr::{Aggregate, Expr, ExprSchemable, LogicalPlan, lit};
 
 use super::super::unalias;
 use crate::refresh::strategy::{self, Shape as PlanShape};
@@ -41,15 +42,23 @@ pub(super) enum Role {
 pub(super) struct Foldable {
     /// The query's aggregate node.
     pub aggregate: Aggregate,
+    /// The aggregate the fold runs over the changed rows: the query's, plus a count of the
+    /// rows of each group (its last output column, [`Foldable::partial_rows`]), which tells
+    /// whether a group gained at least as many rows as it lost.
+    pub partial: Aggregate,
     /// The role of each of the aggregate's output columns.
     pub roles: Vec<Role>,
     /// The model column holding each output column unchanged (none for AVG).
     pub holders: Vec<Option<String>>,
     /// The output column counting a group's rows (COUNT(*)), if any.
     pub rows: Option<usize>,
-    /// Why a group's removed rows cannot be subtracted, if they cannot: such a group is
-    /// recomputed over the whole input.
-    pub no_subtraction: Option<String>,
+}
+
+impl Foldable {
+    /// The output column of [`Foldable::partial`] counting each group's changed rows.
+    pub fn partial_rows(&self) -> usize {
+        self.aggregate.schema.fields().len()
+    }
 }
 
 /// The query's foldable shape, or why it does not fold.
@@ -164,15 +173,20 @@ pub(super) fn foldable(plan: &LogicalPlan) -> Result<Foldable, String> {
             ));
         }
     }
-    let no_subtraction = rows
-        .is_none()
-        .then(|| "the query has no COUNT(*)".to_string());
+    let mut counted = aggregate.aggr_expr.clone();
+    counted.push(count(lit(1i64)).alias("__tributary_rows"));
+    let partial = Aggregate::try_new(
+        aggregate.input.clone(),
+        aggregate.group_expr.clone(),
+        counted,
+    )
+    .map_err(|e| format!("the aggregate does not take a row count: {e}"))?;
     Ok(Foldable {
         aggregate: aggregate.clone(),
+        partial,
         roles,
         holders,
         rows,
-        no_subtraction,
     })
 }
 
