@@ -4,9 +4,8 @@
 //! A copy-on-write MERGE rewrites every file holding an affected key: with keys spread over
 //! the whole model (a late correction to old transactions, a dimension change) that is the
 //! whole model, as dear as a full refresh. Here the model's files are only read for their
-//! key columns (row groups whose key statistics miss every affected key are skipped), and
-//! each file holding affected keys gets a deletion vector: the union of its old vector and
-//! the positions of those rows. Delete-then-insert is the same result as the MERGE: every
+//! key columns ([`search`]), and each file holding affected keys gets a deletion vector: the
+//! union of its old vector and the positions of those rows. Delete-then-insert is the same result as the MERGE: every
 //! row of an affected key goes, the affected keys' new rows come.
 //!
 //! The commit carries its change data (the old rows as deletes, the new rows as inserts; an
@@ -14,16 +13,11 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
-use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Int64Type};
-use datafusion::arrow::row::{RowConverter, SortField};
-use datafusion::common::{HashSet, ScalarValue};
+use datafusion::arrow::array::{ArrayRef, RecordBatch};
+use datafusion::arrow::datatypes::DataType;
 use deltalake::DeltaTable;
 use deltalake::kernel::Action;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
-use deltalake::parquet::arrow::ProjectionMask;
-use deltalake::parquet::arrow::arrow_reader::statistics::StatisticsConverter;
 use deltalake::parquet::arrow::async_reader::ParquetRecordBatchStreamBuilder;
 use deltalake::parquet::file::properties::WriterProperties;
 use deltalake::protocol::DeltaOperation;
@@ -34,6 +28,9 @@ use roaring::RoaringTreemap;
 
 use crate::error::{Error, Result};
 use crate::storage::{deletion, delta};
+use search::{KeySet, key_arrays, positions};
+
+mod search;
 
 /// What a merge-on-read wrote.
 pub struct Marked {
@@ -219,280 +216,6 @@ pub async fn merge(
         files_marked: marked.len(),
         rows_deleted,
     }))
-}
-
-/// A set of keys, for membership tests of a file's rows. A single integer key is kept as
-/// integers; other keys as Arrow's row encoding (one byte string per key, NULLs included,
-/// so NULL keys match NULL keys as GROUP BY groups them).
-struct KeySet {
-    types: Vec<DataType>,
-    len: usize,
-    /// Per key column, the least and greatest key, when every key has a non-null,
-    /// comparable value there (row groups outside the range hold no affected key).
-    ranges: Vec<Option<(ScalarValue, ScalarValue)>>,
-    members: Members,
-}
-
-enum Members {
-    Integers {
-        values: HashSet<i64>,
-        null: bool,
-    },
-    Rows {
-        converter: RowConverter,
-        rows: HashSet<Box<[u8]>>,
-    },
-}
-
-impl KeySet {
-    fn of(batches: &[RecordBatch], key_columns: &[String]) -> Result<Self> {
-        let types: Vec<DataType> = match batches.first() {
-            Some(b) => (0..key_columns.len())
-                .map(|k| b.column(k).data_type().clone())
-                .collect(),
-            None => return Err(Error::Internal("merge on read without keys".into())),
-        };
-        let arrays: Vec<Vec<ArrayRef>> = batches
-            .iter()
-            .map(|b| {
-                (0..key_columns.len())
-                    .map(|k| b.column(k).clone())
-                    .collect()
-            })
-            .collect();
-        Self::from_arrays(&types, &arrays)
-    }
-
-    fn from_arrays(types: &[DataType], batches: &[Vec<ArrayRef>]) -> Result<Self> {
-        let mut set = Self {
-            types: types.to_vec(),
-            len: 0,
-            ranges: vec![None; types.len()],
-            members: if is_integer_key(types) {
-                Members::Integers {
-                    values: HashSet::default(),
-                    null: false,
-                }
-            } else {
-                Members::Rows {
-                    converter: RowConverter::new(
-                        types.iter().map(|t| SortField::new(t.clone())).collect(),
-                    )?,
-                    rows: HashSet::default(),
-                }
-            },
-        };
-        let mut rangeable = vec![true; types.len()];
-        for columns in batches {
-            let columns = set.cast(columns)?;
-            set.len += columns.first().map_or(0, |c| c.len());
-            for (k, column) in columns.iter().enumerate() {
-                if !rangeable[k] {
-                    continue;
-                }
-                if column.null_count() > 0 {
-                    rangeable[k] = false;
-                    set.ranges[k] = None;
-                    continue;
-                }
-                for row in 0..column.len() {
-                    let value = ScalarValue::try_from_array(column, row)?;
-                    set.ranges[k] = match set.ranges[k].take() {
-                        None => Some((value.clone(), value)),
-                        Some((low, high)) => {
-                            match (value.partial_cmp(&low), value.partial_cmp(&high)) {
-                                (Some(l), Some(h)) => Some((
-                                    if l.is_lt() { value.clone() } else { low },
-                                    if h.is_gt() { value } else { high },
-                                )),
-                                _ => {
-                                    rangeable[k] = false;
-                                    None
-                                }
-                            }
-                        }
-                    };
-                }
-            }
-            match &mut set.members {
-                Members::Integers { values, null } => {
-                    let column = columns[0].as_primitive::<Int64Type>();
-                    for value in column.iter() {
-                        match value {
-                            Some(v) => {
-                                values.insert(v);
-                            }
-                            None => *null = true,
-                        }
-                    }
-                }
-                Members::Rows { converter, rows } => {
-                    let converted = converter.convert_columns(&columns)?;
-                    rows.extend(converted.iter().map(|r| Box::<[u8]>::from(r.as_ref())));
-                }
-            }
-        }
-        Ok(set)
-    }
-
-    /// The columns cast to the set's key types.
-    fn cast(&self, columns: &[ArrayRef]) -> Result<Vec<ArrayRef>> {
-        let target = |t: &DataType| {
-            if is_integer_key(&self.types) {
-                DataType::Int64
-            } else {
-                t.clone()
-            }
-        };
-        columns
-            .iter()
-            .zip(&self.types)
-            .map(|(c, t)| Ok(cast(c, &target(t))?))
-            .collect()
-    }
-
-    /// For each row of `columns` (the key columns of a batch), whether its key is in the set.
-    fn contains_each(&self, columns: &[ArrayRef]) -> Result<Vec<bool>> {
-        let columns = self.cast(columns)?;
-        Ok(match &self.members {
-            Members::Integers { values, null } => columns[0]
-                .as_primitive::<Int64Type>()
-                .iter()
-                .map(|v| v.map_or(*null, |v| values.contains(&v)))
-                .collect(),
-            Members::Rows { converter, rows } => converter
-                .convert_columns(&columns)?
-                .iter()
-                .map(|r| rows.contains(r.as_ref()))
-                .collect(),
-        })
-    }
-}
-
-fn is_integer_key(types: &[DataType]) -> bool {
-    matches!(
-        types,
-        [DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64]
-    )
-}
-
-/// The key columns of a batch of model rows, by name.
-fn key_arrays(batch: &RecordBatch, key_columns: &[String]) -> Result<Vec<ArrayRef>> {
-    key_columns
-        .iter()
-        .map(|c| {
-            batch.column_by_name(c).cloned().ok_or_else(|| {
-                Error::Internal(format!("merge on read: the new rows lack key column {c}"))
-            })
-        })
-        .collect()
-}
-
-/// The affected rows of one data file.
-struct Found {
-    /// Positions (in the file, before any deletion vector) of live rows with affected keys.
-    positions: RoaringTreemap,
-    /// How many of them have a key among the new rows.
-    replaced: u64,
-}
-
-/// Reads a data file's key columns (the row groups whose statistics admit an affected key)
-/// and finds its live rows with affected keys; `None` when no row group needed reading.
-async fn positions(
-    store: Arc<dyn object_store::ObjectStore>,
-    path: &Path,
-    size: u64,
-    key_columns: &[String],
-    keys: &KeySet,
-    new_keys: &KeySet,
-    deleted: &RoaringTreemap,
-) -> Result<Option<Found>> {
-    let (reader, metadata) = crate::storage::scan::open_parquet(store, path, size).await?;
-    let parquet = metadata.metadata().clone();
-    let arrow_schema = metadata.schema().clone();
-    let groups = parquet.row_groups();
-    let mut keep = vec![true; groups.len()];
-    for (k, column) in key_columns.iter().enumerate() {
-        let Some((low, high)) = &keys.ranges[k] else {
-            continue;
-        };
-        let converter = StatisticsConverter::try_new(
-            column,
-            &arrow_schema,
-            parquet.file_metadata().schema_descr(),
-        )?;
-        let mins = cast(&converter.row_group_mins(groups.iter())?, &keys.types[k])?;
-        let maxes = cast(&converter.row_group_maxes(groups.iter())?, &keys.types[k])?;
-        for (g, keep) in keep.iter_mut().enumerate() {
-            if mins.is_null(g) || maxes.is_null(g) {
-                continue;
-            }
-            let min = ScalarValue::try_from_array(&mins, g)?;
-            let max = ScalarValue::try_from_array(&maxes, g)?;
-            let outside = max.partial_cmp(low).is_some_and(|o| o.is_lt())
-                || min.partial_cmp(high).is_some_and(|o| o.is_gt());
-            if outside {
-                *keep = false;
-            }
-        }
-    }
-    // (first row, rows) of each row group read, in file order.
-    let mut starts = Vec::new();
-    let mut first_row = 0u64;
-    for (g, group) in groups.iter().enumerate() {
-        if keep[g] {
-            starts.push((g, first_row, group.num_rows() as u64));
-        }
-        first_row += group.num_rows() as u64;
-    }
-    if starts.is_empty() {
-        return Ok(None);
-    }
-    let mask = ProjectionMask::columns(
-        parquet.file_metadata().schema_descr(),
-        key_columns.iter().map(String::as_str),
-    );
-    let mut stream = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, metadata)
-        .with_projection(mask)
-        .with_row_groups(starts.iter().map(|(g, _, _)| *g).collect())
-        .with_batch_size(64 * 1024)
-        .build()?;
-    let mut found = Found {
-        positions: RoaringTreemap::new(),
-        replaced: 0,
-    };
-    let (mut group, mut offset) = (0usize, 0u64);
-    while let Some(batch) = stream.try_next().await? {
-        let columns = key_arrays(&batch, key_columns)?;
-        let hits = keys.contains_each(&columns)?;
-        let mut hit_rows = Vec::new();
-        for (row, hit) in hits.into_iter().enumerate() {
-            let (_, start, rows) = starts[group];
-            let position = start + offset;
-            offset += 1;
-            if offset == rows {
-                group += 1;
-                offset = 0;
-            }
-            if hit && !deleted.contains(position) {
-                found.positions.insert(position);
-                hit_rows.push(row as u32);
-            }
-        }
-        if !hit_rows.is_empty() {
-            let indices = datafusion::arrow::array::UInt32Array::from(hit_rows);
-            let hit_columns: Vec<ArrayRef> = columns
-                .iter()
-                .map(|c| datafusion::arrow::compute::take(c, &indices, None))
-                .collect::<std::result::Result<_, _>>()?;
-            found.replaced += new_keys
-                .contains_each(&hit_columns)?
-                .into_iter()
-                .filter(|h| *h)
-                .count() as u64;
-        }
-    }
-    Ok(Some(found))
 }
 
 /// The rows of a data file at `positions` (all columns).
