@@ -9,7 +9,7 @@
 //! row of an affected key goes, the affected keys' new rows come.
 //!
 //! The commit carries its change data (the old rows as deletes, the new rows as inserts; an
-//! updated row is a delete and an insert) in a change-data file, see [`write_change_data`].
+//! updated row is a delete and an insert) in a change-data file, see [`encode_change_data`].
 
 use std::sync::Arc;
 
@@ -168,14 +168,22 @@ pub async fn merge(
         writer = writer.with_writer_properties(layout);
     }
     let schema = writer.arrow_schema();
-    if let Some(cdc) = write_change_data(&table, &schema, &deleted_rows, &new_rows).await? {
-        actions.push(Action::Cdc(cdc));
-    }
+    // The change data is encoded on a thread of its own while the new rows are written.
+    let change_data = {
+        let (schema, inserted) = (schema.clone(), new_rows.clone());
+        tokio::task::spawn_blocking(move || encode_change_data(&schema, &deleted_rows, &inserted))
+    };
     if inserted > 0 {
         for batch in new_rows {
             writer.write(delta::conform(&batch, &schema)?).await?;
         }
         actions.extend(writer.flush().await?.into_iter().map(Action::Add));
+    }
+    let change_data = change_data
+        .await
+        .map_err(|e| Error::Internal(format!("encoding the change data failed: {e}")))??;
+    if let Some(encoded) = change_data {
+        actions.push(Action::Cdc(put_change_data(&table, encoded).await?));
     }
     let operation = DeltaOperation::Merge {
         predicate: None,
@@ -246,22 +254,21 @@ async fn rows_at(
     Ok(stream.try_collect().await?)
 }
 
-/// Writes the commit's change data: the old rows it marks deleted and the rows it inserts.
+/// The commit's change data as a Parquet file: the old rows it marks deleted and the rows
+/// it inserts.
 ///
 /// With a change-data file in a commit, Delta readers take the commit's changes from it
 /// alone. Without one, delta-rs 1.1 derives them from the deletion vectors, but its reader
 /// mis-selects rows in files of more than one row group (it applies every row group's
 /// positions to each row group), so Tributary always writes the file.
-async fn write_change_data(
-    table: &DeltaTable,
+fn encode_change_data(
     schema: &datafusion::arrow::datatypes::SchemaRef,
     deleted: &[RecordBatch],
     inserted: &[RecordBatch],
-) -> Result<Option<deltalake::kernel::AddCDCFile>> {
+) -> Result<Option<Vec<u8>>> {
     use datafusion::arrow::array::StringArray;
     use datafusion::arrow::datatypes::{Field, Schema};
     use deltalake::parquet::arrow::ArrowWriter;
-    use object_store::ObjectStoreExt;
     if deleted.iter().chain(inserted).all(|b| b.num_rows() == 0) {
         return Ok(None);
     }
@@ -278,22 +285,31 @@ async fn write_change_data(
         }
     }
     writer.close()?;
+    Ok(Some(buffer))
+}
+
+/// Stores an encoded change-data file in the table's `_change_data` folder.
+async fn put_change_data(
+    table: &DeltaTable,
+    encoded: Vec<u8>,
+) -> Result<deltalake::kernel::AddCDCFile> {
+    use object_store::ObjectStoreExt;
     let path = format!("_change_data/cdc-{}.parquet", uuid::Uuid::new_v4());
-    let size = buffer.len() as i64;
+    let size = encoded.len() as i64;
     table
         .log_store()
         .object_store(None)
         .put(
             &Path::from(path.as_str()),
-            bytes::Bytes::from(buffer).into(),
+            bytes::Bytes::from(encoded).into(),
         )
         .await
         .map_err(deltalake::DeltaTableError::from)?;
-    Ok(Some(deltalake::kernel::AddCDCFile {
+    Ok(deltalake::kernel::AddCDCFile {
         path,
         size,
         partition_values: std::collections::HashMap::new(),
         data_change: false,
         tags: None,
-    }))
+    })
 }

@@ -39,31 +39,88 @@ pub(super) struct KeySet {
 /// cheap pass over a file.
 struct Sieve {
     column: usize,
-    values: HashSet<i64>,
-    null: bool,
-}
-
-impl Sieve {
-    /// Whether each value of `column` (of the sieve's key type) is among the values.
-    fn contains_each(&self, column: &ArrayRef, key_type: &DataType) -> Result<Vec<bool>> {
-        let integers = cast(&cast(column, key_type)?, &DataType::Int64)?;
-        Ok(integers
-            .as_primitive::<Int64Type>()
-            .iter()
-            .map(|v| v.map_or(self.null, |v| self.values.contains(&v)))
-            .collect())
-    }
+    values: Integers,
 }
 
 enum Members {
-    Integers {
-        values: HashSet<i64>,
-        null: bool,
-    },
+    Integers(Integers),
     Rows {
         converter: RowConverter,
         rows: HashSet<Box<[u8]>>,
     },
+}
+
+/// Integers for membership tests, NULL included or not. Keys often fill much of their range
+/// (ids, dates): then a bit per value of the range is a smaller and much faster set than a
+/// hash set, which matters when every row of a large model is looked up.
+struct Integers {
+    null: bool,
+    lookup: Lookup,
+}
+
+enum Lookup {
+    Bits { low: i64, bits: Vec<u64> },
+    Hashed(HashSet<i64>),
+}
+
+/// A range of at most this many values, or of 128 per member, is kept as bits.
+const MIN_BITS: u64 = 1 << 24;
+
+impl Integers {
+    fn new(values: Vec<i64>, null: bool) -> Self {
+        let (Some(low), Some(high)) = (values.iter().min(), values.iter().max()) else {
+            return Self {
+                null,
+                lookup: Lookup::Hashed(HashSet::default()),
+            };
+        };
+        let span = (*high as i128 - *low as i128 + 1) as u128;
+        let lookup = if span <= MIN_BITS.max(128 * values.len() as u64) as u128 {
+            let mut bits = vec![0u64; (span as usize).div_ceil(64)];
+            for v in &values {
+                let at = (v - low) as usize;
+                bits[at / 64] |= 1 << (at % 64);
+            }
+            Lookup::Bits { low: *low, bits }
+        } else {
+            Lookup::Hashed(values.into_iter().collect())
+        };
+        Self { null, lookup }
+    }
+
+    /// Whether each value of an Int64 array is in the set.
+    fn contains_each(&self, column: &ArrayRef) -> Vec<bool> {
+        let column = column.as_primitive::<Int64Type>();
+        let values = column.values();
+        let mut hits: Vec<bool> = match &self.lookup {
+            Lookup::Bits { low, bits } => values
+                .iter()
+                .map(|v| {
+                    let at = v.wrapping_sub(*low) as u64 as usize;
+                    bits.get(at / 64).is_some_and(|w| w & (1 << (at % 64)) != 0) && *v >= *low
+                })
+                .collect(),
+            Lookup::Hashed(set) => values.iter().map(|v| set.contains(v)).collect(),
+        };
+        if let Some(nulls) = column.nulls() {
+            for row in nulls
+                .iter()
+                .enumerate()
+                .filter(|(_, valid)| !valid)
+                .map(|(r, _)| r)
+            {
+                hits[row] = self.null;
+            }
+        }
+        hits
+    }
+}
+
+/// The non-null values of an Int64 array, and whether it has NULLs.
+fn integers_of(column: &ArrayRef, into: &mut Vec<i64>) -> bool {
+    let column = column.as_primitive::<Int64Type>();
+    into.extend(column.iter().flatten());
+    column.null_count() > 0
 }
 
 impl KeySet {
@@ -86,127 +143,131 @@ impl KeySet {
     }
 
     pub(super) fn from_arrays(types: &[DataType], batches: &[Vec<ArrayRef>]) -> Result<Self> {
-        let mut set = Self {
-            types: types.to_vec(),
-            len: 0,
-            ranges: vec![None; types.len()],
-            members: if is_integer_key(types) {
-                Members::Integers {
-                    values: HashSet::default(),
-                    null: false,
-                }
-            } else {
-                Members::Rows {
-                    converter: RowConverter::new(
-                        types.iter().map(|t| SortField::new(t.clone())).collect(),
-                    )?,
-                    rows: HashSet::default(),
-                }
-            },
-            sieve: (types.len() > 1)
-                .then(|| types.iter().position(integer_like))
-                .flatten()
-                .map(|column| Sieve {
-                    column,
-                    values: HashSet::default(),
-                    null: false,
-                }),
-        };
+        let integer_key = is_integer_key(types);
+        let sieve_column = (types.len() > 1)
+            .then(|| types.iter().position(integer_like))
+            .flatten();
+        let mut len = 0;
+        let mut ranges: Vec<Option<(ScalarValue, ScalarValue)>> = vec![None; types.len()];
         let mut rangeable = vec![true; types.len()];
+        let mut rows = match integer_key {
+            true => None,
+            false => Some((
+                RowConverter::new(types.iter().map(|t| SortField::new(t.clone())).collect())?,
+                HashSet::default(),
+            )),
+        };
+        let (mut integers, mut null) = (Vec::new(), false);
         for columns in batches {
-            let columns = set.cast(columns)?;
-            set.len += columns.first().map_or(0, |c| c.len());
+            let columns = cast_to(types, columns)?;
+            len += columns.first().map_or(0, |c| c.len());
             for (k, column) in columns.iter().enumerate() {
-                if !rangeable[k] {
-                    continue;
-                }
-                if column.null_count() > 0 {
-                    rangeable[k] = false;
-                    set.ranges[k] = None;
-                    continue;
-                }
-                for row in 0..column.len() {
-                    let value = ScalarValue::try_from_array(column, row)?;
-                    set.ranges[k] = match set.ranges[k].take() {
-                        None => Some((value.clone(), value)),
-                        Some((low, high)) => {
-                            match (value.partial_cmp(&low), value.partial_cmp(&high)) {
-                                (Some(l), Some(h)) => Some((
-                                    if l.is_lt() { value.clone() } else { low },
-                                    if h.is_gt() { value } else { high },
-                                )),
-                                _ => {
-                                    rangeable[k] = false;
-                                    None
-                                }
-                            }
-                        }
-                    };
+                if rangeable[k] {
+                    ranges[k] = widened(ranges[k].take(), column);
+                    rangeable[k] = ranges[k].is_some();
                 }
             }
-            match &mut set.members {
-                Members::Integers { values, null } => {
-                    let column = columns[0].as_primitive::<Int64Type>();
-                    for value in column.iter() {
-                        match value {
-                            Some(v) => {
-                                values.insert(v);
-                            }
-                            None => *null = true,
-                        }
-                    }
-                }
-                Members::Rows { converter, rows } => {
+            match &mut rows {
+                Some((converter, rows)) => {
                     let converted = converter.convert_columns(&columns)?;
                     rows.extend(converted.iter().map(|r| Box::<[u8]>::from(r.as_ref())));
                 }
+                None => null |= integers_of(&columns[0], &mut integers),
             }
-            if let Some(sieve) = &mut set.sieve {
-                let integers = cast(&columns[sieve.column], &DataType::Int64)?;
-                for value in integers.as_primitive::<Int64Type>().iter() {
-                    match value {
-                        Some(v) => {
-                            sieve.values.insert(v);
-                        }
-                        None => sieve.null = true,
-                    }
-                }
+            if let Some(k) = sieve_column {
+                null |= integers_of(&cast(&columns[k], &DataType::Int64)?, &mut integers);
             }
         }
-        Ok(set)
+        let members = match rows {
+            Some((converter, rows)) => Members::Rows { converter, rows },
+            None => Members::Integers(Integers::new(std::mem::take(&mut integers), null)),
+        };
+        let sieve = sieve_column.map(|column| Sieve {
+            column,
+            values: Integers::new(integers, null),
+        });
+        Ok(Self {
+            types: types.to_vec(),
+            len,
+            ranges,
+            members,
+            sieve,
+        })
     }
 
     /// The columns cast to the set's key types.
     fn cast(&self, columns: &[ArrayRef]) -> Result<Vec<ArrayRef>> {
-        let target = |t: &DataType| {
-            if is_integer_key(&self.types) {
-                DataType::Int64
-            } else {
-                t.clone()
-            }
-        };
-        columns
-            .iter()
-            .zip(&self.types)
-            .map(|(c, t)| Ok(cast(c, &target(t))?))
-            .collect()
+        cast_to(&self.types, columns)
     }
 
     /// For each row of `columns` (the key columns of a batch), whether its key is in the set.
     fn contains_each(&self, columns: &[ArrayRef]) -> Result<Vec<bool>> {
         let columns = self.cast(columns)?;
         Ok(match &self.members {
-            Members::Integers { values, null } => columns[0]
-                .as_primitive::<Int64Type>()
-                .iter()
-                .map(|v| v.map_or(*null, |v| values.contains(&v)))
-                .collect(),
+            Members::Integers(integers) => integers.contains_each(&columns[0]),
             Members::Rows { converter, rows } => converter
                 .convert_columns(&columns)?
                 .iter()
                 .map(|r| rows.contains(r.as_ref()))
                 .collect(),
         })
+    }
+}
+
+impl Sieve {
+    /// Whether each value of `column` (of the sieve's key type) is among the values.
+    fn contains_each(&self, column: &ArrayRef, key_type: &DataType) -> Result<Vec<bool>> {
+        let integers = cast(&cast(column, key_type)?, &DataType::Int64)?;
+        Ok(self.values.contains_each(&integers))
+    }
+}
+
+/// The columns cast to the key types (a single integer key to Int64).
+fn cast_to(types: &[DataType], columns: &[ArrayRef]) -> Result<Vec<ArrayRef>> {
+    let integer_key = is_integer_key(types);
+    columns
+        .iter()
+        .zip(types)
+        .map(|(c, t)| {
+            let target = if integer_key { &DataType::Int64 } else { t };
+            Ok(cast(c, target)?)
+        })
+        .collect()
+}
+
+/// `range` widened to the values of `column`; `None` when the column has NULLs or values
+/// that do not order.
+fn widened(
+    range: Option<(ScalarValue, ScalarValue)>,
+    column: &ArrayRef,
+) -> Option<(ScalarValue, ScalarValue)> {
+    use datafusion::functions_aggregate::min_max::{MaxAccumulator, MinAccumulator};
+    use datafusion::logical_expr::Accumulator;
+    if column.null_count() > 0 {
+        return None;
+    }
+    if column.is_empty() {
+        return range;
+    }
+    let extreme = |mut acc: Box<dyn Accumulator>| -> Option<ScalarValue> {
+        acc.update_batch(std::slice::from_ref(column)).ok()?;
+        acc.evaluate().ok().filter(|v| !v.is_null())
+    };
+    let low = extreme(Box::new(MinAccumulator::try_new(column.data_type()).ok()?))?;
+    let high = extreme(Box::new(MaxAccumulator::try_new(column.data_type()).ok()?))?;
+    match range {
+        None => Some((low, high)),
+        Some((old_low, old_high)) => {
+            let low = match low.partial_cmp(&old_low)? {
+                std::cmp::Ordering::Less => low,
+                _ => old_low,
+            };
+            let high = match high.partial_cmp(&old_high)? {
+                std::cmp::Ordering::Greater => high,
+                _ => old_high,
+            };
+            Some((low, high))
+        }
     }
 }
 
@@ -322,10 +383,8 @@ pub(super) async fn positions(
                     .with_batch_size(64 * 1024)
                     .build()?;
             let key_type = &keys.types[sieve.column];
-            let candidates = sifted(stream, &starts, deleted, |b| {
-                sieve.contains_each(b.column(0), key_type)
-            })
-            .await?;
+            let on_values = |b: &RecordBatch| sieve.contains_each(b.column(0), key_type);
+            let candidates = sifted(stream, &starts, deleted, on_values, None).await?;
             if candidates.is_empty() {
                 return Ok(Some(Found {
                     positions: RoaringTreemap::new(),
@@ -368,30 +427,7 @@ pub(super) async fn positions(
         Some(candidates) => {
             matched_candidates(stream, candidates, &mut hit_batches, on_hits).await?
         }
-        None => {
-            let mut batches = stream.map(|b| b.map_err(Error::from));
-            let mut hits = Vec::new();
-            let (mut group, mut offset) = (0usize, 0u64);
-            while let Some(batch) = batches.try_next().await? {
-                let matched = on_hits(&batch)?;
-                let mut rows = Vec::new();
-                for (row, hit) in matched.into_iter().enumerate() {
-                    let (_, start, count) = starts[group];
-                    let position = start + offset;
-                    offset += 1;
-                    if offset == count {
-                        group += 1;
-                        offset = 0;
-                    }
-                    if hit && !deleted.contains(position) {
-                        hits.push(position);
-                        rows.push(row as u32);
-                    }
-                }
-                hit_batches.push((batch, rows));
-            }
-            hits
-        }
+        None => sifted(stream, &starts, deleted, on_hits, Some(&mut hit_batches)).await?,
     };
     found.positions.extend(hits);
     for (batch, rows) in hit_batches.into_iter().filter(|(_, r)| !r.is_empty()) {
@@ -410,7 +446,7 @@ pub(super) async fn positions(
 }
 
 /// The positions of the live rows of a stream over row groups `starts` (in file order) that
-/// `matches` accepts.
+/// `matches` accepts; with `kept`, each batch is kept with its accepted rows.
 async fn sifted(
     stream: deltalake::parquet::arrow::async_reader::ParquetRecordBatchStream<
         Box<dyn deltalake::parquet::arrow::async_reader::AsyncFileReader>,
@@ -418,22 +454,35 @@ async fn sifted(
     starts: &[(usize, u64, u64)],
     deleted: &RoaringTreemap,
     matches: impl Fn(&RecordBatch) -> Result<Vec<bool>>,
+    mut kept: Option<&mut Vec<(RecordBatch, Vec<u32>)>>,
 ) -> Result<Vec<u64>> {
+    // Rows read before each row group: a row read is found in its group by bisection, so
+    // only matching rows (few) are placed in the file.
+    let mut read_before = Vec::with_capacity(starts.len());
+    let mut total = 0u64;
+    for (_, _, rows) in starts {
+        read_before.push(total);
+        total += rows;
+    }
+    let position = |read: u64| {
+        let group = read_before.partition_point(|&r| r <= read) - 1;
+        starts[group].1 + read - read_before[group]
+    };
     let mut batches = stream.map(|b| b.map_err(Error::from));
     let mut positions = Vec::new();
-    let (mut group, mut offset) = (0usize, 0u64);
+    let mut read = 0u64;
     while let Some(batch) = batches.try_next().await? {
-        for hit in matches(&batch)? {
-            let (_, start, count) = starts[group];
-            let position = start + offset;
-            offset += 1;
-            if offset == count {
-                group += 1;
-                offset = 0;
+        let mut rows = Vec::new();
+        for (row, _) in matches(&batch)?.iter().enumerate().filter(|(_, hit)| **hit) {
+            let at = position(read + row as u64);
+            if !deleted.contains(at) {
+                positions.push(at);
+                rows.push(row as u32);
             }
-            if hit && !deleted.contains(position) {
-                positions.push(position);
-            }
+        }
+        read += batch.num_rows() as u64;
+        if let Some(kept) = kept.as_mut() {
+            kept.push((batch, rows));
         }
     }
     Ok(positions)
@@ -503,4 +552,76 @@ fn selection(
         selectors.push(RowSelector::skip((total - cursor) as usize));
     }
     selectors.into()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use datafusion::arrow::array::{ArrayRef, Int64Array};
+
+    use super::{Integers, Lookup, selection};
+
+    fn column(values: &[Option<i64>]) -> ArrayRef {
+        Arc::new(Int64Array::from(values.to_vec()))
+    }
+
+    #[test]
+    fn integers_match_as_a_hash_set_would_in_bits_and_hashed() {
+        let probe = column(&[
+            Some(i64::MIN),
+            Some(-1),
+            Some(0),
+            Some(6),
+            Some(7),
+            Some(8),
+            Some(1_000_007),
+            None,
+            Some(i64::MAX),
+        ]);
+        let dense = Integers::new(vec![7, 1_000_007, 0], false);
+        assert!(matches!(dense.lookup, Lookup::Bits { .. }));
+        assert_eq!(
+            dense.contains_each(&probe),
+            [false, false, true, false, true, false, true, false, false]
+        );
+        // Far apart: a bitmap of the range would be too large.
+        let sparse = Integers::new(vec![i64::MIN, i64::MAX, 7], true);
+        assert!(matches!(sparse.lookup, Lookup::Hashed(_)));
+        assert_eq!(
+            sparse.contains_each(&probe),
+            [true, false, false, false, true, false, false, true, true]
+        );
+        // Near the top of the range, where a wrapped difference could alias a member.
+        let top = Integers::new(vec![i64::MAX - 5, i64::MAX], false);
+        assert!(matches!(top.lookup, Lookup::Bits { .. }));
+        assert_eq!(
+            top.contains_each(&column(&[
+                Some(i64::MIN),
+                Some(i64::MAX - 5),
+                Some(i64::MAX)
+            ])),
+            [false, true, true]
+        );
+    }
+
+    #[test]
+    fn selection_places_file_positions_among_the_rows_read() {
+        // Row groups 0 (rows 0..10) and 2 (rows 25..40) are read; 1 is skipped.
+        let starts = [(0, 0, 10), (2, 25, 15)];
+        let selected: Vec<_> = selection(&starts, &[3, 9, 25, 39]).into();
+        let picked: Vec<(bool, usize)> = selected.iter().map(|s| (s.skip, s.row_count)).collect();
+        // Position 25 is the 11th row read, right after position 9.
+        assert_eq!(
+            picked,
+            [
+                (true, 3),
+                (false, 1),
+                (true, 5),
+                (false, 2),
+                (true, 13),
+                (false, 1)
+            ]
+        );
+    }
 }
