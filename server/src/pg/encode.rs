@@ -140,13 +140,20 @@ fn copy_out(
     } else {
         None
     };
+    let text = format.kind == CopyKind::Text;
+    let (delimiter, null) = (format.delimiter, format.null.clone());
     let rows = stream.flat_map(move |batch| {
         let encoded: Vec<PgWireResult<CopyData>> = match batch {
-            Ok(batch) => encode_copy_rows(
-                &super::text::render(batch, &Format::UnifiedText),
-                &fields,
-                &mut new_encoder(),
-            ),
+            Ok(batch) => {
+                let batch = super::text::render(batch, &Format::UnifiedText);
+                let direct = (text && super::copy_text::supported(&batch))
+                    .then(|| super::copy_text::encode(&batch, delimiter, &null))
+                    .flatten();
+                match direct {
+                    Some(rows) => rows.into_iter().map(|r| Ok(CopyData::new(r))).collect(),
+                    None => encode_copy_rows(&batch, &fields, &mut new_encoder()),
+                }
+            }
             Err(e) => vec![Err(df_error(e))],
         };
         stream::iter(encoded)

@@ -2,6 +2,7 @@
 //! handlers that drive engine sessions, COPY, and SQLSTATE mapping.
 
 mod auth;
+mod copy_text;
 mod encode;
 mod handler;
 pub mod sqlstate;

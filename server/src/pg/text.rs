@@ -116,8 +116,25 @@ pub fn float8(v: f64) -> String {
 
 /// A timestamp in microseconds as PostgreSQL prints it in ISO style (UTC for timestamptz).
 pub fn timestamp(micros: i64, with_zone: bool) -> Option<String> {
+    use chrono::{Datelike, Timelike};
+    use std::fmt::Write;
     let t = chrono::DateTime::from_timestamp_micros(micros)?.naive_utc();
-    let mut text = t.format("%Y-%m-%d %H:%M:%S").to_string();
+    // Written field by field: `format` parses its pattern again for every value.
+    let mut text = String::with_capacity(32);
+    if (1..=9999).contains(&t.year()) {
+        let _ = write!(
+            text,
+            "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+            t.year(),
+            t.month(),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second()
+        );
+    } else {
+        text = t.format("%Y-%m-%d %H:%M:%S").to_string();
+    }
     let fraction = micros.rem_euclid(1_000_000);
     if fraction != 0 {
         let digits = format!("{fraction:06}");

@@ -371,3 +371,51 @@ async fn connections_beyond_the_limit_are_refused() {
         .get(0);
     assert_eq!(n, 3);
 }
+
+/// `COPY ... TO STDOUT` in text format sends, byte for byte, what PostgreSQL sends for the
+/// same rows: escapes, NULLs, numerics at their scale, dates, floats and timestamps, with the
+/// default and with a chosen delimiter and NULL string.
+#[tokio::test]
+async fn copy_to_stdout_text_is_what_postgresql_sends() {
+    let (server, _dir) = TestServer::start(&[]);
+    let client = server.connect().await;
+    let (postgres, connection) = tokio_postgres::connect(
+        "host=127.0.0.1 port=5432 user=postgres dbname=test",
+        tokio_postgres::NoTls,
+    )
+    .await
+    .expect("PostgreSQL at 127.0.0.1:5432 (database test)");
+    tokio::spawn(connection);
+    let rows = "SELECT * FROM (
+        SELECT 1 AS id, CAST(-42 AS BIGINT) AS big, CAST(7 AS SMALLINT) AS small, 'plain' AS t,
+               TRUE AS b, CAST(12.5 AS NUMERIC(12,4)) AS n, DATE '2024-02-29' AS d,
+               CAST(0.1 AS DOUBLE PRECISION) AS f, TIMESTAMP '2024-01-01 10:00:00.25' AS ts
+        UNION ALL
+        SELECT 2, NULL, NULL,
+               'tab' || chr(9) || 'nl' || chr(10) || 'cr' || chr(13) || 'bs' || chr(92) || '|pipe',
+               FALSE, CAST(-0.0001 AS NUMERIC(12,4)), DATE '0001-01-01',
+               CAST(1e21 AS DOUBLE PRECISION), NULL
+        UNION ALL
+        SELECT 3, 9223372036854775807, 0, '', NULL, NULL, NULL, NULL,
+               TIMESTAMP '1999-12-31 23:59:59') AS v
+      ORDER BY id";
+    for options in ["", " WITH (FORMAT text, DELIMITER '|', NULL 'nil')"] {
+        let sql = format!("COPY ({rows}) TO STDOUT{options}");
+        let mut sent = Vec::new();
+        for client in [&client, &postgres] {
+            let chunks: Vec<bytes::Bytes> = client
+                .copy_out(sql.as_str())
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"))
+                .try_collect()
+                .await
+                .unwrap();
+            sent.push(chunks.concat());
+        }
+        assert_eq!(
+            String::from_utf8_lossy(&sent[0]),
+            String::from_utf8_lossy(&sent[1]),
+            "{sql}"
+        );
+    }
+}
