@@ -21,22 +21,17 @@ use datafusion::arrow::record_batch::RecordBatch;
 /// Whether every column of the (rendered) batch has a type this writer prints.
 pub fn supported(batch: &RecordBatch) -> bool {
     batch.columns().iter().all(|c| {
-        matches!(
-            c.data_type(),
-            DataType::Int8
-                | DataType::Int16
-                | DataType::Int32
-                | DataType::Int64
-                | DataType::UInt8
-                | DataType::UInt16
-                | DataType::UInt32
-                | DataType::UInt64
-                | DataType::Utf8
-                | DataType::LargeUtf8
-                | DataType::Utf8View
-                | DataType::Boolean
-                | DataType::Date32
-        ) || matches!(c.data_type(), DataType::Decimal128(_, scale) if *scale >= 0)
+        let data_type = c.data_type();
+        data_type.is_integer()
+            || matches!(
+                data_type,
+                DataType::Utf8
+                    | DataType::LargeUtf8
+                    | DataType::Utf8View
+                    | DataType::Boolean
+                    | DataType::Date32
+            )
+            || matches!(data_type, DataType::Decimal128(_, scale) if *scale >= 0)
     })
 }
 

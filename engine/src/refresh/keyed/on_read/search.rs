@@ -273,21 +273,15 @@ fn widened(
 
 /// Types whose values cast to distinct 64-bit integers.
 fn integer_like(data_type: &DataType) -> bool {
-    matches!(
-        data_type,
-        DataType::Int8
-            | DataType::Int16
-            | DataType::Int32
-            | DataType::Int64
-            | DataType::UInt8
-            | DataType::UInt16
-            | DataType::UInt32
-            | DataType::Date32
-            | DataType::Date64
-            | DataType::Time32(_)
-            | DataType::Time64(_)
-            | DataType::Timestamp(_, _)
-    )
+    (data_type.is_integer() && *data_type != DataType::UInt64)
+        || matches!(
+            data_type,
+            DataType::Date32
+                | DataType::Date64
+                | DataType::Time32(_)
+                | DataType::Time64(_)
+                | DataType::Timestamp(_, _)
+        )
 }
 
 fn is_integer_key(types: &[DataType]) -> bool {
