@@ -166,15 +166,23 @@ pub(crate) async fn open_parquet(
     path: &object_store::path::Path,
     size: u64,
 ) -> Result<(Box<dyn AsyncFileReader>, ArrowReaderMetadata)> {
-    let mut reader: Box<dyn AsyncFileReader> = DefaultParquetFileReaderFactory::new(store)
-        .create_reader(
-            0,
-            PartitionedFile::new(path.to_string(), size),
-            None,
-            &ExecutionPlanMetricsSet::new(),
-        )?;
+    let mut reader = parquet_reader(store, path, size)?;
     let metadata = ArrowReaderMetadata::load_async(&mut reader, Default::default()).await?;
     Ok((reader, metadata))
+}
+
+/// A reader of a data file, for a caller that has its metadata already.
+pub(crate) fn parquet_reader(
+    store: Arc<dyn ObjectStore>,
+    path: &object_store::path::Path,
+    size: u64,
+) -> Result<Box<dyn AsyncFileReader>> {
+    Ok(DefaultParquetFileReaderFactory::new(store).create_reader(
+        0,
+        PartitionedFile::new(path.to_string(), size),
+        None,
+        &ExecutionPlanMetricsSet::new(),
+    )?)
 }
 
 /// The rows of a file of `rows` rows that a deletion vector leaves live.

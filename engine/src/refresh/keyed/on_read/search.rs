@@ -323,7 +323,6 @@ pub(super) async fn positions(
     deleted: &RoaringTreemap,
 ) -> Result<Option<Found>> {
     let (reader, metadata) = crate::storage::scan::open_parquet(store.clone(), path, size).await?;
-    let mut reader = Some(reader);
     let parquet = metadata.metadata().clone();
     let arrow_schema = metadata.schema().clone();
     let groups = parquet.row_groups();
@@ -369,9 +368,10 @@ pub(super) async fn positions(
     let candidates = match &keys.sieve {
         Some(sieve) => {
             let mask = ProjectionMask::columns(schema, [key_columns[sieve.column].as_str()]);
-            let reader = reader.take().expect("the file's reader is unused");
+            // A reader of its own: the pass below reads the file again, with this metadata.
+            let first = crate::storage::scan::parquet_reader(store, path, size)?;
             let stream =
-                ParquetRecordBatchStreamBuilder::new_with_metadata(reader, metadata.clone())
+                ParquetRecordBatchStreamBuilder::new_with_metadata(first, metadata.clone())
                     .with_projection(mask)
                     .with_row_groups(row_groups.clone())
                     .with_batch_size(64 * 1024)
@@ -391,14 +391,6 @@ pub(super) async fn positions(
     };
     // The rows to match on every key column: the candidates, or every live row.
     let mask = ProjectionMask::columns(schema, key_columns.iter().map(String::as_str));
-    let reader = match reader {
-        Some(reader) => reader,
-        None => {
-            crate::storage::scan::open_parquet(store, path, size)
-                .await?
-                .0
-        }
-    };
     let mut builder = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, metadata);
     if let Some(candidates) = &candidates {
         builder = builder.with_row_selection(selection(&starts, candidates));
