@@ -148,6 +148,12 @@ fn base_state(inner: &Arc<EngineInner>, memory_limit: usize) -> Result<SessionSt
             false,
         )
         .set_bool("datafusion.sql_parser.map_string_types_to_utf8view", false)
+        // Sorts (a keyed model is written sorted by its key) merge runs of this size instead of
+        // DataFusion's 1 MiB: a 10M-row sort merged 1,200 runs, 10 s of its 13 s.
+        .set_usize(
+            "datafusion.execution.sort_in_place_threshold_bytes",
+            64 << 20,
+        )
         // Sessions run in UTC, as PostgreSQL's TimeZone parameter reports.
         .set_str("datafusion.execution.time_zone", "UTC");
     let runtime = RuntimeEnvBuilder::new()
@@ -164,6 +170,7 @@ fn base_state(inner: &Arc<EngineInner>, memory_limit: usize) -> Result<SessionSt
         // PostgreSQL subplans need the federation rule and planner (see `sources::postgres`).
         .with_optimizer_rules(crate::sources::postgres::optimizer_rules())
         .with_query_planner(crate::sources::postgres::query_planner())
+        .with_physical_optimizer_rule(Arc::new(crate::constant_order::UnorderedOnConstants))
         .build();
     let ctx = SessionContext::new_with_state(state);
     ctx.register_catalog(

@@ -6,6 +6,7 @@
 //! on DataFusion with every table, model, source and view resolved through the catalog
 //! ([`provider`]). System tables live in [`system`].
 
+mod constant_order;
 pub mod copy;
 pub mod ddl;
 pub mod dialect;

@@ -80,7 +80,7 @@ pub struct ServeArgs {
     /// Most concurrent connections [default: 100]
     #[arg(long, env = "TRIBUTARY_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
-    /// Query memory before spilling, in MiB [default: 4096]
+    /// Query memory before spilling, in MiB [default: half the machine's memory, at least 4096]
     #[arg(long, env = "TRIBUTARY_MEMORY_MB")]
     pub memory_mb: Option<usize>,
     /// Time between housekeeping passes (compaction, checkpoints, vacuum), e.g. '10 minutes';
@@ -220,11 +220,34 @@ impl Settings {
                 .or(file.database)
                 .unwrap_or_else(|| "tributary".into()),
             max_connections: args.max_connections.or(file.max_connections).unwrap_or(100),
-            memory_mb: args.memory_mb.or(file.memory_mb).unwrap_or(4096),
+            memory_mb: args
+                .memory_mb
+                .or(file.memory_mb)
+                .unwrap_or_else(default_memory_mb),
             housekeeping,
             scheduler,
         })
     }
+}
+
+/// Half the machine's memory (MemTotal of `/proc/meminfo`), at least 4 GiB: the spilling pool
+/// divides its memory among the operators that may spill, so a 4 GiB pool made a 10M-row
+/// `SELECT DISTINCT` and a model's sort spill to disk on a 24 GiB machine.
+fn default_memory_mb() -> usize {
+    const FLOOR_MB: usize = 4096;
+    let total_kib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|info| mem_total_kib(&info));
+    total_kib.map_or(FLOOR_MB, |kib| (kib / 1024 / 2).max(FLOOR_MB))
+}
+
+/// The `MemTotal` line of `/proc/meminfo`, in KiB.
+fn mem_total_kib(meminfo: &str) -> Option<usize> {
+    meminfo
+        .lines()
+        .find_map(|line| line.strip_prefix("MemTotal:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
 }
 
 fn housekeeping_policy(
@@ -297,6 +320,16 @@ mod tests {
         assert_eq!(settings.max_connections, 7);
         assert_eq!(settings.http, "127.0.0.1:6544");
         assert_eq!(settings.database, "tributary");
+    }
+
+    #[test]
+    fn memory_defaults_to_half_the_machine_with_a_floor() {
+        let info = "MemTotal:       24576000 kB\nMemFree:        1000 kB\n";
+        assert_eq!(mem_total_kib(info), Some(24_576_000));
+        assert_eq!(mem_total_kib("MemFree: 1 kB\n"), None);
+        assert!(default_memory_mb() >= 4096);
+        let settings = Settings::resolve(None, ServeArgs::default()).unwrap();
+        assert_eq!(settings.memory_mb, default_memory_mb());
     }
 
     #[test]
