@@ -124,7 +124,9 @@ pub(super) async fn fold(
         changed: &changed,
         counter,
     };
+    let started = std::time::Instant::now();
     let (removed_schema, removed) = reading.partial(&foldable, ScanAs::Removed).await?;
+    let removed_ms = started.elapsed().as_millis() as u64;
     let mut model_groups = ModelGroups {
         ctx: &ctx,
         table,
@@ -148,6 +150,7 @@ pub(super) async fn fold(
         return Ok(Some(Fold::Full(reason)));
     }
     let (added_schema, added) = reading.partial(&foldable, ScanAs::Added).await?;
+    let added_ms = started.elapsed().as_millis() as u64;
     let added = relation(&ctx, added_schema, added, ADDED)?;
     let removed = relation(&ctx, removed_schema, removed, REMOVED)?;
 
@@ -197,6 +200,7 @@ pub(super) async fn fold(
     let recompute_schema = nullable(to_recompute.schema().as_arrow());
     let recompute_keys = uniform_to(&recompute_schema, to_recompute.collect().await?)?;
     let recomputed: usize = recompute_keys.iter().map(|b| b.num_rows()).sum();
+    let settled_ms = started.elapsed().as_millis() as u64;
     if let Some(reason) = model_groups.too_many(recomputed).await? {
         return Ok(Some(Fold::Full(reason)));
     }
@@ -241,6 +245,7 @@ pub(super) async fn fold(
     .collect()
     .await?;
 
+    let combined_ms = started.elapsed().as_millis() as u64;
     // The groups that cannot be combined, recomputed over the whole input.
     if recomputed > 0 {
         let keys_df = relation(&ctx, recompute_schema, recompute_keys.clone(), KEYS_ALIAS)?;
@@ -248,6 +253,14 @@ pub(super) async fn fold(
         let groups = groups_of(plan.clone(), prefilter, &keys_df)?;
         rows.extend(DataFrame::new(state.clone(), groups).collect().await?);
     }
+    tracing::info!(
+        removed_ms,
+        added_ms,
+        settled_ms,
+        combined_ms,
+        recomputed_ms = started.elapsed().as_millis() as u64,
+        "fold computed the changed groups (milliseconds since the fold started)"
+    );
     let rows = rows.into_iter().filter(|b| b.num_rows() > 0).collect();
     if all_keys
         .first()
