@@ -64,8 +64,16 @@ impl PhysicalOptimizerRule for UnorderedOnConstants {
     }
 }
 
-/// Whether the aggregate runs ordered only because group columns are constant in its input.
+/// Whether the aggregate runs ordered only because group columns are constant in its input
+/// (and no aggregate function asks for an order of its own, which the input may provide).
 fn ordered_only_by_constants(aggregate: &AggregateExec) -> bool {
+    if aggregate
+        .aggr_expr()
+        .iter()
+        .any(|f| !f.order_bys().is_empty())
+    {
+        return false;
+    }
     let groups = aggregate.group_expr().expr();
     let sorted: Vec<usize> = match aggregate.input_order_mode() {
         InputOrderMode::Linear => return false,
