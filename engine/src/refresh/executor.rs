@@ -189,13 +189,14 @@ async fn run(
         _ => lateness::Lateness::of(&state, object, &table).await?,
     };
     let mut late_rows = None;
-    let commit = |strategy: &strategy::Strategy| {
+    let metadata = |strategy: &strategy::Strategy| {
         let mut metadata = serde_json::Map::new();
         metadata.insert(RUN_ID_KEY.into(), json!(run_id));
         metadata.insert(INPUTS_KEY.into(), inputs_json.clone());
         metadata.insert(STRATEGY_KEY.into(), json!(strategy.as_str()));
-        delta::commit_properties(metadata)
+        metadata
     };
+    let commit = |strategy: &strategy::Strategy| delta::commit_properties(metadata(strategy));
     let mut strategy = choice.strategy.clone();
     let mut reason = choice.reason.clone();
     let (plan, mode, table) = match choice.strategy {
@@ -270,21 +271,13 @@ async fn run(
         ),
         None => (plan, state),
     };
-    let mut write = table.write(Vec::new());
-    if let Some(layout) = crate::storage::cluster::layout_of(object) {
-        write = write.with_writer_properties(layout);
-    }
-    let written = write
-        .with_input_plan(plan.clone())
-        .with_session_state(Arc::new(state.clone()))
-        .with_save_mode(mode)
-        .with_commit_properties(commit(&strategy))
-        .await;
-    let table = match written {
-        Ok(table) => table,
-        Err(e) => return Err(explain_read_error(engine, &state, &plan, e.into()).await),
+    let layout = crate::storage::cluster::layout_of(object);
+    let written = match crate::storage::write::write_plan(&table, &state, &plan, layout).await {
+        Ok(written) => written,
+        Err(e) => return Err(explain_read_error(engine, &state, &plan, e).await),
     };
-    let rows = delta::last_commit_rows(&table).await.unwrap_or(0);
+    let rows = written.rows as i64;
+    let table = crate::storage::write::commit(table, written, mode, metadata(&strategy)).await?;
     let appended = mode == SaveMode::Append;
     let version =
         crate::quality::publish::publish_audited(engine, object, table, &before, appended, run_id)

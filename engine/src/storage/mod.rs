@@ -6,3 +6,4 @@ pub mod delta;
 pub mod durable;
 pub mod housekeeping;
 pub mod scan;
+pub mod write;
