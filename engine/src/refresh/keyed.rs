@@ -766,10 +766,6 @@ async fn materialize(state: &SessionState, plan: LogicalPlan) -> Result<LogicalP
     Ok(ctx.read_table(rows)?.into_unoptimized_plan())
 }
 
-/// The new rows of a `unique_key` model, computed once and checked: two rows with one key
-/// break the merge contract, and the error names the key.
-/// The rows sorted by the model's key: clustered like the model's other files, so lookups
-/// of new rows prune too.
 /// Nothing to replace: commits anyway so the new bookmarks are recorded.
 async fn commit_nothing(
     state: &SessionState,

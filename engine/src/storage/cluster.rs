@@ -11,11 +11,11 @@
 //! row group of a million rows, 20,000-row pages, dictionaries up to 1 MiB) was megabytes per
 //! lookup, nearly all of it snappy decompression.
 //!
-//! The sort has to survive physical planning. A plain `Sort` under delta-rs' writer is dropped
-//! by DataFusion's `EnforceSorting` (nothing above it asks for the order), and the writer
-//! interleaves the batches of every partition into one file. [`ClusterBy`] is the logical
-//! node that asks: its physical form requires its input sorted by the key in a single
-//! partition, so the optimizer places the sort (and a merge of sorted partitions) below it.
+//! The sort has to survive physical planning. A plain `Sort` under the writer is dropped by
+//! DataFusion's `EnforceSorting` (nothing above it asks for the order). [`ClusterBy`] is the
+//! logical node that keeps it: its physical form, [`ClusteredExec`], produces one partition
+//! in key order, sorting its input itself ([`super::key_sort`]) unless the input arrives
+//! sorted already.
 
 use std::fmt;
 use std::sync::Arc;
@@ -32,11 +32,14 @@ use datafusion::logical_expr::{
 };
 use datafusion::parquet::basic::Compression;
 use datafusion::parquet::file::properties::WriterProperties;
-use datafusion::physical_expr::{LexOrdering, OrderingRequirements, PhysicalSortExpr};
+use datafusion::physical_expr::EquivalenceProperties;
+use datafusion::physical_expr::{LexOrdering, PhysicalSortExpr};
 use datafusion::physical_plan::empty::EmptyExec;
+use datafusion::physical_plan::execution_plan::EmissionType;
+use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
-    DisplayAs, DisplayFormatType, Distribution, ExecutionPlan, InputDistributionRequirements,
+    DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, Partitioning,
     PhysicalExpr, PlanProperties,
 };
 use futures::StreamExt;
@@ -175,9 +178,8 @@ impl datafusion::physical_planner::ExtensionPlanner for ClusterPlanner {
 }
 
 /// `plan` with every subplan of no partitions (an empty Delta change range scans no files)
-/// replaced by an [`EmptyExec`]: the same no rows, in the one partition a sort needs (the
-/// optimizer pushes the key sort into each branch of a union, and a sort over no partitions
-/// fails its distribution check).
+/// replaced by an [`EmptyExec`]: the same no rows, in the one partition a sort needs (a
+/// sort or merge over no partitions fails, and the fallback of [`super::key_sort`] is one).
 fn without_empty_partitionings(plan: Arc<dyn ExecutionPlan>) -> DfResult<Arc<dyn ExecutionPlan>> {
     plan.transform_up(|node| {
         if node.properties().partitioning.partition_count() == 0 {
@@ -191,7 +193,8 @@ fn without_empty_partitionings(plan: Arc<dyn ExecutionPlan>) -> DfResult<Arc<dyn
     .map(|t| t.data)
 }
 
-/// Passes its input through unchanged, requiring it sorted by `ordering` in one partition.
+/// Its input's rows in one partition sorted by `ordering`: passed through when the input is
+/// one partition in that order already, merged when each partition is, else sorted.
 #[derive(Debug)]
 pub struct ClusteredExec {
     input: Arc<dyn ExecutionPlan>,
@@ -201,12 +204,24 @@ pub struct ClusteredExec {
 
 impl ClusteredExec {
     fn new(input: Arc<dyn ExecutionPlan>, ordering: LexOrdering) -> Self {
-        let properties = input.properties().clone();
+        let properties = PlanProperties::new(
+            EquivalenceProperties::new_with_orderings(input.schema(), [ordering.clone()]),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Final,
+            input.properties().boundedness,
+        );
         Self {
             input,
             ordering,
-            properties,
+            properties: Arc::new(properties),
         }
+    }
+
+    /// Whether each partition of the input is in `ordering` already.
+    fn input_sorted(&self) -> DfResult<bool> {
+        self.input
+            .equivalence_properties()
+            .ordering_satisfy(self.ordering.clone())
     }
 }
 
@@ -229,16 +244,8 @@ impl ExecutionPlan for ClusteredExec {
         vec![&self.input]
     }
 
-    fn input_distribution_requirements(&self) -> InputDistributionRequirements {
-        InputDistributionRequirements::new(vec![Distribution::SinglePartition])
-    }
-
-    fn required_input_ordering(&self) -> Vec<Option<OrderingRequirements>> {
-        vec![Some(OrderingRequirements::from(self.ordering.clone()))]
-    }
-
     fn maintains_input_order(&self) -> Vec<bool> {
-        vec![true]
+        vec![false]
     }
 
     fn benefits_from_input_partitioning(&self) -> Vec<bool> {
@@ -272,11 +279,27 @@ impl ExecutionPlan for ClusteredExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> DfResult<SendableRecordBatchStream> {
+        if partition != 0 {
+            return Err(DataFusionError::Internal(format!(
+                "ClusteredExec has one partition, not {partition}"
+            )));
+        }
+        let partitions = self.input.properties().partitioning.partition_count();
+        let stream = match (self.input_sorted()?, partitions) {
+            (true, 1) => self.input.execute(0, context)?,
+            (true, _) => Arc::new(SortPreservingMergeExec::new(
+                self.ordering.clone(),
+                self.input.clone(),
+            ))
+            .execute(0, context)?,
+            (false, _) => {
+                super::key_sort::sorted(self.input.clone(), self.ordering.clone(), context)
+            }
+        };
         // Batches carry the declared schema: the writer compares them field by field,
         // metadata included, and a sort passes on its input's batches, whose fields can
         // lack the metadata a federated scan declares.
         let schema = self.schema();
-        let stream = self.input.execute(partition, context)?;
         let stamped = stream.map(move |batch| {
             let batch = batch?;
             if batch.schema() == schema {

@@ -5,5 +5,6 @@ pub mod deletion;
 pub mod delta;
 pub mod durable;
 pub mod housekeeping;
+pub mod key_sort;
 pub mod scan;
 pub mod write;

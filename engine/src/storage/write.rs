@@ -293,7 +293,7 @@ impl Chunk {
                 (batch, None)
             };
             self.rows += now.num_rows();
-            self.bytes += now.get_array_memory_size();
+            self.bytes += slice_bytes(&now);
             self.batches.push(now);
             if self.rows >= self.size.rows || self.bytes >= self.size.bytes {
                 full.push(std::mem::take(&mut self.batches));
@@ -306,6 +306,21 @@ impl Chunk {
             }
         }
     }
+}
+
+/// The bytes of the rows `batch` holds. Not `get_array_memory_size`: an aggregate emits
+/// slices of buffers holding all of its groups, and each 8,192-row slice counted the whole
+/// buffer (a 10M-row `DISTINCT` was written as 1,221 files of one batch each).
+fn slice_bytes(batch: &RecordBatch) -> usize {
+    batch
+        .columns()
+        .iter()
+        .map(|column| {
+            let data = column.to_data();
+            data.get_slice_memory_size()
+                .unwrap_or_else(|_| column.get_array_memory_size())
+        })
+        .sum()
 }
 
 /// Encodes files of one table with one layout, at most as many at once as it has permits.
@@ -405,6 +420,23 @@ mod tests {
         commit(table.clone(), written, mode, serde_json::Map::new())
             .await
             .unwrap()
+    }
+
+    #[test]
+    fn slices_of_one_large_batch_count_only_their_own_bytes() {
+        let whole = rows(1, 200_000).concat();
+        let whole = datafusion::arrow::compute::concat_batches(&schema(), &whole).unwrap();
+        assert!(whole.get_array_memory_size() > 4 << 20);
+        let mut chunk = Chunk::new(FileSize {
+            rows: usize::MAX,
+            bytes: 1 << 20,
+        });
+        let files: Vec<_> = (0..10)
+            .flat_map(|i| chunk.take(whole.slice(i * 8192, 8192)))
+            .collect();
+        // About 21 bytes a row: a file of 1 MiB fills after six or seven slices.
+        assert_eq!(files.len(), 1);
+        assert!((6..=7).contains(&files[0].len()), "{}", files[0].len());
     }
 
     /// Each live file's (min id, max id, rows), by min id.
