@@ -229,7 +229,7 @@ async fn run(
                 commit(&choice.strategy),
                 &counter,
                 lateness.as_ref(),
-                crate::storage::cluster::layout_of(object),
+                Some(crate::storage::cluster::layout_of(object)),
             )
             .await?;
             match keywise {
@@ -271,7 +271,7 @@ async fn run(
         ),
         None => (plan, state),
     };
-    let layout = crate::storage::cluster::layout_of(object);
+    let layout = Some(crate::storage::cluster::layout_of(object));
     let written = match crate::storage::write::write_plan(&table, &state, &plan, layout).await {
         Ok(written) => written,
         Err(e) => return Err(explain_read_error(engine, &state, &plan, e).await),

@@ -74,9 +74,24 @@ pub fn cluster_keys(object: &tributary_catalog::CatalogObject) -> Option<Vec<Str
 }
 
 /// The layout a model's files are written in: [`lookup_layout`] for a keyed model, else
-/// delta-rs' default (`None`).
-pub fn layout_of(object: &tributary_catalog::CatalogObject) -> Option<WriterProperties> {
-    cluster_keys(object).map(|_| lookup_layout())
+/// [`bulk_layout`].
+pub fn layout_of(object: &tributary_catalog::CatalogObject) -> WriterProperties {
+    match cluster_keys(object) {
+        Some(_) => lookup_layout(),
+        None => bulk_layout(),
+    }
+}
+
+/// The Parquet layout of a model read whole (by the models below it, by scans): row groups
+/// of 1 Mi rows, compressed with snappy (as delta-rs and Spark write), not DataFusion's
+/// zstd: zstd made encoding the slowest part of a large model's write after its query,
+/// and every read of a small column chunk built a zstd compression and decompression
+/// context (5% of a 30-day range query on a 4,000-row model).
+pub fn bulk_layout() -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_max_row_group_row_count(Some(1024 * 1024))
+        .build()
 }
 
 /// The Parquet layout of a keyed model's files: row groups of 64 Ki rows (statistics skip

@@ -527,7 +527,7 @@ impl Engine {
             let options = MaintainOptions {
                 keep_since: bookmarks.get(&object.name.to_string()).copied(),
                 session: Some(session.clone()),
-                layout: crate::storage::cluster::layout_of(object),
+                layout: Some(crate::storage::cluster::layout_of(object)),
             };
             let result = maintain_object(inner, object.id, policy, &options).await;
             match &result {
