@@ -317,7 +317,8 @@ impl ExecutionPlan for ClusteredExec {
         let schema = self.schema();
         let stamped = stream.map(move |batch| {
             let batch = batch?;
-            if batch.schema() == schema {
+            let own = batch.schema();
+            if Arc::ptr_eq(&own, &schema) || own == schema {
                 return Ok(batch);
             }
             Ok(RecordBatch::try_new(
