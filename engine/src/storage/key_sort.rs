@@ -74,7 +74,10 @@ async fn gather(
                 if batch.num_rows() == 0 {
                     continue;
                 }
-                if reservation.try_grow(batch.get_array_memory_size()).is_err() {
+                if reservation
+                    .try_grow(super::write::slice_bytes(&batch))
+                    .is_err()
+                {
                     return Ok(None);
                 }
                 batches.push(batch);

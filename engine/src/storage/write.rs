@@ -308,10 +308,10 @@ impl Chunk {
     }
 }
 
-/// The bytes of the rows `batch` holds. Not `get_array_memory_size`: an aggregate emits
-/// slices of buffers holding all of its groups, and each 8,192-row slice counted the whole
-/// buffer (a 10M-row `DISTINCT` was written as 1,221 files of one batch each).
-fn slice_bytes(batch: &RecordBatch) -> usize {
+/// The bytes of the rows `batch` holds (a file's size, a sort's reservation). Not
+/// `get_array_memory_size`: an aggregate emits slices of buffers holding all of its groups,
+/// and each 8,192-row slice counted the whole buffer (a 10M-row `DISTINCT` was written as 1,221 files of one batch each).
+pub(crate) fn slice_bytes(batch: &RecordBatch) -> usize {
     batch
         .columns()
         .iter()
