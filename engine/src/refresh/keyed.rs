@@ -343,13 +343,17 @@ pub(super) async fn refresh_keys(
             folded: folded.folded,
             recomputed: folded.recomputed,
         };
+        let old = match folded.old {
+            Some(located) => on_read::OldRows::Located(located),
+            None => on_read::OldRows::Search,
+        };
         let outcome = on_read::merge(
             table,
             &keys.columns,
             &folded.keys,
             folded.rows,
             (commit, layout),
-            None,
+            old,
         )
         .await?;
         let marked = committed(outcome)?;
@@ -447,7 +451,7 @@ pub(super) async fn refresh_keys(
             &key_batches,
             rows.collect().await?,
             (commit, layout.clone()),
-            Some(feed.removed),
+            on_read::OldRows::Expected(feed.removed),
         )
         .await?;
         match outcome {
@@ -526,7 +530,7 @@ pub(super) async fn refresh_keys(
             &affected_keys,
             rows.collect().await?,
             (commit, layout),
-            None,
+            on_read::OldRows::Search,
         )
         .await?;
         let marked = committed(outcome)?;

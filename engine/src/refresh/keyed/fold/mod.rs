@@ -48,6 +48,7 @@ use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, cast, col,
 use datafusion::prelude::{DataFrame, SessionContext};
 use deltalake::DeltaTable;
 
+use super::on_read::{self, Located};
 use super::{
     KEY_PREFIX, KEYS_ALIAS, Keys, MAX_GROUPS_PERCENT, MIN_GROUPS_FOR_FULL_LIMIT, changed_inputs,
     groups_of, key_prefilter, nullable, same, uniform, uniform_to,
@@ -68,6 +69,8 @@ pub(super) struct Folded {
     pub rows: Vec<RecordBatch>,
     pub folded: usize,
     pub recomputed: usize,
+    /// The model's rows of the replaced groups, found when their old values were read.
+    pub old: Option<Located>,
 }
 
 /// How a fold ended.
@@ -81,6 +84,7 @@ pub(super) enum Fold {
 const ADDED: &str = "__tributary_added";
 const REMOVED: &str = "__tributary_removed";
 const OLD: &str = "__tributary_old";
+const MODEL: &str = "__tributary_model";
 const COMBINED: &str = "__tributary_combined";
 const PRESENT: &str = "__tributary_present";
 const RECOMPUTE: &str = "__tributary_recompute";
@@ -132,15 +136,10 @@ pub(super) async fn fold(
         table,
         count: None,
     };
-    let model_keys: Vec<Expr> = keys
-        .columns
-        .iter()
-        .map(|c| col(Column::from_name(c)))
-        .collect();
     if let Some(reason) = lost_most(
         &ctx,
         &foldable,
-        &model_keys,
+        &keys.columns,
         &removed_schema,
         &removed,
         &mut model_groups,
@@ -175,10 +174,11 @@ pub(super) async fn fold(
             rows: Vec::new(),
             folded: 0,
             recomputed: 0,
+            old: None,
         })));
     }
 
-    let old = old_values(&ctx, table, &foldable, &model_keys, &group_keys).await?;
+    let (old, located) = old_values(&ctx, table, &foldable, &keys.columns, &group_keys).await?;
     let mut joined = relation(&ctx, group_schema, group_keys, KEYS_ALIAS)?;
     for (other, alias) in [(added, ADDED), (removed, REMOVED), (old, OLD)] {
         let on: Vec<Expr> = (0..key_count)
@@ -273,6 +273,7 @@ pub(super) async fn fold(
         rows,
         folded: groups - recomputed,
         recomputed,
+        old: Some(located),
     })))
 }
 
@@ -282,9 +283,18 @@ async fn old_values(
     ctx: &SessionContext,
     table: &DeltaTable,
     foldable: &Foldable,
-    model_keys: &[Expr],
+    key_columns: &[String],
     group_keys: &[RecordBatch],
-) -> Result<DataFrame> {
+) -> Result<(DataFrame, Located)> {
+    // The groups' rows are found by their keys in the model's files (only the key columns
+    // of most rows are decoded), as the merge needs them anyway.
+    let located = on_read::locate(table, key_columns, group_keys, true).await?;
+    let schema = table.snapshot()?.snapshot().arrow_schema();
+    let rows = located
+        .rows()
+        .iter()
+        .map(|b| crate::storage::delta::conform(b, &schema))
+        .collect::<Result<Vec<_>>>()?;
     let mut values: Vec<Expr> = foldable
         .holders
         .iter()
@@ -292,11 +302,10 @@ async fn old_values(
         .filter_map(|(i, holder)| Some(col(Column::from_name(holder.as_ref()?)).alias(slot(i))))
         .collect();
     values.push(lit(true).alias(PRESENT));
-    Ok(ctx
-        .read_table(crate::storage::delta::provider(table).await?)?
-        .filter(key_prefilter(model_keys, group_keys)?)?
+    let old = relation(ctx, schema, rows, MODEL)?
         .select(values)?
-        .alias(OLD)?)
+        .alias(OLD)?;
+    Ok((old, located))
 }
 
 /// Why the full refresh runs instead of the fold, decided from the removed rows alone
@@ -307,7 +316,7 @@ async fn old_values(
 async fn lost_most(
     ctx: &SessionContext,
     foldable: &Foldable,
-    model_keys: &[Expr],
+    key_columns: &[String],
     removed_schema: &SchemaRef,
     removed: &[RecordBatch],
     model_groups: &mut ModelGroups<'_>,
@@ -323,7 +332,7 @@ async fn lost_most(
     let Some(total) = model_groups.most_of(lost).await? else {
         return Ok(None);
     };
-    let old = old_values(ctx, model_groups.table, foldable, model_keys, removed).await?;
+    let (old, _) = old_values(ctx, model_groups.table, foldable, key_columns, removed).await?;
     let on: Vec<Expr> = (0..foldable.aggregate.group_expr.len())
         .map(|k| same(at(REMOVED, &slot(k)), at(OLD, &slot(k))))
         .collect();

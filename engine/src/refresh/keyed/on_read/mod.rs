@@ -16,8 +16,8 @@ use std::sync::Arc;
 use datafusion::arrow::array::{ArrayRef, RecordBatch};
 use datafusion::arrow::datatypes::DataType;
 use deltalake::DeltaTable;
-use deltalake::kernel::Action;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
+use deltalake::kernel::{Action, Add};
 use deltalake::parquet::arrow::async_reader::ParquetRecordBatchStreamBuilder;
 use deltalake::parquet::file::properties::WriterProperties;
 use deltalake::protocol::DeltaOperation;
@@ -56,27 +56,35 @@ pub enum Outcome {
     },
 }
 
-/// Replaces the rows of the affected keys (`affected`: one column per key column, in
-/// `key_columns` order) with `new_rows` in one commit. With `expected_old_rows`, the merge
-/// writes nothing unless the model holds exactly as many rows of the affected keys, and
-/// then takes them as the rows it deletes (the caller vouches that equal counts mean equal
-/// rows, see `from_feed`) instead of reading them from the model's files.
-pub async fn merge(
-    table: DeltaTable,
+/// The live rows of a set of keys in a table version's files, found once: a fold reads the
+/// groups' old values from them, and the merge then marks them deleted without searching
+/// the files again.
+pub struct Located {
+    /// The files holding rows of the keys, with their old deletion vector and the rows'
+    /// positions.
+    files: Vec<(Add, RoaringTreemap, RoaringTreemap)>,
+    files_read: usize,
+    files_total: usize,
+    /// The rows at those positions, every column, file by file (`None` when not read).
+    rows: Option<Vec<RecordBatch>>,
+}
+
+impl Located {
+    /// The rows found (every column of the model).
+    pub fn rows(&self) -> &[RecordBatch] {
+        self.rows.as_deref().unwrap_or_default()
+    }
+}
+
+/// Finds the live rows of the keys (`affected`: one column per key column, in `key_columns`
+/// order) in the table's files, and reads them whole when `read_rows`.
+pub async fn locate(
+    table: &DeltaTable,
     key_columns: &[String],
     affected: &[RecordBatch],
-    new_rows: Vec<RecordBatch>,
-    (commit, layout): (CommitProperties, Option<WriterProperties>),
-    expected_old_rows: Option<Vec<RecordBatch>>,
-) -> Result<Outcome> {
-    let started = std::time::Instant::now();
-    let old_keys = KeySet::of(affected, key_columns)?;
-    let new_columns: Vec<Vec<ArrayRef>> = new_rows
-        .iter()
-        .map(|b| key_arrays(b, key_columns))
-        .collect::<Result<_>>()?;
-    let new_keys = KeySet::from_arrays(&old_keys.types, &new_columns)?;
-
+    read_rows: bool,
+) -> Result<Located> {
+    let keys = Arc::new(KeySet::of(affected, key_columns)?);
     let store = table.log_store().object_store(None);
     #[allow(deprecated)] // delta-rs' replacement (raw Arrow arrays) has no Add builder yet
     let files: Vec<_> = table
@@ -86,28 +94,27 @@ pub async fn merge(
         .map(|view| (view.object_store_path(), view.add_action()))
         .collect();
     let files_total = files.len();
-    let mut files_read = 0;
-    let mut marked = Vec::new();
-    let mut replaced = 0u64;
-    let mut rows_deleted = 0u64;
-    let mut found_in = Vec::new();
     // Each file's key columns are decoded and matched on a task of its own, so the files of
     // a large model are searched on every core.
-    let (old_keys, new_keys) = (Arc::new(old_keys), Arc::new(new_keys));
     let mut searches = Vec::with_capacity(files.len());
     for (path, add) in files {
         let old = match &add.deletion_vector {
-            Some(dv) => deletion::read(&table, dv).await?,
+            Some(dv) => deletion::read(table, dv).await?,
             None => RoaringTreemap::new(),
         };
-        let (store, key_columns) = (store.clone(), key_columns.to_vec());
-        let (old_keys, new_keys) = (old_keys.clone(), new_keys.clone());
+        let (store, key_columns, keys) = (store.clone(), key_columns.to_vec(), keys.clone());
         searches.push(async move {
             tokio::spawn(async move {
                 let size = add.size as u64;
                 let found =
-                    positions(store, &path, size, &key_columns, &old_keys, &new_keys, &old).await?;
-                Ok::<_, Error>((path, add, old, found))
+                    positions(store.clone(), &path, size, &key_columns, &keys, &old).await?;
+                let rows = match &found {
+                    Some(found) if read_rows && !found.is_empty() => {
+                        rows_at(store, &path, size, found).await?
+                    }
+                    _ => Vec::new(),
+                };
+                Ok::<_, Error>((add, old, found, rows))
             })
             .await
             .map_err(|e| Error::Internal(format!("merge on read search failed: {e}")))?
@@ -118,22 +125,64 @@ pub async fn merge(
         .buffered(cores)
         .try_collect()
         .await?;
-    for (path, add, old, found) in searched {
+    let mut located = Located {
+        files: Vec::new(),
+        files_read: 0,
+        files_total,
+        rows: read_rows.then(Vec::new),
+    };
+    for (add, old, found, rows) in searched {
         let Some(found) = found else {
             continue;
         };
-        files_read += 1;
-        if found.positions.is_empty() {
+        located.files_read += 1;
+        if found.is_empty() {
             continue;
         }
-        replaced += found.replaced;
-        rows_deleted += found.positions.len();
-        marked.push((add, &old | &found.positions));
-        found_in.push((path, found.positions));
+        located.files.push((add, old, found));
+        if let Some(all) = located.rows.as_mut() {
+            all.extend(rows);
+        }
     }
+    Ok(located)
+}
+
+/// Where a merge takes the old rows of the affected keys from.
+pub enum OldRows {
+    /// Search the model's files for them.
+    Search,
+    /// Found already, against the same table version ([`locate`]).
+    Located(Located),
+    /// The merge writes nothing unless the model holds exactly this many rows of the
+    /// affected keys, and then takes these as the rows it deletes (the caller vouches that
+    /// equal counts mean equal rows, see `from_feed`) instead of reading them from the
+    /// model's files.
+    Expected(Vec<RecordBatch>),
+}
+
+/// Replaces the rows of the affected keys (`affected`: one column per key column, in
+/// `key_columns` order) with `new_rows` in one commit.
+pub async fn merge(
+    table: DeltaTable,
+    key_columns: &[String],
+    affected: &[RecordBatch],
+    new_rows: Vec<RecordBatch>,
+    (commit, layout): (CommitProperties, Option<WriterProperties>),
+    old_rows: OldRows,
+) -> Result<Outcome> {
+    let started = std::time::Instant::now();
+    let (located, expected) = match old_rows {
+        OldRows::Located(located) => (located, None),
+        OldRows::Search => (locate(&table, key_columns, affected, true).await?, None),
+        OldRows::Expected(rows) => (
+            locate(&table, key_columns, affected, false).await?,
+            Some(rows),
+        ),
+    };
     let scan_ms = started.elapsed().as_millis() as u64;
-    let deleted_rows = match expected_old_rows {
-        Some(expected) => {
+    let rows_deleted: u64 = located.files.iter().map(|(_, _, p)| p.len()).sum();
+    let deleted_rows = match (expected, located.rows) {
+        (Some(expected), _) => {
             let expected_rows: u64 = expected.iter().map(|b| b.num_rows() as u64).sum();
             if expected_rows != rows_deleted {
                 return Ok(Outcome::Unexpected {
@@ -144,14 +193,41 @@ pub async fn merge(
             }
             expected
         }
-        None => {
-            let mut rows = Vec::new();
-            for ((path, positions), (add, _)) in found_in.iter().zip(&marked) {
-                rows.extend(rows_at(store.clone(), path, add.size as u64, positions).await?);
-            }
-            rows
-        }
+        (None, Some(rows)) => rows,
+        (None, None) => return Err(Error::Internal("located rows were not read".into())),
     };
+    // Deleted rows whose key has a new row were replaced (updated, as a MERGE counts them).
+    let new_columns: Vec<Vec<ArrayRef>> = new_rows
+        .iter()
+        .map(|b| key_arrays(b, key_columns))
+        .collect::<Result<_>>()?;
+    let key_types: Vec<DataType> = match new_columns.first() {
+        Some(columns) => columns.iter().map(|c| c.data_type().clone()).collect(),
+        None => Vec::new(),
+    };
+    let replaced = if new_columns.is_empty() || deleted_rows.is_empty() {
+        0
+    } else {
+        let new_keys = KeySet::from_arrays(&key_types, &new_columns)?;
+        let mut replaced = 0u64;
+        for batch in &deleted_rows {
+            replaced += new_keys
+                .contains_each(&key_arrays(batch, key_columns)?)?
+                .into_iter()
+                .filter(|hit| *hit)
+                .count() as u64;
+        }
+        replaced
+    };
+    let (files_read, files_total) = (located.files_read, located.files_total);
+    let marked: Vec<(Add, RoaringTreemap)> = located
+        .files
+        .into_iter()
+        .map(|(add, old, positions)| {
+            let vector = &old | &positions;
+            (add, vector)
+        })
+        .collect();
 
     let vectors = deletion::write(&table, marked.iter().map(|(_, v)| v.clone()).collect()).await?;
     let mut actions = Vec::with_capacity(marked.len() * 2 + 1);
@@ -189,7 +265,7 @@ pub async fn merge(
         predicate: None,
         merge_predicate: Some(format!(
             "delete rows of {} affected key(s) ({}) by deletion vector, insert their new rows",
-            old_keys.len,
+            affected.iter().map(|b| b.num_rows()).sum::<usize>(),
             key_columns.join(", ")
         )),
         matched_predicates: Vec::new(),
@@ -206,7 +282,7 @@ pub async fn merge(
     // row each, as the MERGE counts them) or inserted.
     let deleted_only = rows_deleted.saturating_sub(replaced);
     tracing::info!(
-        keys = old_keys.len,
+        keys = affected.iter().map(|b| b.num_rows()).sum::<usize>(),
         files_read,
         files_total,
         files_marked = marked.len(),

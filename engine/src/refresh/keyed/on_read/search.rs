@@ -25,7 +25,6 @@ use crate::error::{Error, Result};
 /// so NULL keys match NULL keys as GROUP BY groups them).
 pub(super) struct KeySet {
     pub(super) types: Vec<DataType>,
-    pub(super) len: usize,
     /// Per key column, the least and greatest key, when every key has a non-null,
     /// comparable value there (row groups outside the range hold no affected key).
     ranges: Vec<Option<(ScalarValue, ScalarValue)>>,
@@ -147,7 +146,6 @@ impl KeySet {
         let sieve_column = (types.len() > 1)
             .then(|| types.iter().position(integer_like))
             .flatten();
-        let mut len = 0;
         let mut ranges: Vec<Option<(ScalarValue, ScalarValue)>> = vec![None; types.len()];
         let mut rangeable = vec![true; types.len()];
         let mut rows = match integer_key {
@@ -160,7 +158,6 @@ impl KeySet {
         let (mut integers, mut null) = (Vec::new(), false);
         for columns in batches {
             let columns = cast_to(types, columns)?;
-            len += columns.first().map_or(0, |c| c.len());
             for (k, column) in columns.iter().enumerate() {
                 if rangeable[k] {
                     ranges[k] = widened(ranges[k].take(), column);
@@ -188,7 +185,6 @@ impl KeySet {
         });
         Ok(Self {
             types: types.to_vec(),
-            len,
             ranges,
             members,
             sieve,
@@ -201,7 +197,7 @@ impl KeySet {
     }
 
     /// For each row of `columns` (the key columns of a batch), whether its key is in the set.
-    fn contains_each(&self, columns: &[ArrayRef]) -> Result<Vec<bool>> {
+    pub(super) fn contains_each(&self, columns: &[ArrayRef]) -> Result<Vec<bool>> {
         let columns = self.cast(columns)?;
         Ok(match &self.members {
             Members::Integers(integers) => integers.contains_each(&columns[0]),
@@ -303,25 +299,17 @@ pub(super) fn key_arrays(batch: &RecordBatch, key_columns: &[String]) -> Result<
         .collect()
 }
 
-/// The affected rows of one data file.
-pub(super) struct Found {
-    /// Positions (in the file, before any deletion vector) of live rows with affected keys.
-    pub(super) positions: RoaringTreemap,
-    /// How many of them have a key among the new rows.
-    pub(super) replaced: u64,
-}
-
 /// Reads a data file's key columns (the row groups whose statistics admit an affected key)
-/// and finds its live rows with affected keys; `None` when no row group needed reading.
+/// and finds the positions of its live rows with affected keys; `None` when no row group
+/// needed reading.
 pub(super) async fn positions(
     store: Arc<dyn object_store::ObjectStore>,
     path: &Path,
     size: u64,
     key_columns: &[String],
     keys: &KeySet,
-    new_keys: &KeySet,
     deleted: &RoaringTreemap,
-) -> Result<Option<Found>> {
+) -> Result<Option<RoaringTreemap>> {
     let (reader, metadata) = crate::storage::scan::open_parquet(store.clone(), path, size).await?;
     let parquet = metadata.metadata().clone();
     let arrow_schema = metadata.schema().clone();
@@ -378,12 +366,9 @@ pub(super) async fn positions(
                     .build()?;
             let key_type = &keys.types[sieve.column];
             let on_values = |b: &RecordBatch| sieve.contains_each(b.column(0), key_type);
-            let candidates = sifted(stream, &starts, deleted, on_values, None).await?;
+            let candidates = sifted(stream, &starts, deleted, on_values).await?;
             if candidates.is_empty() {
-                return Ok(Some(Found {
-                    positions: RoaringTreemap::new(),
-                    replaced: 0,
-                }));
+                return Ok(Some(RoaringTreemap::new()));
             }
             Some(candidates)
         }
@@ -400,39 +385,19 @@ pub(super) async fn positions(
         .with_row_groups(row_groups)
         .with_batch_size(64 * 1024)
         .build()?;
-    let mut found = Found {
-        positions: RoaringTreemap::new(),
-        replaced: 0,
-    };
-    let mut hit_batches = Vec::new();
     let on_hits = |batch: &RecordBatch| -> Result<Vec<bool>> {
         let columns = key_arrays(batch, key_columns)?;
         keys.contains_each(&columns)
     };
     let hits = match &candidates {
-        Some(candidates) => {
-            matched_candidates(stream, candidates, &mut hit_batches, on_hits).await?
-        }
-        None => sifted(stream, &starts, deleted, on_hits, Some(&mut hit_batches)).await?,
+        Some(candidates) => matched_candidates(stream, candidates, on_hits).await?,
+        None => sifted(stream, &starts, deleted, on_hits).await?,
     };
-    found.positions.extend(hits);
-    for (batch, rows) in hit_batches.into_iter().filter(|(_, r)| !r.is_empty()) {
-        let indices = datafusion::arrow::array::UInt32Array::from(rows);
-        let hit_columns: Vec<ArrayRef> = key_arrays(&batch, key_columns)?
-            .iter()
-            .map(|c| datafusion::arrow::compute::take(c, &indices, None))
-            .collect::<std::result::Result<_, _>>()?;
-        found.replaced += new_keys
-            .contains_each(&hit_columns)?
-            .into_iter()
-            .filter(|h| *h)
-            .count() as u64;
-    }
-    Ok(Some(found))
+    Ok(Some(hits.into_iter().collect()))
 }
 
 /// The positions of the live rows of a stream over row groups `starts` (in file order) that
-/// `matches` accepts; with `kept`, each batch is kept with its accepted rows.
+/// `matches` accepts.
 async fn sifted(
     stream: deltalake::parquet::arrow::async_reader::ParquetRecordBatchStream<
         Box<dyn deltalake::parquet::arrow::async_reader::AsyncFileReader>,
@@ -440,7 +405,6 @@ async fn sifted(
     starts: &[(usize, u64, u64)],
     deleted: &RoaringTreemap,
     matches: impl Fn(&RecordBatch) -> Result<Vec<bool>>,
-    mut kept: Option<&mut Vec<(RecordBatch, Vec<u32>)>>,
 ) -> Result<Vec<u64>> {
     // Rows read before each row group: a row read is found in its group by bisection, so
     // only matching rows (few) are placed in the file.
@@ -458,48 +422,39 @@ async fn sifted(
     let mut positions = Vec::new();
     let mut read = 0u64;
     while let Some(batch) = batches.try_next().await? {
-        let mut rows = Vec::new();
         for (row, _) in matches(&batch)?.iter().enumerate().filter(|(_, hit)| **hit) {
             let at = position(read + row as u64);
             if !deleted.contains(at) {
                 positions.push(at);
-                rows.push(row as u32);
             }
         }
         read += batch.num_rows() as u64;
-        if let Some(kept) = kept.as_mut() {
-            kept.push((batch, rows));
-        }
     }
     Ok(positions)
 }
 
 /// Of the candidate rows (read in order, one stream row per candidate), the positions of
-/// those `matches` accepts; each batch is kept with its accepted rows.
+/// those `matches` accepts.
 async fn matched_candidates(
     stream: deltalake::parquet::arrow::async_reader::ParquetRecordBatchStream<
         Box<dyn deltalake::parquet::arrow::async_reader::AsyncFileReader>,
     >,
     candidates: &[u64],
-    kept: &mut Vec<(RecordBatch, Vec<u32>)>,
     matches: impl Fn(&RecordBatch) -> Result<Vec<bool>>,
 ) -> Result<Vec<u64>> {
     let mut batches = stream.map(|b| b.map_err(Error::from));
     let mut positions = Vec::new();
     let mut next = 0usize;
     while let Some(batch) = batches.try_next().await? {
-        let mut rows = Vec::new();
-        for (row, hit) in matches(&batch)?.into_iter().enumerate() {
+        for hit in matches(&batch)? {
             let position = *candidates.get(next).ok_or_else(|| {
                 Error::Internal("merge on read read more rows than it selected".into())
             })?;
             next += 1;
             if hit {
                 positions.push(position);
-                rows.push(row as u32);
             }
         }
-        kept.push((batch, rows));
     }
     if next != candidates.len() {
         return Err(Error::Internal(
