@@ -16,6 +16,7 @@ use datafusion::datasource::listing::{
 };
 use datafusion::execution::context::SessionState;
 
+use super::sized::SizedListing;
 use crate::dialect::SourceFormat;
 use crate::error::{Error, Result};
 
@@ -187,12 +188,14 @@ impl FileSourceSpec {
     }
 
     /// A table provider reading the files with a fixed schema.
-    pub fn provider(&self, schema: SchemaRef) -> Result<Arc<ListingTable>> {
+    pub fn provider(&self, schema: SchemaRef) -> Result<Arc<SizedListing>> {
         let (url, extension) = self.url()?;
         let config = ListingTableConfig::new(url)
             .with_listing_options(self.listing_options(extension))
             .with_schema(schema);
-        Ok(Arc::new(ListingTable::try_new(config)?))
+        Ok(Arc::new(SizedListing::new(Arc::new(
+            ListingTable::try_new(config)?,
+        ))))
     }
 }
 
@@ -250,7 +253,9 @@ impl FileSourceSpec {
         let config = ListingTableConfig::new_with_multi_paths(urls)
             .with_listing_options(self.listing_options(""))
             .with_schema(schema);
-        Ok(Arc::new(ListingTable::try_new(config)?))
+        Ok(Arc::new(SizedListing::new(Arc::new(
+            ListingTable::try_new(config)?,
+        ))))
     }
 }
 
