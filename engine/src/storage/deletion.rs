@@ -237,22 +237,13 @@ pub async fn purge(
         }
         actions.push(Action::Remove(super::delta::removal(add, false)));
     }
-    let finalized = deltalake::kernel::transaction::CommitBuilder::from(
-        super::delta::commit_properties(metadata),
-    )
-    .with_actions(actions)
-    .build(
-        Some(table.snapshot()?),
-        table.log_store(),
-        deltalake::protocol::DeltaOperation::Optimize {
-            predicate: Some(format!(
-                "files with {PURGE_PERCENT}% or more of their rows marked deleted"
-            )),
-            target_size: 0,
-        },
-    )
-    .await?;
-    let mut table = table;
-    table.load_version(finalized.version()).await?;
+    let operation = deltalake::protocol::DeltaOperation::Optimize {
+        predicate: Some(format!(
+            "files with {PURGE_PERCENT}% or more of their rows marked deleted"
+        )),
+        target_size: 0,
+    };
+    let properties = super::delta::commit_properties(metadata);
+    let table = super::delta::commit(table, properties, actions, operation).await?;
     Ok((table, wasteful.len()))
 }

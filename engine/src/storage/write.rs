@@ -24,7 +24,6 @@ use datafusion::execution::context::SessionState;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::execute_stream_partitioned;
 use deltalake::DeltaTable;
-use deltalake::kernel::transaction::CommitBuilder;
 use deltalake::kernel::{Action, Add};
 use deltalake::parquet::file::properties::WriterProperties;
 use deltalake::protocol::{DeltaOperation, SaveMode};
@@ -132,13 +131,13 @@ pub async fn commit(
         partition_by: None,
         predicate: None,
     };
-    let finalized = CommitBuilder::from(super::delta::commit_properties(metadata))
-        .with_actions(actions)
-        .build(Some(table.snapshot()?), table.log_store(), operation)
-        .await?;
-    let mut table = table;
-    table.load_version(finalized.version()).await?;
-    Ok(table)
+    super::delta::commit(
+        table,
+        super::delta::commit_properties(metadata),
+        actions,
+        operation,
+    )
+    .await
 }
 
 /// Writes the streams' rows: each stream on a task of its own (its query work runs there),

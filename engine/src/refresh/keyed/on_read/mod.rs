@@ -16,7 +16,7 @@ use std::sync::Arc;
 use datafusion::arrow::array::{ArrayRef, RecordBatch};
 use datafusion::arrow::datatypes::DataType;
 use deltalake::DeltaTable;
-use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
+use deltalake::kernel::transaction::CommitProperties;
 use deltalake::kernel::{Action, Add};
 use deltalake::parquet::arrow::async_reader::ParquetRecordBatchStreamBuilder;
 use deltalake::parquet::file::properties::WriterProperties;
@@ -272,12 +272,7 @@ pub async fn merge(
         not_matched_predicates: Vec::new(),
         not_matched_by_source_predicates: Vec::new(),
     };
-    let finalized = CommitBuilder::from(commit)
-        .with_actions(actions)
-        .build(Some(table.snapshot()?), table.log_store(), operation)
-        .await?;
-    let mut table = table;
-    table.load_version(finalized.version()).await?;
+    let table = delta::commit(table, commit, actions, operation).await?;
     // A key whose old rows went without a new row was deleted; the others were updated (one
     // row each, as the MERGE counts them) or inserted.
     let deleted_only = rows_deleted.saturating_sub(replaced);
