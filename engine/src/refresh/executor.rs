@@ -264,18 +264,22 @@ async fn run(
         _ => (plan, SaveMode::Overwrite, table),
     };
     let plan = counting::count_scans(plan, &counter)?;
-    let (plan, state) = match crate::storage::cluster::cluster_keys(object) {
+    let keys = crate::storage::cluster::cluster_keys(object);
+    let (plan, state) = match &keys {
         Some(keys) => (
-            crate::storage::cluster::clustered(plan, &keys),
+            crate::storage::cluster::clustered(plan, keys),
             crate::storage::cluster::writing_state(state),
         ),
         None => (plan, state),
     };
     let layout = Some(crate::storage::cluster::layout_of(object));
-    let written = match crate::storage::write::write_plan(&table, &state, &plan, layout).await {
+    let mut written = match crate::storage::write::write_plan(&table, &state, &plan, layout).await {
         Ok(written) => written,
         Err(e) => return Err(explain_read_error(engine, &state, &plan, e).await),
     };
+    if let Some(keys) = &keys {
+        crate::storage::cluster::tag_sorted(&mut written.adds, keys);
+    }
     let rows = written.rows as i64;
     let table = crate::storage::write::commit(table, written, mode, metadata(&strategy)).await?;
     let appended = mode == SaveMode::Append;

@@ -44,6 +44,22 @@ use datafusion::physical_plan::{
 };
 use futures::StreamExt;
 
+/// The Delta file tag saying a data file's rows are sorted by these columns (comma-separated,
+/// ascending, nulls last). A scan of files that all carry it, with key ranges that do not
+/// overlap, reads the model in key order ([`super::scan`]), so a model built from it is
+/// written without sorting again. Files written any other way (merges, compaction) have no
+/// tag and are read unordered.
+pub const SORTED_BY_TAG: &str = "tributary.sortedBy";
+
+/// Tags data files written from a [`clustered`] plan as sorted by `keys`.
+pub fn tag_sorted(adds: &mut [deltalake::kernel::Add], keys: &[String]) {
+    for add in adds {
+        add.tags
+            .get_or_insert_with(Default::default)
+            .insert(SORTED_BY_TAG.to_string(), Some(keys.join(",")));
+    }
+}
+
 /// A plan whose rows are to be written sorted by `keys` (ascending, nulls last).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Hash)]
 pub struct ClusterBy {

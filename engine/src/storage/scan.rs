@@ -15,10 +15,13 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::array::ArrayRef;
+use datafusion::arrow::compute::SortOptions;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::catalog::Session;
+use datafusion::common::pruning::PruningStatistics;
 use datafusion::common::stats::Precision;
-use datafusion::common::{DFSchema, Statistics};
+use datafusion::common::{DFSchema, ScalarValue, Statistics};
 use datafusion::datasource::TableProvider;
 use datafusion::datasource::TableType;
 use datafusion::datasource::listing::PartitionedFile;
@@ -26,7 +29,9 @@ use datafusion::datasource::physical_plan::parquet::{
     CachedParquetFileReaderFactory, DefaultParquetFileReaderFactory, ParquetFileReaderFactory,
     ParquetRowSelection,
 };
-use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
+use datafusion::datasource::physical_plan::{
+    FileGroup, FileScanConfig, FileScanConfigBuilder, ParquetSource,
+};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::logical_expr::utils::conjunction;
@@ -34,6 +39,7 @@ use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::parquet::arrow::arrow_reader::ArrowReaderMetadata;
 use datafusion::parquet::arrow::arrow_reader::{RowSelection, RowSelector};
 use datafusion::parquet::arrow::async_reader::AsyncFileReader;
+use datafusion::physical_expr::{LexOrdering, PhysicalSortExpr};
 use datafusion::physical_optimizer::pruning::{PruningPredicate, PruningPredicateBuilder};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
@@ -43,6 +49,7 @@ use deltalake::logstore::LogStore;
 use object_store::ObjectStore;
 use roaring::RoaringTreemap;
 
+use super::cluster::SORTED_BY_TAG;
 use super::deletion;
 use crate::error::Result;
 
@@ -58,6 +65,8 @@ struct DataFile {
     rows: Option<u64>,
     /// Rows the file's deletion vector marks deleted.
     deleted: Option<RoaringTreemap>,
+    /// The columns the file's rows are sorted by, as its tag says ([`SORTED_BY_TAG`]).
+    sorted_by: Option<String>,
 }
 
 /// A DataFusion table over one Delta version's live files.
@@ -110,12 +119,18 @@ impl DeltaScan {
                 }
                 None => None,
             };
+            #[allow(deprecated)] // the tags are not among the file view's typed accessors
+            let sorted_by = view
+                .add_action()
+                .tags
+                .and_then(|mut tags| tags.remove(SORTED_BY_TAG).flatten());
             files.push(DataFile {
                 index,
                 path: path.to_string(),
                 size,
                 rows,
                 deleted,
+                sorted_by,
             });
         }
         Ok(Self {
@@ -137,6 +152,67 @@ impl DeltaScan {
                     .is_none_or(|keep| keep.get(file.index).copied().unwrap_or(true))
             })
             .collect()
+    }
+
+    /// The selected files with their key ranges, and the key order they can be read in: when
+    /// every file is tagged as sorted by the same columns, of types whose statistics in the
+    /// log are exact bounds, with no nulls in them. The caller groups the files so that
+    /// ranges do not overlap within a group, and DataFusion checks the grouping again
+    /// against these statistics before it relies on the order.
+    fn in_key_order(&self, files: &[&DataFile]) -> Option<(LexOrdering, Vec<PartitionedFile>)> {
+        let keys = files.first()?.sorted_by.as_deref()?;
+        if files.iter().any(|f| f.sorted_by.as_deref() != Some(keys)) {
+            return None;
+        }
+        let mut sort = Vec::new();
+        let mut bounds = Vec::new();
+        for name in keys.split(',') {
+            let index = self.schema.index_of(name).ok()?;
+            let data_type = self.schema.field(index).data_type();
+            if !exact_bounds(data_type) {
+                return None;
+            }
+            let column = datafusion::common::Column::new_unqualified(name);
+            let mins = self.snapshot.min_values(&column)?;
+            let maxs = self.snapshot.max_values(&column)?;
+            let nulls = self.snapshot.null_counts(&column)?;
+            sort.push(PhysicalSortExpr::new(
+                Arc::new(datafusion::physical_expr::expressions::Column::new(
+                    name, index,
+                )),
+                SortOptions {
+                    descending: false,
+                    nulls_first: false,
+                },
+            ));
+            bounds.push((index, data_type, mins, maxs, nulls));
+        }
+        let ordering = LexOrdering::new(sort)?;
+        let mut partitioned = Vec::with_capacity(files.len());
+        for file in files {
+            let mut statistics = Statistics::new_unknown(&self.schema);
+            for (index, data_type, mins, maxs, nulls) in &bounds {
+                let bound = |values: &ArrayRef| {
+                    ScalarValue::try_from_array(values, file.index)
+                        .and_then(|v| v.cast_to(data_type))
+                        .ok()
+                        .filter(|v| !v.is_null())
+                };
+                let nulls = ScalarValue::try_from_array(nulls, file.index).ok()?;
+                if !matches!(
+                    nulls,
+                    ScalarValue::UInt64(Some(0)) | ScalarValue::Int64(Some(0))
+                ) {
+                    return None;
+                }
+                let column = &mut statistics.column_statistics[*index];
+                column.min_value = Precision::Exact(bound(mins)?);
+                column.max_value = Precision::Exact(bound(maxs)?);
+                column.null_count = Precision::Exact(0);
+            }
+            partitioned.push(Self::partitioned_file(file).with_statistics(Arc::new(statistics)));
+        }
+        Some((ordering, partitioned))
     }
 
     fn partitioned_file(file: &DataFile) -> PartitionedFile {
@@ -203,6 +279,20 @@ fn live_rows(deleted: &RoaringTreemap, rows: u64) -> RowSelection {
         selectors.push(RowSelector::select((rows - next) as usize));
     }
     RowSelection::from(selectors)
+}
+
+/// Whether the Delta log's min and max of a column of this type bound its values exactly
+/// (timestamps are kept to the millisecond, floats have NaN).
+fn exact_bounds(data_type: &DataType) -> bool {
+    data_type.is_integer()
+        || matches!(
+            data_type,
+            DataType::Utf8
+                | DataType::LargeUtf8
+                | DataType::Utf8View
+                | DataType::Date32
+                | DataType::Decimal128(_, _)
+        )
 }
 
 /// Splits files into at most `groups` groups of similar byte size (largest first).
@@ -290,10 +380,34 @@ impl TableProvider for DeltaScan {
         if let Some(predicate) = predicate {
             source = source.with_predicate(predicate);
         }
-        let groups = balanced_groups(
-            files.into_iter().map(Self::partitioned_file).collect(),
-            state.config().target_partitions(),
-        );
+        let partitions = state.config().target_partitions();
+        let mut ordering = None;
+        let groups = match self.in_key_order(&files) {
+            Some((order, keyed)) => {
+                match FileScanConfig::split_groups_by_statistics_with_target_partitions(
+                    &self.schema,
+                    &[FileGroup::new(keyed)],
+                    &order,
+                    partitions,
+                ) {
+                    Ok(groups) => {
+                        ordering = Some(order);
+                        groups
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "files not grouped in key order");
+                        balanced_groups(
+                            files.into_iter().map(Self::partitioned_file).collect(),
+                            partitions,
+                        )
+                    }
+                }
+            }
+            None => balanced_groups(
+                files.into_iter().map(Self::partitioned_file).collect(),
+                partitions,
+            ),
+        };
         if groups.is_empty() {
             // No file left: an empty scan with one partition (a scan of no file groups has
             // none, which a join collecting its side into one partition rejects).
@@ -310,6 +424,7 @@ impl TableProvider for DeltaScan {
             .with_projection_indices(projection.cloned())?
             .with_limit(limit)
             .with_statistics(statistics)
+            .with_output_ordering(ordering.into_iter().collect())
             .build();
         Ok(DataSourceExec::from_data_source(config))
     }

@@ -513,6 +513,84 @@ mod tests {
         );
     }
 
+    /// The physical plan of `ORDER BY id` over the table, as text.
+    async fn ordered_plan(table: &DeltaTable) -> String {
+        let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(2));
+        ctx.register_table("t", super::super::delta::provider(table).await.unwrap())
+            .unwrap();
+        let explained = ctx
+            .sql("EXPLAIN SELECT id, label FROM t ORDER BY id")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        datafusion::arrow::util::pretty::pretty_format_batches(&explained)
+            .unwrap()
+            .to_string()
+    }
+
+    #[tokio::test]
+    async fn files_tagged_sorted_with_disjoint_ranges_are_read_in_key_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let table = table(&dir).await;
+        let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(2));
+        let plan = ctx
+            .read_table(Arc::new(
+                MemTable::try_new(schema(), rows(1, 3500)).unwrap(),
+            ))
+            .unwrap()
+            .into_unoptimized_plan();
+        let written = write_plan_in_files(&table, &ctx.state(), &plan, None, SMALL)
+            .await
+            .unwrap();
+        let untagged = commit(table, written, SaveMode::Overwrite, serde_json::Map::new())
+            .await
+            .unwrap();
+        let ordered = ordered_plan(&untagged).await;
+        assert!(ordered.contains("SortExec"), "{ordered}");
+
+        let mut written = write_plan_in_files(&untagged, &ctx.state(), &plan, None, SMALL)
+            .await
+            .unwrap();
+        super::super::cluster::tag_sorted(&mut written.adds, &["id".to_string()]);
+        let tagged = commit(
+            untagged,
+            written,
+            SaveMode::Overwrite,
+            serde_json::Map::new(),
+        )
+        .await
+        .unwrap();
+        let plan = ordered_plan(&tagged).await;
+        assert!(!plan.contains("SortExec"), "{plan}");
+        assert!(plan.contains("SortPreservingMergeExec"), "{plan}");
+        assert_eq!(ids(&tagged).await, (0..3500).collect::<Vec<_>>());
+
+        // A sorted file overlapping the others' ranges is read in a group of its own.
+        let plan = ctx
+            .read_table(Arc::new(MemTable::try_new(schema(), rows(1, 10)).unwrap()))
+            .unwrap()
+            .into_unoptimized_plan();
+        let mut written = write_plan_in_files(&tagged, &ctx.state(), &plan, None, SMALL)
+            .await
+            .unwrap();
+        super::super::cluster::tag_sorted(&mut written.adds, &["id".to_string()]);
+        let overlapping = commit(tagged, written, SaveMode::Append, serde_json::Map::new())
+            .await
+            .unwrap();
+        let plan = ordered_plan(&overlapping).await;
+        assert!(!plan.contains("SortExec"), "{plan}");
+        let mut expected: Vec<i64> = (0..3500).chain(0..10).collect();
+        expected.sort();
+        assert_eq!(ids(&overlapping).await, expected);
+
+        // A file without the tag (a merge's new rows) leaves the scan unordered.
+        let mixed = write(&overlapping, rows(1, 10), SaveMode::Append).await;
+        let plan = ordered_plan(&mixed).await;
+        assert!(plan.contains("SortExec"), "{plan}");
+    }
+
     #[tokio::test]
     async fn partitions_write_their_own_files_and_share_their_remainders() {
         let dir = tempfile::tempdir().unwrap();
