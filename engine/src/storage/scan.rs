@@ -65,9 +65,20 @@ struct DataFile {
     rows: Option<u64>,
     /// Rows the file's deletion vector marks deleted.
     deleted: Option<RoaringTreemap>,
-    /// The columns the file's rows are sorted by, as its tag says ([`SORTED_BY_TAG`]).
-    sorted_by: Option<String>,
+    /// The columns the file's rows are sorted by, as its tag says ([`SORTED_BY_TAG`]), with
+    /// their bounds in the file, when the log knows them exactly.
+    key_range: Option<KeyRange>,
 }
+
+/// A sorted file's key columns (comma-separated, as tagged) and their min and max in it.
+#[derive(Debug)]
+struct KeyRange {
+    keys: String,
+    bounds: Arc<Statistics>,
+}
+
+/// A key column's position and type, and its min, max and null count in every file of the log.
+type KeyColumn = (usize, DataType, ArrayRef, ArrayRef, ArrayRef);
 
 /// A DataFusion table over one Delta version's live files.
 #[derive(Debug)]
@@ -103,6 +114,7 @@ impl DeltaScan {
         let wanted: Option<std::collections::HashSet<&str>> =
             only.map(|paths| paths.iter().map(String::as_str).collect());
         let mut files = Vec::new();
+        let mut tags = Vec::new();
         for (index, view) in state.log_data().iter().enumerate() {
             let path = view.object_store_path();
             if wanted.as_ref().is_some_and(|w| !w.contains(path.as_ref())) {
@@ -120,21 +132,36 @@ impl DeltaScan {
                 None => None,
             };
             #[allow(deprecated)] // the tags are not among the file view's typed accessors
-            let sorted_by = view
-                .add_action()
-                .tags
-                .and_then(|mut tags| tags.remove(SORTED_BY_TAG).flatten());
+            tags.push(
+                view.add_action()
+                    .tags
+                    .and_then(|mut tags| tags.remove(SORTED_BY_TAG).flatten()),
+            );
             files.push(DataFile {
                 index,
                 path: path.to_string(),
                 size,
                 rows,
                 deleted,
-                sorted_by,
+                key_range: None,
             });
         }
+        // Key bounds are read from the log once per version, not on every scan.
+        let schema = snapshot.arrow_schema();
+        let mut columns_of: std::collections::HashMap<String, Option<Vec<KeyColumn>>> =
+            Default::default();
+        for (file, keys) in files.iter_mut().zip(tags) {
+            let Some(keys) = keys else { continue };
+            let columns = columns_of
+                .entry(keys.clone())
+                .or_insert_with(|| key_columns(&snapshot, &schema, &keys));
+            file.key_range = columns
+                .as_deref()
+                .and_then(|columns| key_bounds(&schema, columns, file.index))
+                .map(|bounds| KeyRange { keys, bounds });
+        }
         Ok(Self {
-            schema: snapshot.arrow_schema(),
+            schema,
             snapshot,
             files,
             store_url: table.log_store().object_store_url(),
@@ -160,59 +187,28 @@ impl DeltaScan {
     /// ranges do not overlap within a group, and DataFusion checks the grouping again
     /// against these statistics before it relies on the order.
     fn in_key_order(&self, files: &[&DataFile]) -> Option<(LexOrdering, Vec<PartitionedFile>)> {
-        let keys = files.first()?.sorted_by.as_deref()?;
-        if files.iter().any(|f| f.sorted_by.as_deref() != Some(keys)) {
-            return None;
-        }
-        let mut sort = Vec::new();
-        let mut bounds = Vec::new();
-        for name in keys.split(',') {
-            let index = self.schema.index_of(name).ok()?;
-            let data_type = self.schema.field(index).data_type();
-            if !exact_bounds(data_type) {
-                return None;
-            }
-            let column = datafusion::common::Column::new_unqualified(name);
-            let mins = self.snapshot.min_values(&column)?;
-            let maxs = self.snapshot.max_values(&column)?;
-            let nulls = self.snapshot.null_counts(&column)?;
-            sort.push(PhysicalSortExpr::new(
-                Arc::new(datafusion::physical_expr::expressions::Column::new(
-                    name, index,
-                )),
-                SortOptions {
-                    descending: false,
-                    nulls_first: false,
-                },
-            ));
-            bounds.push((index, data_type, mins, maxs, nulls));
-        }
-        let ordering = LexOrdering::new(sort)?;
+        let keys = &files.first()?.key_range.as_ref()?.keys;
         let mut partitioned = Vec::with_capacity(files.len());
         for file in files {
-            let mut statistics = Statistics::new_unknown(&self.schema);
-            for (index, data_type, mins, maxs, nulls) in &bounds {
-                let bound = |values: &ArrayRef| {
-                    ScalarValue::try_from_array(values, file.index)
-                        .and_then(|v| v.cast_to(data_type))
-                        .ok()
-                        .filter(|v| !v.is_null())
-                };
-                let nulls = ScalarValue::try_from_array(nulls, file.index).ok()?;
-                if !matches!(
-                    nulls,
-                    ScalarValue::UInt64(Some(0)) | ScalarValue::Int64(Some(0))
-                ) {
-                    return None;
-                }
-                let column = &mut statistics.column_statistics[*index];
-                column.min_value = Precision::Exact(bound(mins)?);
-                column.max_value = Precision::Exact(bound(maxs)?);
-                column.null_count = Precision::Exact(0);
-            }
-            partitioned.push(Self::partitioned_file(file).with_statistics(Arc::new(statistics)));
+            let range = file.key_range.as_ref().filter(|r| &r.keys == keys)?;
+            partitioned.push(Self::partitioned_file(file).with_statistics(range.bounds.clone()));
         }
-        Some((ordering, partitioned))
+        let sort = keys
+            .split(',')
+            .map(|name| {
+                let index = self.schema.index_of(name).ok()?;
+                Some(PhysicalSortExpr::new(
+                    Arc::new(datafusion::physical_expr::expressions::Column::new(
+                        name, index,
+                    )),
+                    SortOptions {
+                        descending: false,
+                        nulls_first: false,
+                    },
+                ))
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some((LexOrdering::new(sort)?, partitioned))
     }
 
     fn partitioned_file(file: &DataFile) -> PartitionedFile {
@@ -279,6 +275,54 @@ fn live_rows(deleted: &RoaringTreemap, rows: u64) -> RowSelection {
         selectors.push(RowSelector::select((rows - next) as usize));
     }
     RowSelection::from(selectors)
+}
+
+/// The key columns of a `keys` tag, with their bounds in every file of the log; `None` when a
+/// column is missing or of a type whose log bounds are not exact.
+fn key_columns(snapshot: &EagerSnapshot, schema: &SchemaRef, keys: &str) -> Option<Vec<KeyColumn>> {
+    keys.split(',')
+        .map(|name| {
+            let index = schema.index_of(name).ok()?;
+            let data_type = schema.field(index).data_type();
+            if !exact_bounds(data_type) {
+                return None;
+            }
+            let column = datafusion::common::Column::new_unqualified(name);
+            Some((
+                index,
+                data_type.clone(),
+                snapshot.min_values(&column)?,
+                snapshot.max_values(&column)?,
+                snapshot.null_counts(&column)?,
+            ))
+        })
+        .collect()
+}
+
+/// The statistics of the file at `index` in the log with its key columns' exact min and max,
+/// when it has no nulls in them.
+fn key_bounds(schema: &SchemaRef, columns: &[KeyColumn], index: usize) -> Option<Arc<Statistics>> {
+    let mut statistics = Statistics::new_unknown(schema);
+    for (position, data_type, mins, maxs, nulls) in columns {
+        let bound = |values: &ArrayRef| {
+            ScalarValue::try_from_array(values, index)
+                .and_then(|v| v.cast_to(data_type))
+                .ok()
+                .filter(|v| !v.is_null())
+        };
+        let nulls = ScalarValue::try_from_array(nulls, index).ok()?;
+        if !matches!(
+            nulls,
+            ScalarValue::UInt64(Some(0)) | ScalarValue::Int64(Some(0))
+        ) {
+            return None;
+        }
+        let column = &mut statistics.column_statistics[*position];
+        column.min_value = Precision::Exact(bound(mins)?);
+        column.max_value = Precision::Exact(bound(maxs)?);
+        column.null_count = Precision::Exact(0);
+    }
+    Some(Arc::new(statistics))
 }
 
 /// Whether the Delta log's min and max of a column of this type bound its values exactly
