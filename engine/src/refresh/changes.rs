@@ -185,19 +185,14 @@ pub(crate) fn files_change(
 }
 
 /// The input bookmarks recorded with the model's latest commit, by input name: for stored
-/// inputs `{"version": v}`, for file sources `{"files": {url: stamp}}`.
+/// inputs `{"version": v}`, for file sources `{"files": {url: stamp}}`. Reads that one
+/// commit's log entry (delta-rs' `history` lists the whole log folder first).
 pub async fn bookmarks(table: &DeltaTable) -> BTreeMap<String, serde_json::Value> {
-    use futures::TryStreamExt;
-    let Ok(infos) = table.history(Some(1)).try_collect::<Vec<_>>().await else {
+    let version = crate::storage::delta::version(table);
+    if version < 0 {
         return BTreeMap::new();
-    };
-    let Some(inputs) = infos.first().and_then(|i| i.info.get(INPUTS_KEY)) else {
-        return BTreeMap::new();
-    };
-    inputs
-        .as_object()
-        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-        .unwrap_or_default()
+    }
+    bookmarks_at(table, version).await.unwrap_or_default()
 }
 
 /// The input bookmarks recorded with commit `version` of `table` (read from that commit's

@@ -347,14 +347,17 @@ pub(super) async fn plan_refresh(
         .as_deref()
         .ok_or_else(|| Error::Internal(format!("model {} has no query", object.name)))?;
     let default_schema = object.default_schema.as_deref().unwrap_or("public");
+    let started = std::time::Instant::now();
     let state = planning::state_in_schema(engine.base_state(), Some(default_schema));
     let plan = distinct_as_grouping(planning::plan_query_text(&state, query).await?)?;
+    let planned_ms = started.elapsed().as_secs_f64() * 1e3;
     let table = current_table(engine, object).await?;
     let bookmarks = if object.published_version.is_some() {
         changes::bookmarks(&table).await
     } else {
         BTreeMap::new()
     };
+    let table_ms = started.elapsed().as_secs_f64() * 1e3 - planned_ms;
     let mut inputs = BTreeMap::new();
     let mut input_changes = BTreeMap::new();
     let mut files = BTreeMap::new();
@@ -396,6 +399,7 @@ pub(super) async fn plan_refresh(
         input_changes.insert(name.clone(), change);
         inputs.insert(name, (input, bookmark));
     }
+    let changes_ms = started.elapsed().as_secs_f64() * 1e3 - planned_ms - table_ms;
     // What the model reads names the input in schema errors: the views its query names (the
     // planner inlines views, so they are not among the scans), then its stored inputs. Only
     // looked up when a column no longer fits.
@@ -417,6 +421,15 @@ pub(super) async fn plan_refresh(
         check_append_contract(engine, &state, object, &inputs, &input_changes).await?;
     }
     let choice = strategy::choose(object, &plan, input_changes, full_requested)?;
+    // Where a refresh's fixed cost goes (a small incremental refresh is mostly this).
+    tracing::debug!(
+        model = %object.name,
+        planned_ms,
+        table_ms,
+        changes_ms,
+        total_ms = started.elapsed().as_secs_f64() * 1e3,
+        "refresh planned"
+    );
     Ok(Planned {
         state,
         plan,
