@@ -39,6 +39,17 @@ def without(prefix: str) -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith(prefix)}
 
 
+def server_environment() -> dict[str, str]:
+    """The environment a benchmark's server runs in: none of the caller's `TRIBUTARY_`
+    settings except `TRIBUTARY_LOG` (a log filter changes what the log says, not the
+    measurement, e.g. `TRIBUTARY_LOG=info,tributary_engine::refresh::executor=debug` times
+    each refresh's planning)."""
+    env = without("TRIBUTARY_")
+    if "TRIBUTARY_LOG" in os.environ:
+        env["TRIBUTARY_LOG"] = os.environ["TRIBUTARY_LOG"]
+    return env
+
+
 def wait_ready(proc: subprocess.Popen, timeout: float) -> tuple[int, int] | None:
     """The (pgwire, http) ports from the server's ready line, or None when it exits or
     `timeout` passes first. Its stdout keeps being read afterwards so it never blocks."""
@@ -89,7 +100,7 @@ class TributaryServer:
             log.flush()
             self.proc = subprocess.Popen(cmd + extra_args, cwd=workdir, stdout=subprocess.PIPE,
                                          stderr=log, stdin=subprocess.DEVNULL, text=True,
-                                         env=without("TRIBUTARY_"))
+                                         env=server_environment())
         ports = wait_ready(self.proc, timeout)
         if ports is None:
             self.stop()
