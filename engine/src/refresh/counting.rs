@@ -10,11 +10,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::Statistics;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::datasource::{TableType, source_as_provider};
 use datafusion::error::Result as DfResult;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{Expr, LogicalPlan, TableProviderFilterPushDown};
+use datafusion::physical_plan::statistics::{ChildStats, StatisticsArgs};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 use futures::StreamExt;
@@ -144,6 +146,19 @@ impl ExecutionPlan for CountingExec {
         vec![true]
     }
 
+    /// The input's statistics: join selection needs them to build on the smaller side.
+    fn child_stats_requests(&self, partition: Option<usize>) -> Vec<ChildStats> {
+        vec![ChildStats::At(partition)]
+    }
+
+    fn statistics_from_inputs(
+        &self,
+        input_stats: &[Arc<Statistics>],
+        _args: &StatisticsArgs,
+    ) -> DfResult<Arc<Statistics>> {
+        Ok(input_stats[0].clone())
+    }
+
     fn with_new_children(
         self: Arc<Self>,
         mut children: Vec<Arc<dyn ExecutionPlan>>,
@@ -178,5 +193,60 @@ impl ExecutionPlan for CountingExec {
             batch
         });
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, counted)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{Int64Array, RecordBatch};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::catalog::MemTable;
+    use datafusion::common::stats::Precision;
+    use datafusion::physical_plan::joins::{HashJoinExec, PartitionMode};
+    use datafusion::physical_plan::statistics::StatisticsContext;
+    use datafusion::prelude::{SessionConfig, SessionContext};
+
+    fn ids(rows: i64) -> Arc<MemTable> {
+        let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(Int64Array::from_iter_values(0..rows))],
+        )
+        .unwrap();
+        Arc::new(MemTable::try_new(schema, vec![vec![batch]]).unwrap())
+    }
+
+    fn hash_join(plan: &Arc<dyn ExecutionPlan>) -> Option<&HashJoinExec> {
+        plan.downcast_ref::<HashJoinExec>()
+            .or_else(|| plan.children().into_iter().find_map(hash_join))
+    }
+
+    /// A counted scan used to hide its input's statistics, so every join in a refresh was
+    /// hash-partitioned with its build side taken from the query's order: a 50M-row model
+    /// joined with a 14-row file built its hash table on the 50M rows.
+    #[tokio::test]
+    async fn counted_scans_keep_their_statistics_and_joins_build_on_the_small_side() {
+        let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(4));
+        ctx.register_table("big", ids(200_000)).unwrap();
+        ctx.register_table("small", ids(10)).unwrap();
+        let plan = ctx
+            .sql("SELECT * FROM big JOIN small ON big.id = small.id")
+            .await
+            .unwrap()
+            .into_unoptimized_plan();
+        let counter = RowCounter::default();
+        let counted = count_scans(plan, &counter).unwrap();
+        let physical = ctx.state().create_physical_plan(&counted).await.unwrap();
+        let join = hash_join(&physical).expect("a hash join");
+        assert_eq!(*join.partition_mode(), PartitionMode::CollectLeft);
+        let build = StatisticsContext::new()
+            .compute(join.left().as_ref(), &StatisticsArgs::new())
+            .unwrap();
+        assert_eq!(build.num_rows, Precision::Exact(10));
+        let text = datafusion::physical_plan::displayable(physical.as_ref())
+            .indent(false)
+            .to_string();
+        assert!(text.contains("CountingExec"), "{text}");
     }
 }
