@@ -77,6 +77,10 @@ pub async fn write_plan_in_files(
     size: FileSize,
 ) -> Result<Written> {
     let physical = state.create_physical_plan(plan).await?;
+    tracing::debug!(
+        plan = %datafusion::physical_plan::displayable(physical.as_ref()).indent(false),
+        "writing the rows of"
+    );
     let streams = execute_stream_partitioned(physical, state.task_ctx())?;
     let layout = match layout {
         Some(layout) => layout,
