@@ -30,9 +30,10 @@
 //!   candidates and Tributary deletes the rest itself; as a side effect vacuum adds no
 //!   commits to the log.
 //!
-//! Readers of an older published snapshot can still be running while a pass publishes a new
-//! one: with a retention of minutes or more they never notice; a retention near zero (tests)
-//! can make such a reader fail.
+//! A pass publishes its rewrites before it vacuums, so a query planned after the deletion
+//! reads the new version. A query that planned against the previous version and is still
+//! reading it when vacuum runs never notices with a retention of minutes or more; a retention
+//! near zero (tests) can make such a query fail.
 
 use std::collections::{BTreeMap, HashSet};
 use std::num::NonZeroU64;
@@ -143,7 +144,7 @@ impl std::fmt::Display for HousekeepingReport {
     }
 }
 
-/// Inputs to [`maintain`] that come from outside the table.
+/// Inputs to a pass over one table that come from outside the table.
 #[derive(Default)]
 pub struct MaintainOptions {
     /// Keep every file of this version and every file added after it (the oldest input
@@ -186,9 +187,10 @@ impl Shared {
     }
 }
 
-/// Maintains one Delta table: compaction when due, a checkpoint when due, then vacuum.
-/// Returns the table at its newest version (a new one when compaction committed).
-pub async fn maintain(
+/// Rewrites one Delta table where due: purge, compaction, checkpoint. Returns the table at its
+/// newest version (a new one when a rewrite committed); the caller publishes it before
+/// [`vacuum_removed`] deletes anything, so no reader is handed a version whose files are gone.
+async fn rewrite(
     table: DeltaTable,
     policy: &HousekeepingPolicy,
     options: &MaintainOptions,
@@ -225,12 +227,21 @@ pub async fn maintain(
         deltalake::checkpoints::create_checkpoint(&table, None).await?;
         report.checkpoint = Some(version);
     }
+    report.version_after = version;
+    Ok((table, report))
+}
 
-    let (vacuumed, kept) = vacuum(&table, policy.vacuum_retention, options).await?;
+/// Deletes the table's removed files older than the retention (see [`vacuum`]) into `report`.
+async fn vacuum_removed(
+    table: &DeltaTable,
+    policy: &HousekeepingPolicy,
+    options: &MaintainOptions,
+    report: &mut HousekeepingReport,
+) -> Result<()> {
+    let (vacuumed, kept) = vacuum(table, policy.vacuum_retention, options).await?;
     report.files_vacuumed = vacuumed;
     report.files_kept_for_models = kept;
-    report.version_after = delta::version(&table);
-    Ok((table, report))
+    Ok(())
 }
 
 /// Live files, and how many of them are smaller than `target`.
@@ -607,7 +618,7 @@ async fn maintain_object(
         tracing::debug!(object = %object.name, "housekeeping skipped: unpublished commits");
         return Ok(None);
     }
-    let (table, report) = maintain(table, policy, options).await?;
+    let (table, mut report) = rewrite(table, policy, options).await?;
     if delta::version(&table) != published {
         let current = inner.catalog.object_by_id(id)?;
         let unchanged = current.as_ref().is_some_and(|c| {
@@ -615,12 +626,16 @@ async fn maintain_object(
         });
         match current {
             Some(current) if unchanged => {
-                inner.publish(&current, table)?;
+                inner.publish(&current, table.clone())?;
             }
             _ => {
                 tracing::warn!(object = %object.name, "housekeeping result not published: the object changed meanwhile");
+                return Ok(Some(report));
             }
         }
     }
+    // Only now: a reader that looks the table up from here on gets the rewritten version,
+    // which does not name the files vacuum may delete.
+    vacuum_removed(&table, policy, options, &mut report).await?;
     Ok(Some(report))
 }
