@@ -6,5 +6,6 @@ pub mod delta;
 pub mod durable;
 pub mod housekeeping;
 pub mod key_sort;
+pub mod page_index;
 pub mod scan;
 pub mod write;

@@ -7,7 +7,8 @@
 //! rows). This scan keeps pushdown for every file: a file's vector becomes a file-wide
 //! [`ParquetRowSelection`] that DataFusion's opener intersects with what the filters select.
 //! Files are pruned by the statistics in the Delta log before any is opened, and footers are
-//! read through the runtime's metadata cache.
+//! read through the runtime's metadata cache (with their page index when the scan filters,
+//! [`super::page_index`]).
 //!
 //! Tables Tributary creates have no partition columns and no column mapping; a table that
 //! has either is read through delta-rs' provider instead ([`supported`]).
@@ -51,6 +52,7 @@ use roaring::RoaringTreemap;
 
 use super::cluster::SORTED_BY_TAG;
 use super::deletion;
+use super::page_index::PageIndexCachingFactory;
 use crate::error::Result;
 
 /// One live data file of the version.
@@ -418,12 +420,15 @@ impl TableProvider for DeltaScan {
             self.store.clone(),
             runtime.cache_manager.get_file_metadata_cache(),
         );
-        let mut source = ParquetSource::new(self.schema.clone())
-            .with_table_parquet_options(options)
-            .with_parquet_file_reader_factory(Arc::new(reader));
-        if let Some(predicate) = predicate {
-            source = source.with_predicate(predicate);
-        }
+        let mut source =
+            ParquetSource::new(self.schema.clone()).with_table_parquet_options(options);
+        source = match predicate {
+            // A filtered scan prunes pages: keep their index in the cache with the footer.
+            Some(predicate) => source
+                .with_parquet_file_reader_factory(Arc::new(PageIndexCachingFactory(reader)))
+                .with_predicate(predicate),
+            None => source.with_parquet_file_reader_factory(Arc::new(reader)),
+        };
         let partitions = state.config().target_partitions();
         let mut ordering = None;
         let groups = match self.in_key_order(&files) {
