@@ -493,9 +493,23 @@ def main() -> None:
     print(f"written to {out}")
 
 
+def peer_versions(args, results: dict) -> str:
+    """The peers' versions: their speed changes between releases as much as between machines."""
+    versions = []
+    if "duckdb" in results:
+        import duckdb
+        versions.append(f"DuckDB {duckdb.__version__}")
+    if "postgres" in results:
+        import psycopg
+        with psycopg.connect(args.pg) as conn:
+            versions.append(f"PostgreSQL {conn.execute('SHOW server_version').fetchone()[0]}")
+    return ", ".join(versions) or "none"
+
+
 def render(args, results: dict) -> str:
     lines = [f"# Financial pipeline, {args.transactions:,} transactions ({dt.date.today()})", "",
-             f"Machine: {machine_line()}; binary {args.binary}, source {source_commit()}", "",
+             f"Machine: {machine_line()}; binary {args.binary}, source {source_commit()}",
+             "", f"Peers: {peer_versions(args, results)}", "",
              "| system | load (s) | build (s) | build peak (MiB) | after changes (s) | peak (MiB) |",
              "|---|--:|--:|--:|--:|--:|"]
     for name, r in results.items():
