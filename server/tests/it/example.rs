@@ -62,7 +62,10 @@ static ONE_DEMO: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Runs the demo in a fresh folder holding the project and its seeds (the demo lands card
 /// payments in its working directory).
-fn start_demo(bank_postgres: &str) -> (TestServer, tempfile::TempDir) {
+///
+/// The folder comes first so it is dropped last: the server must stop before its warehouse is
+/// deleted (a refresh running at the end of a test otherwise reads files that are gone).
+fn start_demo(bank_postgres: &str) -> (tempfile::TempDir, TestServer) {
     let dir = tempfile::tempdir().unwrap();
     for name in ["models", "seeds"] {
         std::os::unix::fs::symlink(repo_root().join(name), dir.path().join(name)).unwrap();
@@ -73,7 +76,7 @@ fn start_demo(bank_postgres: &str) -> (TestServer, tempfile::TempDir) {
         dir.path().join("warehouse"),
         &["--bank-postgres", bank_postgres, "--tick", "1s"],
     );
-    (server, dir)
+    (dir, server)
 }
 
 async fn count(client: &Client, sql: &str) -> i64 {
@@ -292,7 +295,7 @@ async fn check_dashboards(client: &Client) {
 async fn demo_runs_offline_with_the_bank_read_from_files() {
     let _one = ONE_DEMO.lock().await;
     // Nothing listens on port 1: the demo notes it and reads the bank from seeds/bank/.
-    let (server, _dir) = start_demo("postgresql://postgres@127.0.0.1:1/postgres");
+    let (_dir, server) = start_demo("postgresql://postgres@127.0.0.1:1/postgres");
     assert!(
         server
             .banner
@@ -318,7 +321,7 @@ async fn demo_runs_offline_with_the_bank_read_from_files() {
 #[tokio::test(flavor = "multi_thread")]
 async fn demo_federates_the_bank_from_postgres() {
     let _one = ONE_DEMO.lock().await;
-    let (server, _dir) = start_demo("postgresql://postgres@127.0.0.1:5432/postgres");
+    let (_dir, server) = start_demo("postgresql://postgres@127.0.0.1:5432/postgres");
     assert!(
         server
             .banner
