@@ -189,7 +189,7 @@ impl Shared {
 
 /// Rewrites one Delta table where due: purge, compaction, checkpoint. Returns the table at its
 /// newest version (a new one when a rewrite committed); the caller publishes it before
-/// [`vacuum_removed`] deletes anything, so no reader is handed a version whose files are gone.
+/// [`vacuum`] deletes anything, so no reader is handed a version whose files are gone.
 async fn rewrite(
     table: DeltaTable,
     policy: &HousekeepingPolicy,
@@ -229,19 +229,6 @@ async fn rewrite(
     }
     report.version_after = version;
     Ok((table, report))
-}
-
-/// Deletes the table's removed files older than the retention (see [`vacuum`]) into `report`.
-async fn vacuum_removed(
-    table: &DeltaTable,
-    policy: &HousekeepingPolicy,
-    options: &MaintainOptions,
-    report: &mut HousekeepingReport,
-) -> Result<()> {
-    let (vacuumed, kept) = vacuum(table, policy.vacuum_retention, options).await?;
-    report.files_vacuumed = vacuumed;
-    report.files_kept_for_models = kept;
-    Ok(())
 }
 
 /// Live files, and how many of them are smaller than `target`.
@@ -636,6 +623,8 @@ async fn maintain_object(
     }
     // Only now: a reader that looks the table up from here on gets the rewritten version,
     // which does not name the files vacuum may delete.
-    vacuum_removed(&table, policy, options, &mut report).await?;
+    let (vacuumed, kept) = vacuum(&table, policy.vacuum_retention, options).await?;
+    report.files_vacuumed = vacuumed;
+    report.files_kept_for_models = kept;
     Ok(Some(report))
 }

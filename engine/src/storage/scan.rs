@@ -420,9 +420,8 @@ impl TableProvider for DeltaScan {
             self.store.clone(),
             runtime.cache_manager.get_file_metadata_cache(),
         );
-        let mut source =
-            ParquetSource::new(self.schema.clone()).with_table_parquet_options(options);
-        source = match predicate {
+        let source = ParquetSource::new(self.schema.clone()).with_table_parquet_options(options);
+        let source = match predicate {
             // A filtered scan prunes pages: keep their index in the cache with the footer.
             Some(predicate) => source
                 .with_parquet_file_reader_factory(Arc::new(PageIndexCachingFactory(reader)))
