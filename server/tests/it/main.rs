@@ -8,6 +8,7 @@ mod clustering;
 mod data_tests;
 mod docs_site;
 mod example;
+mod format_compat;
 mod housekeeping;
 mod http_source;
 mod incremental;
