@@ -267,7 +267,7 @@ impl Session {
     /// Loads the data of a `COPY ... FROM STDIN` into its table as one commit.
     pub async fn copy_in(&mut self, copy: &CopyIn, data: &[u8]) -> Result<u64> {
         let engine = self.engine.inner.clone();
-        let lock = engine.write_lock(copy.object_id);
+        let lock = engine.store.write_lock(copy.object_id);
         let _guard = lock.lock().await;
         let object = engine
             .catalog
@@ -296,13 +296,13 @@ impl Session {
         if rows == 0 {
             return Ok(0);
         }
-        let table = delta::latest(engine.published_table(&object).await?).await?;
+        let table = delta::latest(engine.store.published_table(&object).await?).await?;
         let table = table
             .write(full)
             .with_save_mode(SaveMode::Append)
             .with_commit_properties(delta::commit_properties(Default::default()))
             .await?;
-        engine.publish(&object, table)?;
+        engine.store.publish(&object, table)?;
         Ok(rows)
     }
 }

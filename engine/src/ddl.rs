@@ -123,7 +123,8 @@ pub async fn create_table(
     let location = location_for(&name);
     let engine = &session.engine.inner;
     let table = engine
-        .warehouse
+        .store
+        .warehouse()
         .create(&location, &name.name, &schema)
         .await?;
     let object = engine.catalog.create_object(
@@ -143,11 +144,11 @@ pub async fn create_table(
     let object = match object {
         Ok(o) => o,
         Err(e) => {
-            let _ = engine.warehouse.remove(&location);
+            let _ = engine.store.warehouse().remove(&location);
             return Err(e.into());
         }
     };
-    engine.publish(&object, table)?;
+    engine.store.publish(&object, table)?;
     if let Some(plan) = query_plan {
         let rows = crate::dml::append_plan(session, &object, plan).await?;
         return Ok(Output::Command(format!("SELECT {rows}")));
@@ -367,7 +368,8 @@ pub async fn create_model(session: &mut Session, model: CreateModel, text: &str)
             .collect::<Vec<_>>(),
     );
     let table = engine
-        .warehouse
+        .store
+        .warehouse()
         .create(&location, &name.name, &nullable)
         .await?;
     let new = NewObject {
@@ -397,16 +399,16 @@ pub async fn create_model(session: &mut Session, model: CreateModel, text: &str)
         None => catalog.create_object(&new, &upstream).map(|o| o.id),
     };
     let id = stored.inspect_err(|_| {
-        let _ = engine.warehouse.remove(&location);
+        let _ = engine.store.warehouse().remove(&location);
     })?;
-    engine.forget(id);
+    engine.store.forget(id);
     drop(table);
     let object = catalog
         .object_by_id(id)?
         .ok_or_else(|| Error::Internal("model vanished".into()))?;
     if !model.with_data {
         if let Some(old_location) = existing.as_ref().and_then(|o| o.location.as_ref()) {
-            let _ = engine.warehouse.remove(old_location);
+            let _ = engine.store.warehouse().remove(old_location);
         }
         views.record(&session.engine, id, &plan)?;
         if existing.is_some() {
@@ -430,8 +432,8 @@ pub async fn create_model(session: &mut Session, model: CreateModel, text: &str)
                 }
                 None => catalog.drop_objects(&[id])?,
             }
-            engine.forget(id);
-            let _ = engine.warehouse.remove(&location);
+            engine.store.forget(id);
+            let _ = engine.store.warehouse().remove(&location);
             return Err(e);
         }
     };
@@ -440,7 +442,7 @@ pub async fn create_model(session: &mut Session, model: CreateModel, text: &str)
     views.record(&session.engine, id, &plan)?;
     if let Some(old) = &existing {
         if let Some(old_location) = &old.location {
-            let _ = engine.warehouse.remove(old_location);
+            let _ = engine.store.warehouse().remove(old_location);
         }
         crate::lineage::recompute_dependents(&session.engine, id).await?;
         crate::refresh::refresh_downstream_of(&session.engine, object.id, "replace").await?;
@@ -656,9 +658,9 @@ fn drop_ids(session: &Session, ids: &[i64]) -> Result<()> {
         .collect::<Result<_, _>>()?;
     catalog.drop_objects(ids)?;
     for o in objects {
-        session.engine.inner.forget(o.id);
+        session.engine.inner.store.forget(o.id);
         if let Some(location) = &o.location
-            && let Err(e) = session.engine.inner.warehouse.remove(location)
+            && let Err(e) = session.engine.inner.store.warehouse().remove(location)
         {
             tracing::warn!(object = %o.name, error = %e, "could not remove dropped table files");
         }

@@ -74,7 +74,7 @@ pub(crate) async fn append_plan(
     plan: LogicalPlan,
 ) -> Result<u64> {
     let engine = &session.engine.inner;
-    let lock = engine.write_lock(object.id);
+    let lock = engine.store.write_lock(object.id);
     let _guard = lock.lock().await;
     let object = engine
         .catalog
@@ -83,7 +83,7 @@ pub(crate) async fn append_plan(
             kind: "relation",
             name: object.name.to_string(),
         })?;
-    let table = delta::latest(engine.published_table(&object).await?).await?;
+    let table = delta::latest(engine.store.published_table(&object).await?).await?;
     let state = session.ctx.state();
     let table = table
         .write(Vec::new())
@@ -93,7 +93,7 @@ pub(crate) async fn append_plan(
         .with_commit_properties(delta::commit_properties(Default::default()))
         .await?;
     let rows = delta::last_commit_rows(&table).await.unwrap_or(0);
-    engine.publish(&object, table)?;
+    engine.store.publish(&object, table)?;
     Ok(rows.max(0) as u64)
 }
 
@@ -110,10 +110,10 @@ pub async fn update(session: &mut Session, update: ast::Update) -> Result<Output
     }
     let object = target_table(session, name, "update")?;
     let engine = &session.engine.inner;
-    let lock = engine.write_lock(object.id);
+    let lock = engine.store.write_lock(object.id);
     let _guard = lock.lock().await;
     let object = engine.catalog.object_by_id(object.id)?.unwrap_or(object);
-    let table = delta::latest(engine.published_table(&object).await?).await?;
+    let table = delta::latest(engine.store.published_table(&object).await?).await?;
     let mut builder = table
         .update()
         .with_commit_properties(delta::commit_properties(Default::default()));
@@ -142,7 +142,7 @@ pub async fn update(session: &mut Session, update: ast::Update) -> Result<Output
     let (table, metrics) = builder.await?;
     let rows = metrics.num_updated_rows;
     if delta::version(&table) != object.published_version.unwrap_or(-1) {
-        engine.publish(&object, table)?;
+        engine.store.publish(&object, table)?;
     }
     Ok(Output::Command(format!("UPDATE {rows}")))
 }
@@ -166,10 +166,10 @@ pub async fn delete(session: &mut Session, delete: ast::Delete) -> Result<Output
     }
     let object = target_table(session, name, "delete from")?;
     let engine = &session.engine.inner;
-    let lock = engine.write_lock(object.id);
+    let lock = engine.store.write_lock(object.id);
     let _guard = lock.lock().await;
     let object = engine.catalog.object_by_id(object.id)?.unwrap_or(object);
-    let table = delta::latest(engine.published_table(&object).await?).await?;
+    let table = delta::latest(engine.store.published_table(&object).await?).await?;
     let mut builder = table
         .delete()
         .with_commit_properties(delta::commit_properties(Default::default()));
@@ -179,7 +179,7 @@ pub async fn delete(session: &mut Session, delete: ast::Delete) -> Result<Output
     let (table, metrics) = builder.await?;
     let rows = metrics.num_deleted_rows.unwrap_or(0);
     if delta::version(&table) != object.published_version.unwrap_or(-1) {
-        engine.publish(&object, table)?;
+        engine.store.publish(&object, table)?;
     }
     Ok(Output::Command(format!("DELETE {rows}")))
 }

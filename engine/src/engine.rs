@@ -1,9 +1,8 @@
 //! The engine shared by every session: catalog, warehouse, the DataFusion base state that
 //! sessions are cloned from, and the cache of published Delta table versions.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 
 use datafusion::catalog::TableProvider;
 use datafusion::datasource::view::ViewTable;
@@ -12,14 +11,14 @@ use datafusion::execution::context::SessionState;
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
-use deltalake::DeltaTable;
 use tributary_catalog::{Catalog, CatalogObject, ObjectKind};
 
 use crate::error::{Error, Result};
 use crate::provider::DatabaseProvider;
 use crate::session::Session;
 use crate::sources::files::FileSourceSpec;
-use crate::storage::delta::{self, Warehouse};
+use crate::storage::TableStore;
+use crate::storage::delta::Warehouse;
 
 /// How to open an engine.
 #[derive(Debug, Clone)]
@@ -51,23 +50,12 @@ pub struct Engine {
     pub(crate) inner: Arc<EngineInner>,
 }
 
-/// A cached provider and the (published version, location) it reads.
-type ProviderEntry = ((Option<i64>, Option<String>), Arc<dyn TableProvider>);
-
 pub(crate) struct EngineInner {
     pub catalog: Arc<Catalog>,
-    pub warehouse: Warehouse,
+    /// The warehouse's Delta tables: published versions, providers, write locks.
+    pub store: TableStore,
     pub database: String,
     base_state: OnceLock<SessionState>,
-    /// Published Delta table states by object id, so reads need no log I/O.
-    published: Mutex<HashMap<i64, DeltaTable>>,
-    /// Readers' providers of published versions by object id, with the (version, location)
-    /// they read: building delta-rs' provider per query was a tenth of a point lookup.
-    providers: Mutex<HashMap<i64, ProviderEntry>>,
-    /// Serialises writers (DML, refreshes) per stored object.
-    write_locks: Mutex<HashMap<i64, Arc<tokio::sync::Mutex<()>>>>,
-    /// What background housekeeping did that readers must know (see `storage::housekeeping`).
-    pub housekeeping: crate::storage::housekeeping::Shared,
     /// The change sensor's last answers from PostgreSQL sources (see `refresh::sensor`).
     pub(crate) sensor: crate::refresh::sensor::SensorMemory,
 }
@@ -96,14 +84,10 @@ impl Engine {
         };
         let catalog = Arc::new(Catalog::open(&catalog_path)?);
         let inner = Arc::new(EngineInner {
+            store: TableStore::new(catalog.clone(), warehouse),
             catalog,
-            warehouse,
             database: config.database.clone(),
             base_state: OnceLock::new(),
-            published: Mutex::new(HashMap::new()),
-            providers: Mutex::new(HashMap::new()),
-            write_locks: Mutex::new(HashMap::new()),
-            housekeeping: Default::default(),
             sensor: Default::default(),
         });
         let state = base_state(&inner, config.memory_limit)?;
@@ -195,115 +179,13 @@ impl EngineInner {
             .expect("engine base state is set at open")
     }
 
-    /// Takes `object`'s write lock and rereads it from the catalog under the lock (a writer
-    /// before us may have changed it), for refreshes and polls.
-    pub(crate) async fn lock_for_write(
-        &self,
-        object: &CatalogObject,
-    ) -> Result<(tokio::sync::OwnedMutexGuard<()>, CatalogObject)> {
-        let guard = self.write_lock(object.id).lock_owned().await;
-        let current =
-            self.catalog
-                .object_by_id(object.id)?
-                .ok_or_else(|| Error::UndefinedObject {
-                    kind: object.kind.as_str(),
-                    name: object.name.to_string(),
-                })?;
-        Ok((guard, current))
-    }
-
-    pub fn write_lock(&self, id: i64) -> Arc<tokio::sync::Mutex<()>> {
-        self.write_locks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(id)
-            .or_default()
-            .clone()
-    }
-
-    /// Records a newly published Delta state for readers.
-    pub fn publish(&self, object: &CatalogObject, table: DeltaTable) -> Result<i64> {
-        let version = delta::version(&table);
-        let started = std::time::Instant::now();
-        self.catalog.set_published_version(object.id, version)?;
-        crate::metrics::catalog_commit(started.elapsed());
-        self.published
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(object.id, table);
-        Ok(version)
-    }
-
-    pub fn forget(&self, id: i64) {
-        self.published
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&id);
-        self.providers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&id);
-    }
-
-    /// The provider of a stored object's published version, built once per version.
-    async fn published_provider(&self, object: &CatalogObject) -> Result<Arc<dyn TableProvider>> {
-        let read = (object.published_version, object.location.clone());
-        let cached = self
-            .providers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&object.id)
-            .filter(|(at, _)| *at == read)
-            .map(|(_, provider)| provider.clone());
-        if let Some(provider) = cached {
-            return Ok(provider);
-        }
-        let table = self.published_table(object).await?;
-        let provider = delta::provider(&table).await?;
-        self.providers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(object.id, (read, provider.clone()));
-        Ok(provider)
-    }
-
-    /// The Delta table of a stored object at its published version.
-    pub async fn published_table(&self, object: &CatalogObject) -> Result<DeltaTable> {
-        let location = object
-            .location
-            .as_deref()
-            .ok_or_else(|| Error::Internal(format!("{} has no location", object.name)))?;
-        let Some(version) = object.published_version else {
-            return Err(Error::BadInput {
-                message: format!("model \"{}\" has not been refreshed yet", object.name),
-                detail: None,
-            });
-        };
-        let cached = self
-            .published
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&object.id)
-            .filter(|t| delta::version(t) == version)
-            .cloned();
-        if let Some(table) = cached {
-            return Ok(table);
-        }
-        let table = self.warehouse.load(location, Some(version)).await?;
-        self.published
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(object.id, table.clone());
-        Ok(table)
-    }
-
     /// The DataFusion provider for any object, as readers see it now.
     pub async fn provider_for(&self, object: &CatalogObject) -> Result<Arc<dyn TableProvider>> {
         match object.kind {
-            ObjectKind::Table | ObjectKind::Model => self.published_provider(object).await,
+            ObjectKind::Table | ObjectKind::Model => self.store.published_provider(object).await,
             // HTTP sources are read from their stored snapshots.
             ObjectKind::Source if crate::sources::http::is_http(object) => {
-                self.published_provider(object).await
+                self.store.published_provider(object).await
             }
             ObjectKind::Source if crate::sources::postgres::is_postgres(object) => {
                 crate::sources::postgres::provider(&self.catalog, object).await

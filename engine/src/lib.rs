@@ -9,15 +9,13 @@
 mod constant_order;
 pub mod copy;
 pub mod ddl;
-pub mod dialect;
 pub mod dml;
 mod engine;
-pub mod error;
 mod except_all;
+mod housekeeping;
 pub mod jobs;
 pub mod lineage;
 pub mod metrics;
-pub mod names;
 pub mod planning;
 pub mod project;
 pub mod provider;
@@ -27,15 +25,17 @@ pub mod schedule;
 pub mod secrets;
 pub mod session;
 pub mod sources;
-pub mod storage;
 pub mod system;
 pub mod time_travel;
-pub mod types;
+
+pub use tributary_sql::{SqlState, dialect, error, names, types};
+pub use tributary_storage as storage;
 
 pub use engine::{Engine, EngineConfig};
 pub use error::{Error, Result};
+pub use housekeeping::PassOutcome;
 pub use session::{Described, Output, Prepared, Session};
-pub use storage::housekeeping::{HousekeepingPolicy, HousekeepingReport, PassOutcome};
+pub use storage::housekeeping::{HousekeepingPolicy, HousekeepingReport};
 
 /// The PostgreSQL version Tributary reports to clients (what its SQL surface resembles).
 pub const SERVER_VERSION: &str = "15.0 (Tributary 0.1.0)";

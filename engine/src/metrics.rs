@@ -1,25 +1,21 @@
-//! What the engine reports to whoever keeps metrics: finished refreshes, Delta commits and
-//! catalog commits. The engine knows nothing of Prometheus or HTTP; the server installs a
-//! [`EngineMetrics`] sink once at start-up and exports what it receives. Without a sink (tests,
+//! What the engine reports to whoever keeps metrics: finished refreshes and data tests, and
+//! (through [`StorageMetrics`], which storage reports to) Delta and catalog commits. The
+//! engine knows nothing of Prometheus or HTTP; the server installs an [`EngineMetrics`] sink
+//! once at start-up and exports what it receives. Without a sink (tests,
 //! `tributary apply`) reporting costs nothing.
 
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use tributary_catalog::RunOutcome;
+pub use tributary_storage::metrics::StorageMetrics;
 
 /// Receives the engine's measurements. Calls are made inline on the engine's tasks, so an
 /// implementation must be cheap and never block.
-pub trait EngineMetrics: Send + Sync {
+pub trait EngineMetrics: StorageMetrics {
     /// A refresh of `model` (`schema.name`) finished and was recorded in the catalog with
     /// `outcome` (its status, strategy and row counts), `elapsed` after it started.
     fn refresh_finished(&self, model: &str, outcome: &RunOutcome, elapsed: Duration);
-
-    /// A Delta commit (the `_delta_log` entry, written and synced) took `elapsed`.
-    fn delta_commit(&self, elapsed: Duration);
-
-    /// A catalog commit that publishes a new Delta version took `elapsed`.
-    fn catalog_commit(&self, elapsed: Duration);
 
     /// Data test `test` on `object` ran with `status` (`pass`, `fail`, `warn`, `error`).
     fn test_finished(&self, test: &str, object: &str, status: &str);
@@ -27,9 +23,10 @@ pub trait EngineMetrics: Send + Sync {
 
 static SINK: OnceLock<&'static dyn EngineMetrics> = OnceLock::new();
 
-/// Installs the process's metrics sink; returns false if one was installed already.
+/// Installs the process's metrics sink (for storage's reports too); returns false if one was
+/// installed already.
 pub fn install(sink: &'static dyn EngineMetrics) -> bool {
-    SINK.set(sink).is_ok()
+    SINK.set(sink).is_ok() && tributary_storage::metrics::install(sink)
 }
 
 fn sink() -> Option<&'static dyn EngineMetrics> {
@@ -43,18 +40,6 @@ pub(crate) fn refresh_finished(
 ) {
     if let Some(sink) = sink() {
         sink.refresh_finished(&model.to_string(), outcome, elapsed);
-    }
-}
-
-pub(crate) fn delta_commit(elapsed: Duration) {
-    if let Some(sink) = sink() {
-        sink.delta_commit(elapsed);
-    }
-}
-
-pub(crate) fn catalog_commit(elapsed: Duration) {
-    if let Some(sink) = sink() {
-        sink.catalog_commit(elapsed);
     }
 }
 

@@ -54,14 +54,15 @@ pub async fn snapshot_provider(
                     object.published_version.unwrap_or(-1)
                 )));
             }
-            engine.warehouse.load(location, Some(*v)).await?
+            engine.store.warehouse().load(location, Some(*v)).await?
         }
         AsOf::Timestamp(text) => {
             let at = parse_timestamp(text)?;
-            engine.warehouse.load_at(location, at).await?
+            engine.store.warehouse().load_at(location, at).await?
         }
     };
-    crate::storage::housekeeping::ensure_readable(&engine, &object, &table).await?;
+    crate::storage::housekeeping::ensure_readable(engine.store.housekeeping(), &object, &table)
+        .await?;
     delta::provider(&table).await
 }
 

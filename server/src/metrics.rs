@@ -369,7 +369,9 @@ impl tributary_engine::metrics::EngineMetrics for Metrics {
         read.inc_by(outcome.rows_read.unwrap_or(0).max(0) as u64);
         written.inc_by(outcome.rows_written.unwrap_or(0).max(0) as u64);
     }
+}
 
+impl tributary_engine::metrics::StorageMetrics for Metrics {
     fn delta_commit(&self, elapsed: Duration) {
         self.delta_commit.observe(elapsed.as_secs_f64());
     }

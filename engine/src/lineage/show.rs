@@ -11,13 +11,7 @@ use tributary_catalog::{Catalog, CatalogObject};
 use crate::error::Result;
 use crate::system::{Col, RowsBuilder};
 
-/// Which way `SHOW LINEAGE` walks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
-    Upstream,
-    Downstream,
-    Both,
-}
+pub use crate::dialect::LineageDirection as Direction;
 
 /// A table edge (`edge` = `table`, no columns) or a column edge.
 struct EdgeRow {

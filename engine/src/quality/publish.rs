@@ -41,7 +41,7 @@ pub(crate) async fn publish_audited(
 ) -> Result<i64> {
     let tests = engine.catalog.tests_reading(object.id)?;
     if tests.is_empty() {
-        return engine.publish(object, table);
+        return engine.store.publish(object, table);
     }
     let version = delta::version(&table);
     let provider = delta::provider(&table).await?;
@@ -84,7 +84,7 @@ pub(crate) async fn publish_audited(
         }
     }
     if failed.is_empty() {
-        return engine.publish(object, table);
+        return engine.store.publish(object, table);
     }
     restore(table, before, Some(run_id)).await?;
     Err(test_failed(object, version, &failed))
@@ -106,7 +106,7 @@ async fn restore(table: DeltaTable, before: &Before, run_id: Option<i64>) -> Res
         .with_version_to_restore(before.version.max(0) as u64)
         .with_commit_properties(delta::commit_properties(metadata))
         .await?;
-    crate::metrics::delta_commit(started.elapsed());
+    tributary_storage::metrics::delta_commit(started.elapsed());
     tracing::info!(
         version = delta::version(&table),
         restored = before.version,

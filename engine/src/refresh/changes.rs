@@ -250,7 +250,7 @@ pub(crate) async fn change_of(
             input.name
         )));
     }
-    let table = engine.published_table(input).await?;
+    let table = engine.store.published_table(input).await?;
     let log = table.log_store();
     let mut rewritten = false;
     let mut appended = false;
@@ -333,7 +333,7 @@ pub(crate) async fn changed_rows(
     rows: FeedRows,
     like: &Arc<dyn TableProvider>,
 ) -> Result<Arc<dyn TableProvider>> {
-    let table = engine.published_table(input).await?;
+    let table = engine.store.published_table(input).await?;
     feed_rows(state, &table, (from, to), rows, like)
         .await
         .map_err(|e| match e {
@@ -385,7 +385,7 @@ async fn change_feed(
     input: &CatalogObject,
     (from, to): (i64, i64),
 ) -> Result<Arc<DeltaCdfTableProvider>> {
-    let table = engine.published_table(input).await?;
+    let table = engine.store.published_table(input).await?;
     cdf_provider(&table, (from, to))
 }
 

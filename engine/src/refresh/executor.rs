@@ -18,13 +18,13 @@ use crate::storage::delta::{self, INPUTS_KEY, RUN_ID_KEY, STRATEGY_KEY};
 /// The model's current Delta table (published, or the empty version 0 before a first refresh).
 async fn current_table(engine: &EngineInner, object: &CatalogObject) -> Result<DeltaTable> {
     if object.published_version.is_some() {
-        delta::latest(engine.published_table(object).await?).await
+        delta::latest(engine.store.published_table(object).await?).await
     } else {
         let location = object
             .location
             .as_deref()
             .ok_or_else(|| Error::Internal(format!("{} has no location", object.name)))?;
-        engine.warehouse.load(location, None).await
+        engine.store.warehouse().load(location, None).await
     }
 }
 
@@ -36,7 +36,7 @@ pub async fn refresh_one(
     full: bool,
 ) -> Result<RunOutcome> {
     let inner = &engine.inner;
-    let (_guard, object) = inner.lock_for_write(object).await?;
+    let (_guard, object) = inner.store.lock_for_write(object).await?;
     let run_id = inner.catalog.start_run(&object, trigger)?;
     let started = std::time::Instant::now();
     let guard = RunGuard {

@@ -324,7 +324,7 @@ pub(crate) async fn recover(engine: &Engine) -> Result<()> {
         let Some(location) = object.location.as_deref() else {
             continue;
         };
-        let table = match inner.warehouse.load(location, None).await {
+        let table = match inner.store.warehouse().load(location, None).await {
             Ok(t) => t,
             Err(e) => {
                 tracing::error!(object = %object.name, error = %e, "cannot open delta table");
@@ -353,7 +353,7 @@ pub(crate) async fn recover(engine: &Engine) -> Result<()> {
                 committed_runs.insert(run_id, latest);
             }
             tracing::info!(object = %object.name, latest, published, "publishing a commit that landed before a restart");
-            inner.publish(&object, table)?;
+            inner.store.publish(&object, table)?;
         }
     }
     for run in catalog.running_runs()? {

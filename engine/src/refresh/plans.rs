@@ -309,6 +309,10 @@ async fn old_version(
     version: i64,
 ) -> Result<Arc<dyn datafusion::catalog::TableProvider>> {
     let location = input.location.as_deref().unwrap_or_default();
-    let old = engine.warehouse.load(location, Some(version)).await?;
+    let old = engine
+        .store
+        .warehouse()
+        .load(location, Some(version))
+        .await?;
     delta::provider(&old).await
 }

@@ -289,7 +289,8 @@ pub async fn create(
     let id = uuid::Uuid::new_v4().simple().to_string();
     let location = format!("{}/{}-{}", name.schema, name.name, &id[..12]);
     let table = engine
-        .warehouse
+        .store
+        .warehouse()
         .create(&location, &name.name, &stored)
         .await?;
     let description = options.get("description").cloned();
@@ -310,7 +311,7 @@ pub async fn create(
     let object = match object {
         Ok(o) => o,
         Err(e) => {
-            let _ = engine.warehouse.remove(&location);
+            let _ = engine.store.warehouse().remove(&location);
             return Err(e.into());
         }
     };
@@ -318,7 +319,7 @@ pub async fn create(
     let written = async {
         let rows = batch.num_rows() as i64;
         let table = commit_snapshot(table, batch, &snapshot.hash, run_id).await?;
-        let version = engine.publish(&object, table)?;
+        let version = engine.store.publish(&object, table)?;
         Ok::<_, Error>((rows, version))
     }
     .await;
@@ -339,8 +340,8 @@ pub async fn create(
         }
         Err(e) => {
             engine.catalog.drop_objects(&[object.id])?;
-            engine.forget(object.id);
-            let _ = engine.warehouse.remove(&location);
+            engine.store.forget(object.id);
+            let _ = engine.store.warehouse().remove(&location);
             Err(e)
         }
     }
@@ -394,7 +395,7 @@ pub async fn refresh_statement(session: &mut Session, name: &ast::ObjectName) ->
 /// new. Recorded as a run of the source; a failure leaves the last good snapshot served.
 pub async fn poll(engine: &Engine, object: &CatalogObject, trigger: &str) -> Result<Polled> {
     let inner = &engine.inner;
-    let (_guard, object) = inner.lock_for_write(object).await?;
+    let (_guard, object) = inner.store.lock_for_write(object).await?;
     let run_id = inner.catalog.start_run(&object, trigger)?;
     let result = poll_locked(inner, &object, run_id).await;
     let outcome = match &result {
@@ -434,11 +435,11 @@ async fn poll_locked(engine: &EngineInner, object: &CatalogObject, run_id: i64) 
     let headers = request_headers(engine, &spec)?;
     let body = fetch(&spec, &headers, &object.name).await?;
     let hash = body_hash(&body);
-    let table = delta::latest(engine.published_table(object).await?).await?;
+    let table = delta::latest(engine.store.published_table(object).await?).await?;
     // A snapshot committed but never published (the server stopped in between) is published
     // now, whatever this poll brings.
     if delta::version(&table) != object.published_version.unwrap_or(-1) {
-        engine.publish(object, table.clone())?;
+        engine.store.publish(object, table.clone())?;
     }
     // An unchanged body is not even parsed.
     if last_hash(&table).await?.as_deref() == Some(hash.as_str()) {
@@ -450,7 +451,7 @@ async fn poll_locked(engine: &EngineInner, object: &CatalogObject, run_id: i64) 
     let batch = to_batch(&spec, &object.name, &columns, &rows, Utc::now())?;
     let count = batch.num_rows() as i64;
     let table = commit_snapshot(table, batch, &hash, run_id).await?;
-    let version = engine.publish(object, table)?;
+    let version = engine.store.publish(object, table)?;
     Ok(Polled::Appended {
         rows: count,
         version,

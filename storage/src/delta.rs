@@ -16,8 +16,8 @@ use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::{DeltaTable, DeltaTableBuilder};
 use url::Url;
 
-use crate::error::{Error, Result};
-use crate::types::storage_schema;
+use tributary_sql::types::storage_schema;
+use tributary_sql::{Error, Result};
 
 /// Commit metadata key holding the refresh run id.
 pub const RUN_ID_KEY: &str = "tributary.run_id";

@@ -32,7 +32,7 @@ use futures::StreamExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
-use crate::error::{Error, Result};
+use tributary_sql::{Error, Result};
 
 /// How big a data file may grow.
 #[derive(Debug, Clone, Copy)]

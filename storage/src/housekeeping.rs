@@ -3,8 +3,9 @@
 //! Every INSERT, COPY and incremental refresh adds a small Parquet file and a JSON commit, so a
 //! table that lives for months ends up with thousands of both, and every read pays for them:
 //! log replay grows with the commits since the last checkpoint, and a scan opens every file.
-//! A background pass ([`Engine::start_housekeeping`]) visits every table and model, under the
-//! object's write lock so no writer races it, and:
+//! A background pass (the engine's `housekeeping` module) visits every table and model,
+//! under the object's write lock so no writer races it, and calls [`rewrite`] and [`vacuum`]
+//! here, which:
 //!
 //! - **compacts** small files with Delta's `OPTIMIZE` once there are
 //!   [`HousekeepingPolicy::compact_min_files`] of them (smaller than the target size). The
@@ -35,10 +36,10 @@
 //! reading it when vacuum runs never notices with a retention of minutes or more; a retention
 //! near zero (tests) can make such a query fail.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::num::NonZeroU64;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use datafusion::execution::context::SessionState;
@@ -49,12 +50,12 @@ use deltalake::table::config::TablePropertiesExt;
 use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectStoreExt;
 use object_store::path::Path;
-use tributary_catalog::{CatalogObject, ObjectKind};
+use tributary_catalog::CatalogObject;
 
-use crate::engine::{Engine, EngineInner};
-use crate::error::{Error, Result};
-use crate::storage::deletion;
-use crate::storage::delta::{self, INPUTS_KEY};
+use tributary_sql::{Error, Result};
+
+use crate::deletion;
+use crate::delta::{self, INPUTS_KEY};
 
 /// What housekeeping does and how often.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -160,7 +161,7 @@ pub struct MaintainOptions {
 /// Housekeeping state shared with readers: the shortest retention any pass used, so time
 /// travel knows which versions may have lost files.
 #[derive(Debug)]
-pub(crate) struct Shared {
+pub struct Shared {
     /// In milliseconds; `u64::MAX` while nothing was vacuumed by this process.
     min_retention_ms: AtomicU64,
 }
@@ -174,12 +175,14 @@ impl Default for Shared {
 }
 
 impl Shared {
-    fn note_retention(&self, retention: Duration) {
+    /// Records the retention a pass or the background loop uses.
+    pub fn note_retention(&self, retention: Duration) {
         let ms = u64::try_from(retention.as_millis()).unwrap_or(u64::MAX - 1);
         self.min_retention_ms.fetch_min(ms, Ordering::Relaxed);
     }
 
-    fn min_retention(&self) -> Option<Duration> {
+    /// The shortest retention used so far, if any pass may have deleted files.
+    pub fn min_retention(&self) -> Option<Duration> {
         match self.min_retention_ms.load(Ordering::Relaxed) {
             u64::MAX => None,
             ms => Some(Duration::from_millis(ms)),
@@ -190,7 +193,7 @@ impl Shared {
 /// Rewrites one Delta table where due: purge, compaction, checkpoint. Returns the table at its
 /// newest version (a new one when a rewrite committed); the caller publishes it before
 /// [`vacuum`] deletes anything, so no reader is handed a version whose files are gone.
-async fn rewrite(
+pub async fn rewrite(
     table: DeltaTable,
     policy: &HousekeepingPolicy,
     options: &MaintainOptions,
@@ -310,7 +313,7 @@ async fn last_checkpoint_version(table: &DeltaTable) -> Result<i64> {
 
 /// Deletes files removed longer than `retention` ago, except files of version `keep_since`
 /// or added after it. Returns (deleted, kept for models).
-async fn vacuum(
+pub async fn vacuum(
     table: &DeltaTable,
     retention: Duration,
     options: &MaintainOptions,
@@ -399,12 +402,12 @@ async fn referenced_since(table: &DeltaTable, since: i64) -> Result<HashSet<Path
 
 /// Time travel guard: a snapshot older than the vacuum retention may have lost data files.
 /// Fails with a clear error when one is missing, rather than letting the scan fail on it.
-pub(crate) async fn ensure_readable(
-    engine: &EngineInner,
+pub async fn ensure_readable(
+    shared: &Shared,
     object: &CatalogObject,
     table: &DeltaTable,
 ) -> Result<()> {
-    let Some(retention) = engine.housekeeping.min_retention() else {
+    let Some(retention) = shared.min_retention() else {
         return Ok(());
     };
     let version = delta::version(table);
@@ -459,7 +462,8 @@ pub(crate) async fn ensure_readable(
     Ok(())
 }
 
-fn humanize(d: Duration) -> String {
+/// A retention as people say it (`7 days`, `90 seconds`).
+pub fn humanize(d: Duration) -> String {
     let secs = d.as_secs();
     match secs {
         0 => format!("{}ms", d.as_millis()),
@@ -468,163 +472,4 @@ fn humanize(d: Duration) -> String {
         s if s % 60 == 0 => format!("{} minutes", s / 60),
         s => format!("{s} seconds"),
     }
-}
-
-/// One object's outcome in a pass.
-#[derive(Debug)]
-pub struct PassOutcome {
-    pub name: tributary_catalog::ObjectName,
-    /// `None` when the object was skipped (dropped, replaced or being written meanwhile).
-    pub result: Result<Option<HousekeepingReport>>,
-}
-
-impl Engine {
-    /// Starts the background loop: a pass every `policy.interval`, the first one an interval
-    /// from now. The loop ends when the engine is dropped.
-    pub fn start_housekeeping(&self, policy: HousekeepingPolicy) -> tokio::task::JoinHandle<()> {
-        self.inner
-            .housekeeping
-            .note_retention(policy.vacuum_retention);
-        let engine: Weak<EngineInner> = Arc::downgrade(&self.inner);
-        tracing::info!(
-            interval = ?policy.interval,
-            retention = %humanize(policy.vacuum_retention),
-            compact_min_files = policy.compact_min_files,
-            "housekeeping started"
-        );
-        tokio::spawn(async move {
-            let period = policy.interval.max(Duration::from_millis(100));
-            let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                ticks.tick().await;
-                let Some(inner) = engine.upgrade() else {
-                    return;
-                };
-                let engine = Engine { inner };
-                engine.housekeeping_pass(&policy).await;
-            }
-        })
-    }
-
-    /// One pass over every table and model. Errors are logged and returned, never raised.
-    pub async fn housekeeping_pass(&self, policy: &HousekeepingPolicy) -> Vec<PassOutcome> {
-        let inner = &self.inner;
-        inner.housekeeping.note_retention(policy.vacuum_retention);
-        let objects = match inner.catalog.objects() {
-            Ok(objects) => objects,
-            Err(e) => {
-                tracing::error!(error = %e, "housekeeping cannot read the catalog");
-                return Vec::new();
-            }
-        };
-        let bookmarks = oldest_bookmarks(inner, &objects).await;
-        let session = inner.base_state().clone();
-        let mut outcomes = Vec::new();
-        for object in objects.iter().filter(|o| is_maintained(o)) {
-            let options = MaintainOptions {
-                keep_since: bookmarks.get(&object.name.to_string()).copied(),
-                session: Some(session.clone()),
-                layout: Some(crate::storage::cluster::layout_of(object)),
-            };
-            let result = maintain_object(inner, object.id, policy, &options).await;
-            match &result {
-                Ok(Some(report)) if report.did_work() => {
-                    tracing::info!(object = %object.name, %report, "housekeeping");
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::warn!(object = %object.name, error = %e, "housekeeping failed");
-                }
-            }
-            outcomes.push(PassOutcome {
-                name: object.name.clone(),
-                result,
-            });
-        }
-        outcomes
-    }
-}
-
-fn is_maintained(object: &CatalogObject) -> bool {
-    // HTTP sources keep their snapshots as a Delta table too: one small file per poll.
-    (matches!(object.kind, ObjectKind::Table | ObjectKind::Model)
-        || crate::sources::http::is_http(object))
-        && object.location.is_some()
-        && object.published_version.is_some()
-}
-
-/// For every stored input, the oldest version a model's latest commit says it read.
-async fn oldest_bookmarks(inner: &EngineInner, objects: &[CatalogObject]) -> BTreeMap<String, i64> {
-    let mut oldest: BTreeMap<String, i64> = BTreeMap::new();
-    for model in objects
-        .iter()
-        .filter(|o| o.kind == ObjectKind::Model && is_maintained(o))
-    {
-        let table = match inner.published_table(model).await {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::warn!(object = %model.name, error = %e, "housekeeping cannot read bookmarks");
-                continue;
-            }
-        };
-        for (input, bookmark) in crate::refresh::changes::bookmarks(&table).await {
-            let Some(version) = bookmark.get("version").and_then(|v| v.as_i64()) else {
-                continue;
-            };
-            oldest
-                .entry(input)
-                .and_modify(|v| *v = (*v).min(version))
-                .or_insert(version);
-        }
-    }
-    oldest
-}
-
-/// Maintains one object under its write lock and publishes the result.
-async fn maintain_object(
-    inner: &EngineInner,
-    id: i64,
-    policy: &HousekeepingPolicy,
-    options: &MaintainOptions,
-) -> Result<Option<HousekeepingReport>> {
-    let lock = inner.write_lock(id);
-    let _guard = lock.lock().await;
-    // Read the object again under the lock: it may have been dropped, replaced or written.
-    let Some(object) = inner.catalog.object_by_id(id)? else {
-        return Ok(None);
-    };
-    if !is_maintained(&object) {
-        return Ok(None);
-    }
-    let published = object.published_version.unwrap_or(-1);
-    let table = delta::latest(inner.published_table(&object).await?).await?;
-    if delta::version(&table) != published {
-        // A commit landed but was never published (its statement was cancelled); the next
-        // write or restart publishes it. Housekeeping must not be what makes it visible.
-        tracing::debug!(object = %object.name, "housekeeping skipped: unpublished commits");
-        return Ok(None);
-    }
-    let (table, mut report) = rewrite(table, policy, options).await?;
-    if delta::version(&table) != published {
-        let current = inner.catalog.object_by_id(id)?;
-        let unchanged = current.as_ref().is_some_and(|c| {
-            c.location == object.location && c.published_version == object.published_version
-        });
-        match current {
-            Some(current) if unchanged => {
-                inner.publish(&current, table.clone())?;
-            }
-            _ => {
-                tracing::warn!(object = %object.name, "housekeeping result not published: the object changed meanwhile");
-                return Ok(Some(report));
-            }
-        }
-    }
-    // Only now: a reader that looks the table up from here on gets the rewritten version,
-    // which does not name the files vacuum may delete.
-    let (vacuumed, kept) = vacuum(&table, policy.vacuum_retention, options).await?;
-    report.files_vacuumed = vacuumed;
-    report.files_kept_for_models = kept;
-    Ok(Some(report))
 }

@@ -7,7 +7,7 @@
 //! ```
 //!
 //! The statement after `AS` is kept as text: it may hold `{{run_time}}`-style placeholders that
-//! only become SQL when a run expands them (see `crate::jobs`).
+//! only become SQL when a run expands them (the engine's `jobs` module).
 
 use std::collections::BTreeMap;
 

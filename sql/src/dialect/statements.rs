@@ -11,6 +11,14 @@ use datafusion::sql::sqlparser::tokenizer::Token;
 
 use super::TributaryDialect;
 
+/// Which way `SHOW LINEAGE` walks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineageDirection {
+    Upstream,
+    Downstream,
+    Both,
+}
+
 /// A parsed statement: one of Tributary's own, or standard SQL for the engine to dispatch.
 #[derive(Debug, Clone)]
 pub enum Statement {
@@ -26,7 +34,7 @@ pub enum Statement {
     /// `SHOW LINEAGE FOR name [UPSTREAM | DOWNSTREAM]` (both directions when neither is given).
     ShowLineage {
         name: ObjectName,
-        direction: crate::lineage::show::Direction,
+        direction: LineageDirection,
     },
     /// `EXPLAIN REFRESH MODEL name`: the strategy a refresh would use now, and why.
     ExplainRefresh(ObjectName),
@@ -378,13 +386,13 @@ fn parse_tributary(p: &mut Parser, sql: &str) -> Result<Option<Statement>, Parse
         advance(p, 3);
         let name = p.parse_object_name(false)?;
         let direction = if word_is(p, 0, "upstream") {
-            crate::lineage::show::Direction::Upstream
+            LineageDirection::Upstream
         } else if word_is(p, 0, "downstream") {
-            crate::lineage::show::Direction::Downstream
+            LineageDirection::Downstream
         } else {
-            crate::lineage::show::Direction::Both
+            LineageDirection::Both
         };
-        if direction != crate::lineage::show::Direction::Both {
+        if direction != LineageDirection::Both {
             p.next_token();
         }
         return Ok(Some(Statement::ShowLineage { name, direction }));
@@ -870,7 +878,7 @@ mod tests {
 
     #[test]
     fn show_lineage_directions() {
-        use crate::lineage::show::Direction;
+        use super::LineageDirection as Direction;
         for (sql, expected) in [
             ("show lineage for marts.kpi", Direction::Both),
             ("SHOW LINEAGE FOR kpi UPSTREAM", Direction::Upstream),

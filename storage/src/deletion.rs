@@ -22,7 +22,7 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 use roaring::RoaringTreemap;
 
-use crate::error::{Error, Result};
+use tributary_sql::{Error, Result};
 
 /// The magic number that opens a serialized vector (a 64-bit roaring bitmap, portable format).
 const PORTABLE_MAGIC: u32 = 1681511377;

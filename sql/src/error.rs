@@ -1,5 +1,7 @@
-//! The engine's one error type. Variants say *what* went wrong in terms a user can act on;
-//! the server maps each to a SQLSTATE in one place (`server/src/pg/sqlstate.rs`).
+//! Tributary's one error type. Variants say *what* went wrong in terms a user can act on;
+//! each names its PostgreSQL condition ([`Error::sqlstate`], in `sqlstate.rs`), which the
+//! server writes to the wire in one place. The conversions from the engines below (the
+//! catalog, DataFusion, delta-rs) live here because Rust allows them only beside the type.
 
 use datafusion::error::DataFusionError;
 

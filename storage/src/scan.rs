@@ -53,7 +53,7 @@ use roaring::RoaringTreemap;
 use super::cluster::SORTED_BY_TAG;
 use super::deletion;
 use super::page_index::PageIndexCachingFactory;
-use crate::error::Result;
+use tributary_sql::Result;
 
 /// One live data file of the version.
 #[derive(Debug)]
@@ -235,7 +235,7 @@ async fn rows_in(
 }
 
 /// A reader of a data file and its Parquet metadata.
-pub(crate) async fn open_parquet(
+pub async fn open_parquet(
     store: Arc<dyn ObjectStore>,
     path: &object_store::path::Path,
     size: u64,
@@ -246,7 +246,7 @@ pub(crate) async fn open_parquet(
 }
 
 /// A reader of a data file, for a caller that has its metadata already.
-pub(crate) fn parquet_reader(
+pub fn parquet_reader(
     store: Arc<dyn ObjectStore>,
     path: &object_store::path::Path,
     size: u64,

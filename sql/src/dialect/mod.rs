@@ -19,8 +19,8 @@ pub use jobs::{CreateJob, DropJobs, RunJob};
 pub use quality::{CreateTest, DropTests, Expectation};
 pub use statements::{
     CreateConnection, CreateModel, CreatePostgresSource, CreateSecret, CreateSource, DropGlobal,
-    DropObjects, GlobalKind, ObjectKindSyntax, Refresh, SourceFormat, SourceFrom, Statement,
-    parse_statement,
+    DropObjects, GlobalKind, LineageDirection, ObjectKindSyntax, Refresh, SourceFormat, SourceFrom,
+    Statement, parse_statement,
 };
 
 /// PostgreSQL's dialect with table versioning switched on for time travel. It reports itself
