@@ -174,8 +174,12 @@ pub async fn create_view(
         ast::Statement::Query(view.query.clone()),
     )
     .await?;
-    let views =
-        crate::lineage::Views::of(&session.engine, &plan, &session.current_schema()).await?;
+    let views = crate::lineage::Views::of(
+        &session.engine.inner.query,
+        &plan,
+        &session.current_schema(),
+    )
+    .await?;
     let upstream = upstream_ids(session, &plan, &views)?;
     let columns = columns_of_schema(
         &planning::result_schema(&session.ctx.state(), &plan)?
@@ -205,9 +209,9 @@ pub async fn create_view(
         None => Some((catalog.create_object(&new, &upstream)?.id, false)),
     };
     if let Some((id, replaced)) = stored {
-        views.record(&session.engine, id, &plan)?;
+        views.record(&session.engine.inner.query, id, &plan)?;
         if replaced {
-            crate::lineage::recompute_dependents(&session.engine, id).await?;
+            crate::lineage::recompute_dependents(&session.engine.inner.query, id).await?;
         }
     }
     Ok(Output::Command("CREATE VIEW".into()))
@@ -226,13 +230,15 @@ pub async fn create_source(
         return Err(duplicate(&existing));
     }
     if source.from == crate::dialect::SourceFrom::Http {
-        return crate::sources::http::create(session, name, source, text).await;
+        let engine = &session.engine.inner;
+        crate::sources::http::create(&engine.catalog, &engine.store, name, source, text).await?;
+        return Ok(Output::Command("CREATE SOURCE".into()));
     }
     let mut options = source.options.clone();
     options.insert("path".into(), source.path.clone());
     options.insert("format".into(), source.format.as_str().into());
     let spec = FileSourceSpec::from_options(&options)?;
-    crate::schedule::max_staleness(&options)?;
+    crate::options::max_staleness(&options)?;
     let schema = if source.columns.is_empty() {
         spec.infer_schema(&session.ctx.state()).await?
     } else {
@@ -339,15 +345,20 @@ pub async fn create_model(session: &mut Session, model: CreateModel, text: &str)
             });
         }
     }
+    crate::options::RefreshMode::of(&model.options)?;
     crate::schedule::ModelSchedule::from_options(&model.options)?;
-    crate::schedule::max_staleness(&model.options)?;
+    crate::options::max_staleness(&model.options)?;
     let plan = planning::plan_statement(
         &session.ctx.state(),
         ast::Statement::Query(model.query.clone()),
     )
     .await?;
-    let views =
-        crate::lineage::Views::of(&session.engine, &plan, &session.current_schema()).await?;
+    let views = crate::lineage::Views::of(
+        &session.engine.inner.query,
+        &plan,
+        &session.current_schema(),
+    )
+    .await?;
     let upstream = upstream_ids(session, &plan, &views)?;
     let schema = planning::result_schema(&session.ctx.state(), &plan)?;
     check_key_options(&model.options, &schema)?;
@@ -410,9 +421,9 @@ pub async fn create_model(session: &mut Session, model: CreateModel, text: &str)
         if let Some(old_location) = existing.as_ref().and_then(|o| o.location.as_ref()) {
             let _ = engine.store.warehouse().remove(old_location);
         }
-        views.record(&session.engine, id, &plan)?;
+        views.record(&session.engine.inner.query, id, &plan)?;
         if existing.is_some() {
-            crate::lineage::recompute_dependents(&session.engine, id).await?;
+            crate::lineage::recompute_dependents(&session.engine.inner.query, id).await?;
         }
         return Ok(Output::Command("CREATE MODEL".into()));
     }
@@ -439,12 +450,12 @@ pub async fn create_model(session: &mut Session, model: CreateModel, text: &str)
     };
     // Edges are stored once the statement has succeeded, so a failed replacement keeps the
     // previous definition's.
-    views.record(&session.engine, id, &plan)?;
+    views.record(&session.engine.inner.query, id, &plan)?;
     if let Some(old) = &existing {
         if let Some(old_location) = &old.location {
             let _ = engine.store.warehouse().remove(old_location);
         }
-        crate::lineage::recompute_dependents(&session.engine, id).await?;
+        crate::lineage::recompute_dependents(&session.engine.inner.query, id).await?;
         crate::refresh::refresh_downstream_of(&session.engine, object.id, "replace").await?;
     }
     Ok(Output::Command(format!(
@@ -641,7 +652,8 @@ pub async fn create_postgres_source(
         }
         return Err(duplicate(&existing));
     }
-    crate::sources::postgres::create(session, name, source, text).await
+    crate::sources::postgres::create(session.engine.catalog(), name, source, text).await?;
+    Ok(Output::Command("CREATE SOURCE".into()))
 }
 
 /// Drops `ids` and everything that reads them (what `DROP CONNECTION ... CASCADE` removes).

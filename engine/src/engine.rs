@@ -1,22 +1,17 @@
-//! The engine shared by every session: catalog, warehouse, the DataFusion base state that
-//! sessions are cloned from, and the cache of published Delta table versions.
+//! The engine shared by every session, and the composition root: it opens the catalog, the
+//! table store and the query environment, wires them together, and reconciles the catalog
+//! with the Delta logs at start-up.
 
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
-use datafusion::catalog::TableProvider;
-use datafusion::datasource::view::ViewTable;
-use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::context::SessionState;
-use datafusion::execution::memory_pool::FairSpillPool;
-use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-use datafusion::prelude::{SessionConfig, SessionContext};
-use tributary_catalog::{Catalog, CatalogObject, ObjectKind};
+use datafusion::prelude::SessionContext;
+use tributary_catalog::{Catalog, CatalogObject};
+use tributary_query::QueryEnv;
 
 use crate::error::{Error, Result};
-use crate::provider::DatabaseProvider;
 use crate::session::Session;
-use crate::sources::files::FileSourceSpec;
 use crate::storage::TableStore;
 use crate::storage::delta::Warehouse;
 
@@ -53,9 +48,10 @@ pub struct Engine {
 pub(crate) struct EngineInner {
     pub catalog: Arc<Catalog>,
     /// The warehouse's Delta tables: published versions, providers, write locks.
-    pub store: TableStore,
+    pub store: Arc<TableStore>,
     pub database: String,
-    base_state: OnceLock<SessionState>,
+    /// What queries are planned in (the base session state and name resolution).
+    pub query: Arc<QueryEnv>,
     /// The change sensor's last answers from PostgreSQL sources (see `refresh::sensor`).
     pub(crate) sensor: crate::refresh::sensor::SensorMemory,
 }
@@ -83,22 +79,27 @@ impl Engine {
             }
         };
         let catalog = Arc::new(Catalog::open(&catalog_path)?);
+        let store = Arc::new(TableStore::new(catalog.clone(), warehouse));
+        let query = QueryEnv::open(
+            catalog.clone(),
+            store.clone(),
+            &config.database,
+            config.memory_limit,
+        )?;
         let inner = Arc::new(EngineInner {
-            store: TableStore::new(catalog.clone(), warehouse),
             catalog,
+            store,
             database: config.database.clone(),
-            base_state: OnceLock::new(),
+            query,
             sensor: Default::default(),
         });
-        let state = base_state(&inner, config.memory_limit)?;
-        let _ = inner.base_state.set(state);
         let engine = Engine { inner };
         crate::refresh::recover(&engine).await?;
         // A job run a crash interrupted is retried like a refresh (see `schedule::due`).
         engine
             .catalog()
             .fail_unfinished_job_runs("interrupted: the server stopped during the run")?;
-        crate::lineage::backfill(&engine).await;
+        crate::lineage::backfill(&engine.inner.query).await;
         Ok(engine)
     }
 
@@ -110,103 +111,41 @@ impl Engine {
         &self.inner.database
     }
 
+    /// The HTTP sources whose `poll` interval has passed at `now` (the scheduler's question).
+    pub fn due_http_sources(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<CatalogObject>> {
+        crate::sources::http::due_sources(&self.inner.catalog, now)
+    }
+
+    /// Polls an HTTP source once; the outcome is recorded as a run of the source.
+    pub async fn poll_source(
+        &self,
+        object: &CatalogObject,
+        trigger: &str,
+    ) -> Result<crate::sources::http::Polled> {
+        let inner = &self.inner;
+        crate::sources::http::poll(&inner.catalog, &inner.store, object, trigger).await
+    }
+
     /// A new session for a connected user.
     pub fn session(&self, user: &str) -> Session {
         Session::new(self.clone(), user)
     }
 
     pub(crate) fn new_context(&self) -> SessionContext {
-        let state = SessionStateBuilder::new_from_existing(self.inner.base_state().clone()).build();
-        SessionContext::new_with_state(state)
+        self.inner.query.new_context()
     }
-}
 
-fn base_state(inner: &Arc<EngineInner>, memory_limit: usize) -> Result<SessionState> {
-    let config = SessionConfig::new()
-        .with_default_catalog_and_schema(&inner.database, "public")
-        .with_create_default_catalog_and_schema(false)
-        .with_information_schema(true)
-        .set_bool("datafusion.sql_parser.enable_ident_normalization", true)
-        .set_bool(
-            "datafusion.execution.parquet.schema_force_view_types",
-            false,
-        )
-        .set_bool("datafusion.sql_parser.map_string_types_to_utf8view", false)
-        // Sorts (a keyed model is written sorted by its key) merge runs of this size instead of
-        // DataFusion's 1 MiB, which left a 10M-row sort about 1,200 runs per partition to merge
-        // (its SortExec went from 9.8 s to 7.0 s of CPU).
-        .set_usize(
-            "datafusion.execution.sort_in_place_threshold_bytes",
-            64 << 20,
-        )
-        // Sessions run in UTC, as PostgreSQL's TimeZone parameter reports.
-        .set_str("datafusion.execution.time_zone", "UTC");
-    let runtime = RuntimeEnvBuilder::new()
-        .with_memory_pool(Arc::new(FairSpillPool::new(memory_limit)))
-        // File sources must see files as they are now: DataFusion's listing cache would keep
-        // a folder's first listing forever (new files in a landing folder never seen).
-        .with_object_list_cache_limit(0)
-        .build_arc()?;
-    let state = SessionStateBuilder::new()
-        .with_config(config)
-        .with_runtime_env(runtime)
-        .with_default_features()
-        // Delta writes plan metric nodes that only Delta's planner can execute; federated
-        // PostgreSQL subplans need the federation rule and planner (see `sources::postgres`).
-        .with_optimizer_rules(crate::sources::postgres::optimizer_rules())
-        .with_query_planner(crate::sources::postgres::query_planner())
-        .with_physical_optimizer_rule(Arc::new(crate::constant_order::UnorderedOnConstants))
-        .build();
-    let ctx = SessionContext::new_with_state(state);
-    ctx.register_catalog(
-        &inner.database,
-        Arc::new(DatabaseProvider::new(Arc::downgrade(inner))),
-    );
-    datafusion_pg_catalog::setup_pg_catalog(
-        &ctx,
-        &inner.database,
-        datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider,
-    )
-    .map_err(|e| Error::DataFusion(*e))?;
-    crate::system::pg_compat::install(&ctx, &inner.database, Arc::downgrade(inner))?;
-    Ok(ctx.state())
+    /// Every source, table and model's freshness as of now (what `tributary.freshness` shows).
+    pub async fn freshness(&self) -> Result<Vec<crate::system::freshness::Freshness>> {
+        crate::system::freshness::freshness(&self.inner.query, chrono::Utc::now()).await
+    }
 }
 
 impl EngineInner {
     pub fn base_state(&self) -> &SessionState {
-        self.base_state
-            .get()
-            .expect("engine base state is set at open")
-    }
-
-    /// The DataFusion provider for any object, as readers see it now.
-    pub async fn provider_for(&self, object: &CatalogObject) -> Result<Arc<dyn TableProvider>> {
-        match object.kind {
-            ObjectKind::Table | ObjectKind::Model => self.store.published_provider(object).await,
-            // HTTP sources are read from their stored snapshots.
-            ObjectKind::Source if crate::sources::http::is_http(object) => {
-                self.store.published_provider(object).await
-            }
-            ObjectKind::Source if crate::sources::postgres::is_postgres(object) => {
-                crate::sources::postgres::provider(&self.catalog, object).await
-            }
-            ObjectKind::Source => {
-                let spec = FileSourceSpec::from_options(&object.options)?;
-                let schema = crate::types::schema_of_columns(&object.columns)?;
-                Ok(spec.provider(schema)?)
-            }
-            ObjectKind::View => {
-                let query = object
-                    .query
-                    .as_deref()
-                    .ok_or_else(|| Error::Internal(format!("view {} has no query", object.name)))?;
-                let state = crate::planning::state_in_schema(
-                    self.base_state(),
-                    object.default_schema.as_deref(),
-                );
-                let plan = crate::planning::plan_query_text(&state, query).await?;
-                Ok(Arc::new(ViewTable::new(plan, Some(query.to_string()))))
-            }
-        }
+        self.query.base_state()
     }
 }

@@ -118,8 +118,8 @@ async fn oldest_bookmarks(inner: &EngineInner, objects: &[CatalogObject]) -> BTr
                 continue;
             }
         };
-        for (input, bookmark) in crate::refresh::changes::bookmarks(&table).await {
-            let Some(version) = bookmark.get("version").and_then(|v| v.as_i64()) else {
+        for (input, bookmark) in tributary_storage::bookmarks::bookmarks(&table).await {
+            let Some(version) = bookmark.version() else {
                 continue;
             };
             oldest

@@ -6,29 +6,23 @@
 //! on DataFusion with every table, model, source and view resolved through the catalog
 //! ([`provider`]). System tables live in [`system`].
 
-mod constant_order;
 pub mod copy;
 pub mod ddl;
 pub mod dml;
 mod engine;
-mod except_all;
 mod housekeeping;
 pub mod jobs;
-pub mod lineage;
 pub mod metrics;
-pub mod planning;
 pub mod project;
-pub mod provider;
 pub mod quality;
 pub mod refresh;
 pub mod schedule;
 pub mod secrets;
 pub mod session;
-pub mod sources;
-pub mod system;
-pub mod time_travel;
 
-pub use tributary_sql::{SqlState, dialect, error, names, types};
+pub use tributary_query::{lineage, planning, provider, system, time_travel};
+pub use tributary_sources as sources;
+pub use tributary_sql::{SqlState, dialect, error, names, options, types};
 pub use tributary_storage as storage;
 
 pub use engine::{Engine, EngineConfig};

@@ -21,6 +21,7 @@ use chrono::{DateTime, Utc};
 use tributary_catalog::{Run, RunStatus};
 
 use crate::error::{Error, Result};
+use crate::options::parse_duration;
 
 /// The trigger recorded on runs the scheduler starts because they are due.
 pub const TRIGGER_SCHEDULE: &str = "schedule";
@@ -152,28 +153,6 @@ fn invalid(option: &str, message: &str) -> Error {
         option: option.into(),
         message: message.into(),
     }
-}
-
-/// `'30 seconds'`, `'10 minutes'`, `'90s'`, `'1h 30m'`; a bare `0` is zero.
-pub fn parse_duration(option: &str, text: &str) -> Result<Duration> {
-    let text = text.trim();
-    if text == "0" {
-        return Ok(Duration::ZERO);
-    }
-    humantime::parse_duration(text).map_err(|e| {
-        invalid(
-            option,
-            &format!("\"{text}\" is not a duration: {e} (write e.g. '30 seconds' or '10 minutes')"),
-        )
-    })
-}
-
-/// The `max_staleness` freshness objective of a model or source (checked at CREATE).
-pub fn max_staleness(options: &BTreeMap<String, String>) -> Result<Option<Duration>> {
-    options
-        .get("max_staleness")
-        .map(|text| parse_duration("max_staleness", text))
-        .transpose()
 }
 
 /// The time, from the system or from a test.

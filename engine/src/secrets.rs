@@ -17,39 +17,15 @@
 use std::collections::BTreeMap;
 
 use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+use tributary_catalog::Connection;
 pub use tributary_catalog::SecretValue;
-use tributary_catalog::{Catalog, Connection, SecretSource};
 
 use crate::dialect::{CreateConnection, CreateSecret, DropGlobal, GlobalKind, TributaryDialect};
 use crate::error::{Error, Result};
 use crate::session::{Output, Session};
-use crate::system::{Col, RowsBuilder};
 
-/// The value of the secret `name` now: a literal from the catalog, or the current value of the
-/// environment variable an `ENV` secret names (read at each use, so rotating it needs no DDL).
-/// Errors name the secret and the variable, never a value: `UndefinedObject` (42704) for an
-/// unknown secret, `BadInput` for an unset variable.
-pub fn resolve_secret(catalog: &Catalog, name: &str) -> Result<SecretValue> {
-    let secret = catalog
-        .secret(name)?
-        .ok_or_else(|| Error::UndefinedObject {
-            kind: "secret",
-            name: name.to_string(),
-        })?;
-    match secret.source {
-        SecretSource::Literal(value) => Ok(value),
-        SecretSource::Env(var) => match std::env::var(&var) {
-            Ok(value) => Ok(SecretValue::new(value)),
-            Err(_) => Err(Error::BadInput {
-                message: format!(
-                    "secret \"{name}\" reads environment variable \"{var}\", which is not set \
-                     in the server's environment"
-                ),
-                detail: None,
-            }),
-        },
-    }
-}
+pub use crate::sources::secret::resolve_secret;
+pub use crate::system::definitions::{connections_table, secrets_table};
 
 /// `sql` with the value of every `CREATE [OR REPLACE] SECRET ... AS 'value'` replaced by
 /// `'***'` (the variable name of `AS ENV 'VAR'` is kept). Text that is not a CREATE SECRET is
@@ -270,57 +246,6 @@ fn drop_connection_cascade(session: &Session, name: &str) -> Result<()> {
     Ok(())
 }
 
-/// `tributary.secrets`: names, kinds and the variable an `ENV` secret reads; never a value.
-pub fn secrets_table(catalog: &Catalog) -> Result<datafusion::arrow::record_batch::RecordBatch> {
-    let mut b = RowsBuilder::new(&[
-        ("name", Col::Text),
-        ("kind", Col::Text),
-        ("env_var", Col::Text),
-        ("created_at", Col::Timestamp),
-    ]);
-    for s in catalog.secrets()? {
-        let env = match &s.source {
-            SecretSource::Env(var) => Some(var.as_str()),
-            SecretSource::Literal(_) => None,
-        };
-        b.text(Some(&s.name))
-            .text(Some(s.source.kind()))
-            .text(env)
-            .timestamp(Some(&s.created_at));
-    }
-    b.finish()
-}
-
-/// `tributary.connections`: settings and the name of the password secret.
-pub fn connections_table(
-    catalog: &Catalog,
-) -> Result<datafusion::arrow::record_batch::RecordBatch> {
-    let mut b = RowsBuilder::new(&[
-        ("name", Col::Text),
-        ("kind", Col::Text),
-        ("host", Col::Text),
-        ("port", Col::Int),
-        ("database", Col::Text),
-        ("user", Col::Text),
-        ("sslmode", Col::Text),
-        ("password_secret", Col::Text),
-        ("created_at", Col::Timestamp),
-    ]);
-    for c in catalog.connections()? {
-        let get = |k: &str| c.options.get(k).map(String::as_str);
-        b.text(Some(&c.name))
-            .text(Some(&c.kind))
-            .text(get("host"))
-            .int(get("port").and_then(|p| p.parse().ok()))
-            .text(get("database"))
-            .text(get("user"))
-            .text(get("sslmode"))
-            .text(c.password_secret.as_deref())
-            .timestamp(Some(&c.created_at));
-    }
-    b.finish()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -354,33 +279,5 @@ mod tests {
         let v = SecretValue::new("hunter2");
         assert_eq!(format!("{v} {v:?}"), "*** ***");
         assert_eq!(v.expose(), "hunter2");
-    }
-
-    #[test]
-    fn resolves_literal_and_env_secrets() {
-        let catalog = Catalog::open_in_memory().unwrap();
-        catalog
-            .create_secret(
-                "lit",
-                &SecretSource::Literal(SecretValue::new("v1")),
-                false,
-                false,
-            )
-            .unwrap();
-        catalog
-            .create_secret(
-                "env",
-                &SecretSource::Env("TRIBUTARY_TEST_UNSET_VAR_X".into()),
-                false,
-                false,
-            )
-            .unwrap();
-        assert_eq!(resolve_secret(&catalog, "lit").unwrap().expose(), "v1");
-        let e = resolve_secret(&catalog, "env").unwrap_err().to_string();
-        assert!(e.contains("TRIBUTARY_TEST_UNSET_VAR_X"), "{e}");
-        assert!(matches!(
-            resolve_secret(&catalog, "missing"),
-            Err(Error::UndefinedObject { kind: "secret", .. })
-        ));
     }
 }

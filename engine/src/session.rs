@@ -108,6 +108,20 @@ impl Session {
             .clone()
     }
 
+    /// `REFRESH SOURCE name`: polls an HTTP source now.
+    async fn refresh_source(&mut self, name: &ast::ObjectName) -> Result<Output> {
+        let object = self.resolve(name, "source")?;
+        if !crate::sources::http::is_http(&object) {
+            return Err(Error::WrongObjectType(format!(
+                "\"{}\" is not an http source (only http sources are polled; file sources are \
+                 read in place)",
+                object.name
+            )));
+        }
+        self.engine.poll_source(&object, "manual").await?;
+        Ok(Output::Command("REFRESH SOURCE".into()))
+    }
+
     /// The catalog object a statement names, resolved with the session's search path
     /// (`UndefinedObject` naming it as `kind` when there is none).
     pub(crate) fn resolve(
@@ -233,9 +247,7 @@ impl Session {
             Statement::CreateModel(m) => crate::ddl::create_model(self, m, &prepared.text).await,
             Statement::Refresh(r) => crate::refresh::refresh_statement(self, r).await,
             Statement::RefreshAll => crate::refresh::refresh_all(self).await,
-            Statement::RefreshSource(name) => {
-                crate::sources::http::refresh_statement(self, &name).await
-            }
+            Statement::RefreshSource(name) => self.refresh_source(&name).await,
             Statement::Drop(d) => crate::ddl::drop_objects(self, d).await,
             Statement::Show(kind) => crate::ddl::show_objects(self, kind).await,
             Statement::ShowLineage { name, direction } => {

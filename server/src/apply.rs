@@ -7,7 +7,7 @@ use tributary_catalog::ObjectName;
 use tributary_engine::project::{self, ApplyTarget};
 use tributary_engine::{Error, Result};
 
-use crate::config::ApplyArgs;
+use crate::cli::ApplyArgs;
 
 struct Remote {
     client: tokio_postgres::Client,

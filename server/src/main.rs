@@ -2,6 +2,7 @@
 //! and models as Delta tables, and refreshes models in dependency order.
 
 mod apply;
+mod cli;
 mod config;
 mod docs;
 mod example;
@@ -19,7 +20,8 @@ use clap::Parser;
 use tokio::net::TcpListener;
 use tributary_engine::{Engine, EngineConfig};
 
-use config::{Cli, Command, Settings};
+use cli::{Cli, Command};
+use config::Settings;
 
 /// jemalloc instead of glibc's malloc: glibc hands large freed buffers (Arrow arrays,
 /// Parquet pages) back to the kernel at once and faults in zeroed pages for the next ones,

@@ -1,5 +1,5 @@
 //! The scheduler loop: every tick it polls the HTTP sources whose `poll` interval passed
-//! ([`tributary_engine::sources::http::due_sources`]) and asks the engine which models are due
+//! ([`tributary_engine::Engine::due_http_sources`]) and asks the engine which models are due
 //! ([`tributary_engine::schedule::due`]: `'every'` and `'cron'` by time since the last run,
 //! `'on change'` when an input changed, failed attempts by their retry policy) and refreshes
 //! them through the same path as `REFRESH` (dependency order, downstream of a failure skipped
@@ -177,8 +177,7 @@ impl Scheduler {
     /// A poll that brings a new snapshot is a new Delta version of the source, which the
     /// `'on change'` models over it see on a later tick.
     fn poll_sources(&self, now: chrono::DateTime<chrono::Utc>) -> Result<(), Error> {
-        use tributary_engine::sources::http;
-        for source in http::due_sources(&self.engine, now)? {
+        for source in self.engine.due_http_sources(now)? {
             if !lock(&self.in_flight).insert(source.id) {
                 continue;
             }
@@ -188,7 +187,9 @@ impl Scheduler {
             tokio::spawn(async move {
                 let _permit = permits.acquire_owned().await;
                 // The outcome (and any error) is recorded as a run of the source.
-                let _ = http::poll(&engine, &source, schedule::TRIGGER_SCHEDULE).await;
+                let _ = engine
+                    .poll_source(&source, schedule::TRIGGER_SCHEDULE)
+                    .await;
                 lock(&in_flight).remove(&source.id);
             });
         }

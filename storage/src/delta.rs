@@ -19,13 +19,6 @@ use url::Url;
 use tributary_sql::types::storage_schema;
 use tributary_sql::{Error, Result};
 
-/// Commit metadata key holding the refresh run id.
-pub const RUN_ID_KEY: &str = "tributary.run_id";
-/// Commit metadata key holding the input bookmarks of a model commit (JSON object).
-pub const INPUTS_KEY: &str = "tributary.inputs";
-/// Commit metadata key holding the refresh strategy of a model commit.
-pub const STRATEGY_KEY: &str = "tributary.strategy";
-
 #[derive(Debug, Clone)]
 pub struct Warehouse {
     root: Url,

@@ -54,8 +54,9 @@ use tributary_catalog::CatalogObject;
 
 use tributary_sql::{Error, Result};
 
+use crate::bookmarks::INPUTS_KEY;
 use crate::deletion;
-use crate::delta::{self, INPUTS_KEY};
+use crate::delta;
 
 /// What housekeeping does and how often.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -6,7 +6,6 @@ mod check;
 pub mod definition;
 pub(crate) mod publish;
 
-use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::sql::sqlparser::ast;
 use tributary_catalog::{Catalog, DataTest, NewTest};
 
@@ -137,118 +136,12 @@ pub async fn run_tests(session: &mut Session, on: Option<ast::ObjectName>) -> Re
 }
 
 /// `SHOW TESTS`: every test with its last outcome.
+pub use crate::system::definitions::{
+    failures_table, latest_results, object_names, results_table, tests_table,
+};
+
 pub fn show_tests(session: &Session) -> Result<Output> {
     crate::ddl::rows_output(tests_table(session.engine.catalog())?)
-}
-
-fn object_names(catalog: &Catalog) -> Result<std::collections::HashMap<i64, String>> {
-    Ok(catalog
-        .objects()?
-        .into_iter()
-        .map(|o| (o.id, o.name.to_string()))
-        .collect())
-}
-
-/// The latest execution of each test, by test id.
-pub(crate) fn latest_results(
-    catalog: &Catalog,
-) -> Result<std::collections::HashMap<i64, tributary_catalog::TestResult>> {
-    Ok(catalog
-        .latest_test_results()?
-        .into_iter()
-        .map(|r| (r.test_id, r))
-        .collect())
-}
-
-/// `tributary.tests`: one row per test, with its last outcome.
-pub fn tests_table(catalog: &Catalog) -> Result<RecordBatch> {
-    let names = object_names(catalog)?;
-    let latest = latest_results(catalog)?;
-    let mut b = RowsBuilder::new(&[
-        ("name", Col::Text),
-        ("object", Col::Text),
-        ("kind", Col::Text),
-        ("columns", Col::Text),
-        ("severity", Col::Text),
-        ("store_failures", Col::Bool),
-        ("failures_limit", Col::Int),
-        ("query", Col::Text),
-        ("definition", Col::Text),
-        ("created_at", Col::Timestamp),
-        ("last_status", Col::Text),
-        ("last_failing_rows", Col::Int),
-        ("last_run_at", Col::Timestamp),
-    ]);
-    for t in catalog.tests()? {
-        let last = latest.get(&t.id);
-        let object = t.object_id.and_then(|id| names.get(&id));
-        let columns = (!t.columns.is_empty()).then(|| t.columns.join(", "));
-        b.text(Some(&t.name))
-            .text(object.map(String::as_str))
-            .text(Some(&t.kind))
-            .text(columns.as_deref())
-            .text(Some(t.severity.as_str()))
-            .bool(Some(t.store_failures))
-            .int(Some(t.failures_limit))
-            .text(Some(&t.query))
-            .text(Some(&t.sql))
-            .timestamp(Some(&t.created_at))
-            .text(last.map(|r| r.status.as_str()))
-            .int(last.map(|r| r.failing_rows))
-            .timestamp(last.map(|r| r.started_at.as_str()));
-    }
-    b.finish()
-}
-
-/// `tributary.test_results`: every execution, by refresh run or `RUN TESTS`.
-pub fn results_table(catalog: &Catalog) -> Result<RecordBatch> {
-    let mut b = RowsBuilder::new(&[
-        ("result_id", Col::Int),
-        ("test", Col::Text),
-        ("object", Col::Text),
-        ("run_id", Col::Int),
-        ("delta_version", Col::Int),
-        ("status", Col::Text),
-        ("severity", Col::Text),
-        ("failing_rows", Col::Int),
-        ("scope", Col::Text),
-        ("started_at", Col::Timestamp),
-        ("duration_ms", Col::Int),
-        ("error", Col::Text),
-    ]);
-    for r in catalog.test_results()? {
-        b.int(Some(r.id))
-            .text(Some(&r.test_name))
-            .text((!r.object_name.is_empty()).then_some(r.object_name.as_str()))
-            .int(r.run_id)
-            .int(r.delta_version)
-            .text(Some(r.status.as_str()))
-            .text(Some(r.severity.as_str()))
-            .int(Some(r.failing_rows))
-            .text(Some(&r.scope))
-            .timestamp(Some(&r.started_at))
-            .int(Some(r.duration_ms))
-            .text(r.error.as_deref());
-    }
-    b.finish()
-}
-
-/// `tributary.test_failures`: the failing rows of each test's latest failing execution, as
-/// JSON objects, at most the test's `failures_limit`.
-pub fn failures_table(catalog: &Catalog) -> Result<RecordBatch> {
-    let mut b = RowsBuilder::new(&[
-        ("result_id", Col::Int),
-        ("test", Col::Text),
-        ("row_number", Col::Int),
-        ("row", Col::Text),
-    ]);
-    for f in catalog.test_failures()? {
-        b.int(Some(f.result_id))
-            .text(Some(&f.test_name))
-            .int(Some(f.row_number))
-            .text(Some(&f.row_json));
-    }
-    b.finish()
 }
 
 /// The latest outcome of every test, for metrics: (test, object, severity, failing?, rows).

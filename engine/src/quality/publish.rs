@@ -5,8 +5,6 @@
 //! starts from what was published, not from the rejected commit), and fails the refresh with
 //! an integrity error naming the test. A failing `warn` test publishes and is recorded.
 
-use std::collections::BTreeMap;
-
 use deltalake::DeltaTable;
 use serde_json::json;
 use tributary_catalog::{CatalogObject, DataTest, Severity, TestStatus};
@@ -15,7 +13,8 @@ use super::check::{self, Candidate};
 use crate::engine::EngineInner;
 use crate::error::{Error, Result};
 use crate::refresh::changes::{self, FeedRows};
-use crate::storage::delta::{self, INPUTS_KEY};
+use crate::storage::bookmarks::{Bookmarks, CommitMetadata};
+use crate::storage::delta;
 
 /// Commit metadata key marking a commit that restored the table after a failed audit (the
 /// value is the id of the run whose commit it undid).
@@ -26,7 +25,7 @@ pub(crate) struct Before {
     /// The Delta version the refresh wrote on top of.
     pub version: i64,
     /// The input bookmarks recorded with that version.
-    pub bookmarks: BTreeMap<String, serde_json::Value>,
+    pub bookmarks: Bookmarks,
 }
 
 /// Audits `table` (the version a refresh of `object` just committed) and publishes it if no
@@ -92,11 +91,11 @@ pub(crate) async fn publish_audited(
 
 /// Undoes a rejected commit: a new commit with the content and input bookmarks of `before`.
 async fn restore(table: DeltaTable, before: &Before, run_id: Option<i64>) -> Result<()> {
-    let mut metadata = serde_json::Map::new();
-    metadata.insert(
-        INPUTS_KEY.into(),
-        serde_json::Value::Object(before.bookmarks.clone().into_iter().collect()),
-    );
+    let mut metadata = CommitMetadata {
+        inputs: Some(before.bookmarks.clone()),
+        ..Default::default()
+    }
+    .into_map();
     if let Some(run_id) = run_id {
         metadata.insert(RESTORED_RUN_KEY.into(), json!(run_id));
     }

@@ -3,7 +3,6 @@
 //! them with the inputs' published versions and reading the Delta log in between says whether
 //! an input is unchanged, only gained rows, or changed in other ways.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use datafusion::catalog::TableProvider;
@@ -20,131 +19,19 @@ use tributary_catalog::{CatalogObject, ObjectKind};
 use crate::engine::EngineInner;
 use crate::error::{Error, Result};
 use crate::sources::files::Listing;
-use crate::storage::delta::INPUTS_KEY;
+use crate::storage::bookmarks::Bookmark;
 
-/// How one input changed since the bookmark.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Change {
-    Unchanged,
-    /// Only new rows, in Delta versions `from + 1 ..= to`.
-    Appended {
-        from: i64,
-        to: i64,
-    },
-    /// Updates, deletes, overwrites or schema changes.
-    Rewritten {
-        from: i64,
-        to: i64,
-    },
-    /// A file source gained files (and no file changed or went away).
-    NewFiles {
-        added: Vec<String>,
-        before: Vec<String>,
-    },
-    /// A PostgreSQL source with a cursor gained rows (and lost or changed none): those whose
-    /// cursor is after `from` and at most `to` (see `sources::postgres`).
-    CursorAppended {
-        cursor: String,
-        from: Option<String>,
-        to: String,
-    },
-    /// A PostgreSQL source with a cursor and a `primary_key` had rows inserted or updated
-    /// (those whose cursor is after `from` and at most `to`) and maybe deleted. PostgreSQL
-    /// keeps no old image of an updated or deleted row, so only a model whose `unique_key` is
-    /// the source's primary key can follow it (see `keyed`).
-    CursorUpserted {
-        cursor: String,
-        from: Option<String>,
-        to: String,
-        primary_key: Vec<String>,
-    },
-    /// No bookmark (first refresh) or an input kind without change tracking yet.
-    Unknown(String),
-}
-
-impl Change {
-    pub fn describe(&self) -> String {
-        match self {
-            Change::Unchanged => "unchanged".into(),
-            Change::Appended { from, to } => {
-                format!("rows appended since version {from} (now {to})")
-            }
-            Change::Rewritten { from, to } => {
-                format!("rows updated, deleted or replaced since version {from} (now {to})")
-            }
-            Change::NewFiles { added, .. } => {
-                format!("{} new file(s): {}", added.len(), file_names(added))
-            }
-            Change::CursorAppended { cursor, from, to } => match from {
-                Some(from) => format!("rows with {cursor} after {from} (up to {to})"),
-                None => format!("rows with {cursor} up to {to}"),
-            },
-            Change::CursorUpserted {
-                cursor,
-                from,
-                primary_key,
-                ..
-            } => format!(
-                "rows inserted or updated (with {cursor} after {}) or deleted, by primary key ({})",
-                from.as_deref().unwrap_or("the start"),
-                primary_key.join(", ")
-            ),
-            Change::Unknown(why) => why.clone(),
-        }
-    }
-
-    /// Whether rows were updated or deleted, so only a key-wise refresh can follow.
-    pub fn rewrites(&self) -> bool {
-        matches!(
-            self,
-            Change::Rewritten { .. } | Change::CursorUpserted { .. }
-        )
-    }
-
-    /// Whether the change reads as added and removed rows (`ScanAs::Added`, `ScanAs::Removed`).
-    pub fn has_row_feed(&self) -> bool {
-        matches!(
-            self,
-            Change::Appended { .. }
-                | Change::Rewritten { .. }
-                | Change::NewFiles { .. }
-                | Change::CursorAppended { .. }
-        )
-    }
-
-    /// Whether the input only gained rows.
-    pub fn only_appends(&self) -> bool {
-        matches!(
-            self,
-            Change::Appended { .. } | Change::NewFiles { .. } | Change::CursorAppended { .. }
-        )
-    }
-}
-
-/// The last parts of up to five file URLs, for messages.
-fn file_names(urls: &[String]) -> String {
-    let mut names: Vec<&str> = urls
-        .iter()
-        .take(5)
-        .map(|u| u.rsplit('/').next().unwrap_or(u))
-        .collect();
-    if urls.len() > 5 {
-        names.push("...");
-    }
-    names.join(", ")
-}
+pub use crate::sources::change::{Change, file_names};
 
 /// How a file source changed since the listing a model's last commit recorded: new files
 /// are appends (each read exactly once); a changed or removed file means rows changed in
 /// ways only a full refresh can reflect.
 pub(crate) fn files_change(
     input: &CatalogObject,
-    bookmark: Option<&serde_json::Value>,
+    bookmark: Option<&Bookmark>,
     now: &Listing,
 ) -> Change {
-    let before: Option<Listing> = bookmark
-        .and_then(|b| b.get("files"))
-        .and_then(|f| serde_json::from_value(f.clone()).ok());
+    let before: Option<Listing> = bookmark.and_then(Bookmark::files).cloned();
     let Some(before) = before else {
         return Change::Unknown(format!(
             "no file bookmark for source \"{}\" (first refresh)",
@@ -184,35 +71,7 @@ pub(crate) fn files_change(
     }
 }
 
-/// The input bookmarks recorded with the model's latest commit, by input name: for stored
-/// inputs `{"version": v}`, for file sources `{"files": {url: stamp}}`. Reads that one
-/// commit's log entry (delta-rs' `history` lists the whole log folder first).
-pub async fn bookmarks(table: &DeltaTable) -> BTreeMap<String, serde_json::Value> {
-    let version = crate::storage::delta::version(table);
-    if version < 0 {
-        return BTreeMap::new();
-    }
-    bookmarks_at(table, version).await.unwrap_or_default()
-}
-
-/// The input bookmarks recorded with commit `version` of `table` (read from that commit's
-/// log entry, whatever version `table` has loaded).
-pub async fn bookmarks_at(
-    table: &DeltaTable,
-    version: i64,
-) -> Result<BTreeMap<String, serde_json::Value>> {
-    let Some(bytes) = table.log_store().read_commit_entry(version as u64).await? else {
-        return Ok(BTreeMap::new());
-    };
-    for action in get_actions(version as u64, &bytes)? {
-        if let Action::CommitInfo(info) = action
-            && let Some(inputs) = info.info.get(INPUTS_KEY).and_then(|i| i.as_object())
-        {
-            return Ok(inputs.iter().map(|(k, v)| (k.clone(), v.clone())).collect());
-        }
-    }
-    Ok(BTreeMap::new())
-}
+pub use crate::storage::bookmarks::{bookmarks, bookmarks_at};
 
 /// How `input` changed since `bookmark`.
 pub(crate) async fn change_of(

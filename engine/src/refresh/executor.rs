@@ -6,14 +6,16 @@ use std::sync::Arc;
 
 use deltalake::DeltaTable;
 use deltalake::protocol::SaveMode;
-use serde_json::json;
 use tributary_catalog::{CatalogObject, ObjectKind, RunOutcome, RunStatus};
 
-use super::{changes, columns, counting, keyed, lateness, plans, strategy};
+use super::{changes, columns, keyed, lateness, plans, strategy};
 use crate::engine::{Engine, EngineInner};
 use crate::error::{Error, Result};
+use crate::options::RefreshMode;
 use crate::planning;
-use crate::storage::delta::{self, INPUTS_KEY, RUN_ID_KEY, STRATEGY_KEY};
+use crate::sources::counting;
+use crate::storage::bookmarks::{self, Bookmark, Bookmarks, CommitMetadata};
+use crate::storage::delta;
 
 /// The model's current Delta table (published, or the empty version 0 before a first refresh).
 async fn current_table(engine: &EngineInner, object: &CatalogObject) -> Result<DeltaTable> {
@@ -146,24 +148,29 @@ async fn run(
         files,
         cursors,
     } = planned;
-    let inputs_json = serde_json::Value::Object(
-        inputs
-            .iter()
-            .map(|(name, (input, _))| {
-                let change = choice.changes.get(name).map(|c| c.describe());
-                let bookmark = match (files.get(name), cursors.get(name)) {
-                    (Some(listing), _) => json!({ "files": listing, "change": change }),
-                    (None, Some(now)) => {
-                        json!({ "cursor": now.cursor, "rows": now.rows, "change": change })
-                    }
-                    (None, None) => {
-                        json!({ "version": input.published_version, "change": change })
-                    }
-                };
-                (name.to_string(), bookmark)
-            })
-            .collect(),
-    );
+    let read: Bookmarks = inputs
+        .iter()
+        .map(|(name, (input, _))| {
+            let change = choice.changes.get(name).map(|c| c.describe());
+            let bookmark = match (files.get(name), cursors.get(name)) {
+                (Some(listing), _) => Bookmark::Files {
+                    files: listing.clone(),
+                    change,
+                },
+                (None, Some(now)) => Bookmark::Cursor {
+                    cursor: now.cursor.clone(),
+                    rows: now.rows,
+                    change,
+                },
+                (None, None) => Bookmark::Version {
+                    version: input.published_version,
+                    change,
+                },
+            };
+            (name.to_string(), bookmark)
+        })
+        .collect();
+    let inputs_json = bookmarks::inputs_json(&read);
     if choice.strategy == strategy::Strategy::Unchanged {
         return Ok(Done {
             strategy: choice.strategy,
@@ -190,11 +197,12 @@ async fn run(
     };
     let mut late_rows = None;
     let metadata = |strategy: &strategy::Strategy| {
-        let mut metadata = serde_json::Map::new();
-        metadata.insert(RUN_ID_KEY.into(), json!(run_id));
-        metadata.insert(INPUTS_KEY.into(), inputs_json.clone());
-        metadata.insert(STRATEGY_KEY.into(), json!(strategy.as_str()));
-        metadata
+        CommitMetadata {
+            run_id: Some(run_id),
+            inputs: Some(read.clone()),
+            strategy: Some(strategy.as_str().to_string()),
+        }
+        .into_map()
     };
     let commit = |strategy: &strategy::Strategy| delta::commit_properties(metadata(strategy));
     let mut strategy = choice.strategy.clone();
@@ -304,7 +312,7 @@ pub(super) struct Planned {
     pub(super) choice: strategy::Choice,
     pub(super) table: DeltaTable,
     /// The input bookmarks recorded with `table`'s version (empty before a first refresh).
-    pub(super) bookmarks: BTreeMap<String, serde_json::Value>,
+    pub(super) bookmarks: Bookmarks,
     /// Stored inputs by name, with the bookmark the last commit recorded for each.
     pub(super) inputs: BTreeMap<tributary_catalog::ObjectName, (CatalogObject, Option<i64>)>,
     /// The files each file source input has now, read by this refresh.
@@ -367,14 +375,12 @@ pub(super) async fn plan_refresh(
             continue;
         };
         let recorded = bookmarks.get(&name.to_string());
-        let bookmark = recorded
-            .and_then(|b| b.get("version"))
-            .and_then(|v| v.as_i64());
+        let bookmark = recorded.and_then(Bookmark::version);
         let change = if crate::sources::postgres::is_postgres(&input) {
             let (change, now) = if sensor {
-                crate::sources::postgres::sensed_change(engine, &input, recorded).await?
+                super::sensor::sensed_change(engine, &input, recorded).await?
             } else {
-                crate::sources::postgres::change_since(engine, &input, recorded).await?
+                crate::sources::postgres::change_since(&engine.catalog, &input, recorded).await?
             };
             if let Some(now) = now {
                 cursors.insert(name.clone(), now);
@@ -416,8 +422,8 @@ pub(super) async fn plan_refresh(
     };
     let plan = columns::conform(&state, plan, object, upstream)?;
     let plan = pin_file_sources(plan, &inputs, &files)?;
-    let plan = crate::sources::postgres::pin_cursors(&state, plan, &inputs, &cursors).await?;
-    if object.options.get("refresh").map(String::as_str) == Some("append") && !full_requested {
+    let plan = plans::pin_cursors(&state, plan, &inputs, &cursors).await?;
+    if RefreshMode::of(&object.options)? == RefreshMode::Append && !full_requested {
         check_append_contract(engine, &state, object, &inputs, &input_changes).await?;
     }
     let choice = strategy::choose(object, &plan, input_changes, full_requested)?;

@@ -25,12 +25,12 @@ use deltalake::DeltaTable;
 use deltalake::kernel::transaction::CommitProperties;
 
 use super::changes::Change;
-use super::counting::{RowCounter, count_scans};
 use super::lateness::Lateness;
 use super::plans::Inputs;
 use super::strategy::{self, Shape};
 use crate::engine::EngineInner;
 use crate::error::{Error, Result};
+use crate::sources::counting::{RowCounter, count_scans};
 
 mod affected;
 mod fold;

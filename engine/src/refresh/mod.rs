@@ -5,7 +5,6 @@
 
 pub mod changes;
 mod columns;
-pub(crate) mod counting;
 mod executor;
 mod keyed;
 mod lateness;
@@ -15,7 +14,6 @@ pub(crate) mod sensor;
 pub mod strategy;
 
 pub use executor::refresh_one;
-pub(crate) use plans::replace_input_scans;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -26,7 +24,8 @@ use crate::dialect::Refresh;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::session::{Output, Session};
-use crate::storage::delta::{self, RUN_ID_KEY};
+use crate::storage::bookmarks::CommitMetadata;
+use crate::storage::delta;
 
 /// Options `CREATE MODEL ... WITH (...)` accepts.
 pub const MODEL_OPTIONS: &[&str] = &[
@@ -379,5 +378,5 @@ pub(crate) async fn recover(engine: &Engine) -> Result<()> {
 async fn commit_run_id(table: &DeltaTable, _version: i64) -> Option<i64> {
     use futures::TryStreamExt;
     let infos: Vec<_> = table.history(Some(1)).try_collect().await.ok()?;
-    infos.first()?.info.get(RUN_ID_KEY)?.as_i64()
+    CommitMetadata::from_info(&infos.first()?.info).run_id
 }

@@ -4,11 +4,14 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use tributary_catalog::CatalogObject;
+use tributary_catalog::{CatalogObject, ObjectName};
 
 use super::{changes, strategy};
 use crate::engine::EngineInner;
 use crate::error::{Error, Result};
+use crate::sources::counting::scan_of;
+use crate::sources::postgres;
+use crate::storage::bookmarks::CursorState;
 use crate::storage::delta;
 
 pub(crate) type Inputs = BTreeMap<tributary_catalog::ObjectName, (CatalogObject, Option<i64>)>;
@@ -143,12 +146,12 @@ pub(super) async fn rewrite_scans(
                 ScanAs::Empty => Arc::new(EmptyTable::new(like.schema())),
                 // Only rows after the cursor came: they are all the added rows.
                 ScanAs::Appended | ScanAs::Changed | ScanAs::Added => {
-                    cursor_rows(engine, state, input, from, to, false).await?
+                    cursor_rows(&engine.catalog, state, input, from, to, false).await?
                 }
                 ScanAs::Removed => Arc::new(EmptyTable::new(like.schema())),
-                ScanAs::Old => cursor_rows(engine, state, input, None, from, true).await?,
+                ScanAs::Old => cursor_rows(&engine.catalog, state, input, None, from, true).await?,
                 ScanAs::OldAndCurrent => {
-                    let old = cursor_rows(engine, state, input, None, from, true).await?;
+                    let old = cursor_rows(&engine.catalog, state, input, None, from, true).await?;
                     let ctx = datafusion::prelude::SessionContext::new_with_state(state.clone());
                     let both = ctx.read_table(old)?.union(ctx.read_table(like.clone())?)?;
                     Arc::new(datafusion::datasource::view::ViewTable::new(
@@ -170,7 +173,15 @@ pub(super) async fn rewrite_scans(
                 ScanAs::Current | ScanAs::Old | ScanAs::OldAndCurrent => continue,
                 ScanAs::Empty => Arc::new(EmptyTable::new(like.schema())),
                 ScanAs::Appended | ScanAs::Changed => {
-                    cursor_rows(engine, state, input, from.as_deref(), Some(to), true).await?
+                    cursor_rows(
+                        &engine.catalog,
+                        state,
+                        input,
+                        from.as_deref(),
+                        Some(to),
+                        true,
+                    )
+                    .await?
                 }
                 ScanAs::Added | ScanAs::Removed => {
                     return Err(Error::Internal(format!(
@@ -288,20 +299,6 @@ pub(crate) fn replace_input_scans(
     Ok(replaced.data)
 }
 
-/// The same scan (projection, filters, limit) reading another provider.
-pub(super) fn scan_of(
-    scan: &datafusion::logical_expr::TableScan,
-    provider: Arc<dyn datafusion::catalog::TableProvider>,
-) -> datafusion::error::Result<datafusion::logical_expr::LogicalPlan> {
-    let source = datafusion::datasource::provider_as_source(provider);
-    let new = datafusion::logical_expr::TableScanBuilder::new(scan.table_name.clone(), source)
-        .with_projection(scan.projection.clone())
-        .with_filters(scan.filters.clone())
-        .with_fetch(scan.fetch)
-        .build()?;
-    Ok(datafusion::logical_expr::LogicalPlan::TableScan(new))
-}
-
 /// The provider of `input` at the version a bookmark recorded.
 async fn old_version(
     engine: &EngineInner,
@@ -315,4 +312,37 @@ async fn old_version(
         .load(location, Some(version))
         .await?;
     delta::provider(&old).await
+}
+
+/// Makes every scan of a cursor-tracked source read only rows up to the cursor this refresh
+/// records (and rows with a NULL cursor): a row that lands while the refresh runs is read by
+/// the next one, never by both.
+pub(crate) async fn pin_cursors(
+    state: &datafusion::execution::context::SessionState,
+    plan: datafusion::logical_expr::LogicalPlan,
+    inputs: &BTreeMap<ObjectName, (CatalogObject, Option<i64>)>,
+    cursors: &BTreeMap<ObjectName, CursorState>,
+) -> Result<datafusion::logical_expr::LogicalPlan> {
+    if cursors.is_empty() {
+        return Ok(plan);
+    }
+    replace_input_scans(plan, inputs, |name, input, base| {
+        let (Some(now), Ok(spec)) = (
+            cursors.get(name),
+            postgres::PostgresSourceSpec::from_options(&input.options),
+        ) else {
+            return Ok(None);
+        };
+        let Some(cursor) = spec.cursor else {
+            return Ok(None);
+        };
+        Ok(Some(postgres::filtered(
+            state,
+            base,
+            &cursor,
+            None,
+            now.cursor.as_deref(),
+            true,
+        )?))
+    })
 }

@@ -10,13 +10,16 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::changes::Change;
-use crate::sources::postgres::CursorState;
+use crate::error::Result;
+use crate::sources::postgres;
+use crate::storage::bookmarks::{Bookmark, CursorState};
+use tributary_catalog::CatalogObject;
 
 /// A source's answer: how it changed since a bookmark, and its cursor state then.
 pub(crate) type Answer = (Change, Option<CursorState>);
 
-/// The source's id and the bookmark (as JSON text) the answer is relative to.
-type Key = (i64, Option<String>);
+/// The source's id and the bookmark the answer is relative to.
+type Key = (i64, Option<Bookmark>);
 
 /// How long an answer is kept at most, whatever the interval (so the map stays small).
 const KEEP: Duration = Duration::from_secs(24 * 3600);
@@ -31,27 +34,43 @@ impl SensorMemory {
     pub(crate) fn recall(
         &self,
         source: i64,
-        bookmark: Option<&serde_json::Value>,
+        bookmark: Option<&Bookmark>,
         poll: Duration,
     ) -> Option<Answer> {
         let answers = self.answers.lock().unwrap_or_else(|e| e.into_inner());
-        let (at, answer) = answers.get(&(source, bookmark.map(|b| b.to_string())))?;
+        let (at, answer) = answers.get(&(source, bookmark.cloned()))?;
         (at.elapsed() < poll).then(|| answer.clone())
     }
 
-    pub(crate) fn remember(
-        &self,
-        source: i64,
-        bookmark: Option<&serde_json::Value>,
-        answer: Answer,
-    ) {
+    pub(crate) fn remember(&self, source: i64, bookmark: Option<&Bookmark>, answer: Answer) {
         let mut answers = self.answers.lock().unwrap_or_else(|e| e.into_inner());
         answers.retain(|_, (at, _)| at.elapsed() < KEEP);
-        answers.insert(
-            (source, bookmark.map(|b| b.to_string())),
-            (Instant::now(), answer),
-        );
+        answers.insert((source, bookmark.cloned()), (Instant::now(), answer));
     }
+}
+
+/// [`postgres::change_since`] for the scheduler's change sensor: with the source's `poll` interval set,
+/// the answer of the last question younger than the interval, if there is one.
+pub(crate) async fn sensed_change(
+    engine: &crate::engine::EngineInner,
+    input: &CatalogObject,
+    bookmark: Option<&Bookmark>,
+) -> Result<(Change, Option<CursorState>)> {
+    let poll = input
+        .options
+        .get("poll")
+        .map(|p| crate::options::parse_duration("poll", p))
+        .transpose()?
+        .filter(|p| !p.is_zero());
+    let Some(poll) = poll else {
+        return postgres::change_since(&engine.catalog, input, bookmark).await;
+    };
+    if let Some(answer) = engine.sensor.recall(input.id, bookmark, poll) {
+        return Ok(answer);
+    }
+    let answer = postgres::change_since(&engine.catalog, input, bookmark).await?;
+    engine.sensor.remember(input.id, bookmark, answer.clone());
+    Ok(answer)
 }
 
 #[cfg(test)]
@@ -61,7 +80,11 @@ mod tests {
     #[test]
     fn answers_are_kept_for_the_interval_and_per_bookmark() {
         let memory = SensorMemory::default();
-        let bookmark = serde_json::json!({"cursor": "5", "rows": 5});
+        let bookmark = Bookmark::Cursor {
+            cursor: Some("5".into()),
+            rows: 5,
+            change: None,
+        };
         memory.remember(1, Some(&bookmark), (Change::Unchanged, None));
         let hour = Duration::from_secs(3600);
         assert_eq!(

@@ -9,6 +9,8 @@ use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::logical_expr::{Expr, LogicalPlan};
 use tributary_catalog::{CatalogObject, ObjectName};
 
+use crate::options::RefreshMode;
+
 use super::changes::Change;
 use super::keyed::{self, Keys};
 
@@ -184,37 +186,34 @@ pub fn choose(
     changes: BTreeMap<ObjectName, Change>,
     full_requested: bool,
 ) -> crate::Result<Choice> {
+    let mode = RefreshMode::of(&model.options)?;
     let broken = |why: String| {
         crate::Error::bad_input(format!(
-            "refresh = '{}' cannot hold for model \"{}\": {why}",
-            model
-                .options
-                .get("refresh")
-                .map(String::as_str)
-                .unwrap_or(""),
+            "refresh = '{mode}' cannot hold for model \"{}\": {why}",
             model.name
         ))
     };
-    match model.options.get("refresh").map(String::as_str) {
-        Some("append") => {
+    match mode {
+        RefreshMode::Append => {
             if let Some(why) = nonlinear_reason(plan) {
                 return Err(broken(why));
             }
         }
-        Some("merge") => {
+        RefreshMode::Merge => {
             let Some(unique_key) = model.options.get("unique_key") else {
                 return Err(broken("it needs a unique_key".into()));
             };
             let changed = |table: &TableReference| changed_input(&changes, table, model);
             keyed::unique_keys(plan, unique_key, &changed).map_err(broken)?;
         }
-        _ => {}
+        RefreshMode::Auto | RefreshMode::Full => {}
     }
-    Ok(decide(model, plan, changes, full_requested))
+    Ok(decide(model, mode, plan, changes, full_requested))
 }
 
 fn decide(
     model: &CatalogObject,
+    mode: RefreshMode,
     plan: &LogicalPlan,
     changes: BTreeMap<ObjectName, Change>,
     full_requested: bool,
@@ -229,11 +228,8 @@ fn decide(
     if full_requested {
         return full("FULL was requested".into(), changes);
     }
-    match model.options.get("refresh").map(String::as_str) {
-        None | Some("auto") | Some("append") | Some("merge") => {}
-        Some(other) => {
-            return full(format!("refresh = '{other}'"), changes);
-        }
+    if mode == RefreshMode::Full {
+        return full("refresh = 'full'".into(), changes);
     }
     if model.published_version.is_none() {
         return full("first refresh".into(), changes);
@@ -252,7 +248,7 @@ fn decide(
         .find(|(_, c)| c.rewrites())
         .map(|(name, change)| format!("input \"{name}\": {}", change.describe()));
     // An explicit merge contract always merges, so its key is checked on every refresh.
-    let merge_contract = model.options.get("refresh").map(String::as_str) == Some("merge");
+    let merge_contract = mode == RefreshMode::Merge;
     if rewritten.is_none() && !merge_contract {
         if nonlinear_reason(plan).is_none() {
             let why = "inputs only gained rows and the query is linear";

@@ -27,8 +27,8 @@ use datafusion::prelude::DataFrame;
 use crate::engine::EngineInner;
 use crate::error::Result;
 use crate::refresh::changes::Change;
-use crate::refresh::counting::{RowCounter, count_scans};
 use crate::refresh::plans::{self, Inputs, ScanAs};
+use crate::sources::counting::{RowCounter, count_scans};
 
 /// The query over the changed input's added rows, and its rows over the removed ones.
 pub(super) struct FromFeed {

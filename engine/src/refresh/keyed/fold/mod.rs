@@ -56,8 +56,8 @@ use super::{
 use crate::engine::EngineInner;
 use crate::error::{Error, Result};
 use crate::refresh::changes::Change;
-use crate::refresh::counting::{RowCounter, count_scans};
 use crate::refresh::plans::{self, Inputs, ScanAs};
+use crate::sources::counting::{RowCounter, count_scans};
 use shape::{Foldable, Role};
 
 /// The new rows of the groups a fold replaces.

@@ -18,8 +18,8 @@ use datafusion::logical_expr::{Distinct, Expr, LogicalPlan, Subquery};
 use tributary_catalog::ObjectName;
 
 use super::{Edge, EdgeKind, Views};
-use crate::error::Result;
 use crate::planning::is_system_schema;
+use tributary_sql::error::Result;
 
 /// A column of a catalog object.
 pub(super) type ColumnRef = (ObjectName, String);

@@ -15,7 +15,7 @@ use datafusion::datasource::TableType;
 use datafusion::error::{DataFusionError, Result as DfResult};
 use tributary_catalog::{ObjectKind, ObjectName};
 
-use crate::engine::EngineInner;
+use crate::env::QueryEnv;
 use crate::system;
 
 tokio::task_local! {
@@ -24,7 +24,7 @@ tokio::task_local! {
 
 /// Runs `work` with each name in `overrides` resolving to its provider instead of the
 /// catalog's (for planning done inside `work`, on this task).
-pub(crate) async fn with_overrides<F: std::future::Future>(
+pub async fn with_overrides<F: std::future::Future>(
     overrides: HashMap<ObjectName, Arc<dyn TableProvider>>,
     work: F,
 ) -> F::Output {
@@ -34,13 +34,13 @@ pub(crate) async fn with_overrides<F: std::future::Future>(
 /// The DataFusion catalog for the server's one database.
 #[derive(Debug)]
 pub struct DatabaseProvider {
-    engine: Weak<EngineInner>,
+    engine: Weak<QueryEnv>,
     /// Schemas registered by DataFusion extensions (`pg_catalog`).
     extra: RwLock<HashMap<String, Arc<dyn SchemaProvider>>>,
 }
 
 impl DatabaseProvider {
-    pub(crate) fn new(engine: Weak<EngineInner>) -> Self {
+    pub(crate) fn new(engine: Weak<QueryEnv>) -> Self {
         Self {
             engine,
             extra: RwLock::new(HashMap::new()),
@@ -48,10 +48,10 @@ impl DatabaseProvider {
     }
 }
 
-fn df_err(e: impl Into<crate::Error>) -> DataFusionError {
-    let e: crate::Error = e.into();
+fn df_err(e: impl Into<tributary_sql::Error>) -> DataFusionError {
+    let e: tributary_sql::Error = e.into();
     match e {
-        crate::Error::DataFusion(e) => e,
+        tributary_sql::Error::DataFusion(e) => e,
         other => DataFusionError::External(Box::new(other)),
     }
 }
@@ -116,12 +116,12 @@ impl CatalogProvider for DatabaseProvider {
 /// A user schema: its tables, models, sources and views from the catalog.
 #[derive(Debug)]
 struct UserSchema {
-    engine: Weak<EngineInner>,
+    engine: Weak<QueryEnv>,
     schema: String,
 }
 
 impl UserSchema {
-    fn engine(&self) -> DfResult<Arc<EngineInner>> {
+    fn engine(&self) -> DfResult<Arc<QueryEnv>> {
         self.engine
             .upgrade()
             .ok_or_else(|| DataFusionError::Internal("engine shut down".into()))
@@ -182,7 +182,7 @@ impl SchemaProvider for UserSchema {
 /// The read-only `tributary` schema.
 #[derive(Debug)]
 struct SystemSchema {
-    engine: Weak<EngineInner>,
+    engine: Weak<QueryEnv>,
 }
 
 #[async_trait]
@@ -220,7 +220,7 @@ impl SchemaProvider for SystemSchema {
 
 impl DatabaseProvider {
     /// The engine behind this provider (for code that only has a DataFusion state).
-    pub(crate) fn engine(&self) -> Option<Arc<EngineInner>> {
+    pub(crate) fn engine(&self) -> Option<Arc<QueryEnv>> {
         self.engine.upgrade()
     }
 }

@@ -7,8 +7,8 @@ use tributary_catalog::ObjectName;
 use serde_json::Value;
 
 use super::{HttpSourceSpec, MAX_BODY};
-use crate::engine::EngineInner;
-use crate::error::{Error, Result};
+use tributary_catalog::Catalog;
+use tributary_sql::error::{Error, Result};
 
 /// How an attempt failed, and whether another attempt may help.
 pub(super) struct Failure {
@@ -215,18 +215,12 @@ pub fn parse_headers(secret: &str, value: &str) -> Result<Vec<(String, String)>>
 /// The headers of `headers_secret`, resolved at each poll (an `ENV` secret follows the
 /// server's environment).
 pub(super) fn request_headers(
-    engine: &EngineInner,
+    catalog: &Catalog,
     spec: &HttpSourceSpec,
 ) -> Result<Vec<(String, String)>> {
     let Some(secret) = &spec.headers_secret else {
         return Ok(Vec::new());
     };
-    let value = match crate::secrets::resolve_secret(&engine.catalog, secret) {
-        // An unquoted name in WITH (...) keeps its case; secret names fold to lower case.
-        Err(Error::UndefinedObject { .. }) if secret.to_lowercase() != *secret => {
-            crate::secrets::resolve_secret(&engine.catalog, &secret.to_lowercase())?
-        }
-        other => other?,
-    };
+    let value = crate::secret::resolve_named_in_option(catalog, secret)?;
     parse_headers(secret, value.expose())
 }

@@ -17,8 +17,8 @@ use datafusion::datasource::listing::{
 use datafusion::execution::context::SessionState;
 
 use super::sized::SizedListing;
-use crate::dialect::SourceFormat;
-use crate::error::{Error, Result};
+use tributary_sql::dialect::SourceFormat;
+use tributary_sql::error::{Error, Result};
 
 /// The settings of a file source, as kept in the catalog's options.
 #[derive(Debug, Clone)]
@@ -199,15 +199,7 @@ impl FileSourceSpec {
     }
 }
 
-/// A file as change tracking sees it: changed when its size or modification time changes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct FileStamp {
-    pub size: u64,
-    pub modified_ms: i64,
-}
-
-/// The files of a source by URL.
-pub type Listing = BTreeMap<String, FileStamp>;
+pub use tributary_storage::bookmarks::{FileStamp, Listing};
 
 impl FileSourceSpec {
     /// The files the source reads now, with their stamps.

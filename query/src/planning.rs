@@ -20,9 +20,9 @@ use datafusion::sql::sqlparser::parser::Parser;
 use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
 use tributary_catalog::ObjectName;
 
-use crate::dialect::{Statement, parse_statement};
-use crate::error::{Error, Result};
 use crate::system::pg_compat;
+use tributary_sql::dialect::{Statement, parse_statement};
+use tributary_sql::error::{Error, Result};
 
 /// Schema where time-travel snapshots are registered while a statement is planned.
 pub const TIME_TRAVEL_SCHEMA: &str = "__time_travel";

@@ -41,13 +41,15 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit}
 use datafusion::sql::sqlparser::ast;
 use deltalake::protocol::SaveMode;
 use serde_json::Value;
-use tributary_catalog::{CatalogObject, NewObject, ObjectKind, ObjectName, RunOutcome, RunStatus};
+use tributary_catalog::{
+    Catalog, CatalogObject, NewObject, ObjectKind, ObjectName, RunOutcome, RunStatus,
+};
 
-use crate::dialect::CreateSource;
-use crate::engine::{Engine, EngineInner};
-use crate::error::{Error, Result};
-use crate::session::{Output, Session};
-use crate::storage::delta;
+use tributary_sql::dialect::CreateSource;
+use tributary_sql::error::{Error, Result};
+use tributary_storage::TableStore;
+use tributary_storage::bookmarks::CommitMetadata;
+use tributary_storage::delta;
 
 /// The option naming a source's connector in the catalog (`http`; file sources have none).
 pub const CONNECTOR_KEY: &str = "connector";
@@ -127,7 +129,7 @@ impl HttpSourceSpec {
         let duration = |key: &str| -> Result<Option<Duration>> {
             options
                 .get(key)
-                .map(|text| crate::schedule::parse_duration(key, text))
+                .map(|text| tributary_sql::options::parse_duration(key, text))
                 .transpose()
         };
         let poll = duration("poll")?;
@@ -194,7 +196,7 @@ fn stored_schema(columns: &Schema) -> SchemaRef {
 
 /// The source's own columns (the stored ones without `_loaded_at`).
 fn data_columns(object: &CatalogObject) -> Result<Schema> {
-    let stored = crate::types::schema_of_columns(&object.columns)?;
+    let stored = tributary_sql::types::schema_of_columns(&object.columns)?;
     Ok(Schema::new(
         stored
             .fields()
@@ -207,11 +209,11 @@ fn data_columns(object: &CatalogObject) -> Result<Schema> {
 
 /// Fetches and parses one snapshot.
 async fn fetch_snapshot(
-    engine: &EngineInner,
+    catalog: &Catalog,
     spec: &HttpSourceSpec,
     name: &ObjectName,
 ) -> Result<(Snapshot, bytes::Bytes)> {
-    let headers = request_headers(engine, spec)?;
+    let headers = request_headers(catalog, spec)?;
     let body = fetch(spec, &headers, name).await?;
     let hash = body_hash(&body);
     let records = parse_body(spec, name, &body)?;
@@ -225,10 +227,13 @@ async fn commit_snapshot(
     hash: &str,
     run_id: i64,
 ) -> Result<deltalake::DeltaTable> {
-    let mut metadata = serde_json::Map::new();
+    // The run id lets start-up recovery tell which run a snapshot that landed belongs to.
+    let mut metadata = CommitMetadata {
+        run_id: Some(run_id),
+        ..Default::default()
+    }
+    .into_map();
     metadata.insert(BODY_HASH_KEY.into(), Value::String(hash.to_string()));
-    // Lets start-up recovery tell which run a snapshot that landed belongs to.
-    metadata.insert(delta::RUN_ID_KEY.into(), Value::from(run_id));
     Ok(table
         .write(vec![batch])
         .with_save_mode(SaveMode::Append)
@@ -255,20 +260,20 @@ async fn last_hash(table: &deltalake::DeltaTable) -> Result<Option<String>> {
 /// options, polls once, and stores the source with that first snapshot. A failed first poll
 /// fails the statement and stores nothing.
 pub async fn create(
-    session: &mut Session,
+    catalog: &Catalog,
+    store: &TableStore,
     name: ObjectName,
     source: CreateSource,
     text: &str,
-) -> Result<Output> {
+) -> Result<()> {
     let mut options = source.options.clone();
     options.insert(CONNECTOR_KEY.into(), "http".into());
     options.insert("url".into(), source.path.clone());
     options.insert("format".into(), source.format.as_str().into());
     let spec = HttpSourceSpec::from_options(&options)?;
-    crate::schedule::max_staleness(&options)?;
-    let engine = session.engine.inner.clone();
+    tributary_sql::options::max_staleness(&options)?;
     let declared = declared_columns(&source.columns)?;
-    let (snapshot, body) = fetch_snapshot(&engine, &spec, &name).await?;
+    let (snapshot, body) = fetch_snapshot(catalog, &spec, &name).await?;
     let columns = match declared {
         Some(columns) => columns,
         None => {
@@ -288,13 +293,12 @@ pub async fn create(
     let stored = stored_schema(&columns);
     let id = uuid::Uuid::new_v4().simple().to_string();
     let location = format!("{}/{}-{}", name.schema, name.name, &id[..12]);
-    let table = engine
-        .store
+    let table = store
         .warehouse()
         .create(&location, &name.name, &stored)
         .await?;
     let description = options.get("description").cloned();
-    let object = engine.catalog.create_object(
+    let object = catalog.create_object(
         &NewObject {
             name: name.clone(),
             kind: ObjectKind::Source,
@@ -302,7 +306,7 @@ pub async fn create(
             query: None,
             default_schema: None,
             options,
-            columns: crate::types::columns_of_schema(&stored),
+            columns: tributary_sql::types::columns_of_schema(&stored),
             location: Some(location.clone()),
             comment: description,
         },
@@ -311,21 +315,21 @@ pub async fn create(
     let object = match object {
         Ok(o) => o,
         Err(e) => {
-            let _ = engine.store.warehouse().remove(&location);
+            let _ = store.warehouse().remove(&location);
             return Err(e.into());
         }
     };
-    let run_id = engine.catalog.start_run(&object, "create")?;
+    let run_id = catalog.start_run(&object, "create")?;
     let written = async {
         let rows = batch.num_rows() as i64;
         let table = commit_snapshot(table, batch, &snapshot.hash, run_id).await?;
-        let version = engine.store.publish(&object, table)?;
+        let version = store.publish(&object, table)?;
         Ok::<_, Error>((rows, version))
     }
     .await;
     match written {
         Ok((rows, version)) => {
-            engine.catalog.finish_run(
+            catalog.finish_run(
                 run_id,
                 &RunOutcome {
                     status: Some(RunStatus::Succeeded),
@@ -336,12 +340,12 @@ pub async fn create(
                     ..Default::default()
                 },
             )?;
-            Ok(Output::Command("CREATE SOURCE".into()))
+            Ok(())
         }
         Err(e) => {
-            engine.catalog.drop_objects(&[object.id])?;
-            engine.store.forget(object.id);
-            let _ = engine.store.warehouse().remove(&location);
+            catalog.drop_objects(&[object.id])?;
+            store.forget(object.id);
+            let _ = store.warehouse().remove(&location);
             Err(e)
         }
     }
@@ -359,8 +363,8 @@ fn declared_columns(columns: &[ast::ColumnDef]) -> Result<Option<Schema>> {
                 .iter()
                 .any(|o| matches!(o.option, ast::ColumnOption::NotNull));
             Ok(Field::new(
-                crate::names::ident(&c.name),
-                crate::types::arrow_type(&c.data_type)?,
+                tributary_sql::names::ident(&c.name),
+                tributary_sql::types::arrow_type(&c.data_type)?,
                 !not_null,
             ))
         })
@@ -377,27 +381,17 @@ pub enum Polled {
     Unchanged,
 }
 
-/// `REFRESH SOURCE name`: polls an HTTP source now.
-pub async fn refresh_statement(session: &mut Session, name: &ast::ObjectName) -> Result<Output> {
-    let object = session.resolve(name, "source")?;
-    if !is_http(&object) {
-        return Err(Error::WrongObjectType(format!(
-            "\"{}\" is not an http source (only http sources are polled; file sources are \
-             read in place)",
-            object.name
-        )));
-    }
-    poll(&session.engine, &object, "manual").await?;
-    Ok(Output::Command("REFRESH SOURCE".into()))
-}
-
 /// Polls an HTTP source once: fetches (with retries), and appends a snapshot when the body is
 /// new. Recorded as a run of the source; a failure leaves the last good snapshot served.
-pub async fn poll(engine: &Engine, object: &CatalogObject, trigger: &str) -> Result<Polled> {
-    let inner = &engine.inner;
-    let (_guard, object) = inner.store.lock_for_write(object).await?;
-    let run_id = inner.catalog.start_run(&object, trigger)?;
-    let result = poll_locked(inner, &object, run_id).await;
+pub async fn poll(
+    catalog: &Catalog,
+    store: &TableStore,
+    object: &CatalogObject,
+    trigger: &str,
+) -> Result<Polled> {
+    let (_guard, object) = store.lock_for_write(object).await?;
+    let run_id = catalog.start_run(&object, trigger)?;
+    let result = poll_locked(catalog, store, &object, run_id).await;
     let outcome = match &result {
         Ok(Polled::Appended { rows, version }) => RunOutcome {
             status: Some(RunStatus::Succeeded),
@@ -421,7 +415,7 @@ pub async fn poll(engine: &Engine, object: &CatalogObject, trigger: &str) -> Res
             ..Default::default()
         },
     };
-    inner.catalog.finish_run(run_id, &outcome)?;
+    catalog.finish_run(run_id, &outcome)?;
     match &result {
         Ok(polled) => tracing::info!(source = %object.name, ?polled, "http source polled"),
         Err(e) => tracing::warn!(source = %object.name, error = %e, "http source poll failed"),
@@ -429,17 +423,22 @@ pub async fn poll(engine: &Engine, object: &CatalogObject, trigger: &str) -> Res
     result
 }
 
-async fn poll_locked(engine: &EngineInner, object: &CatalogObject, run_id: i64) -> Result<Polled> {
+async fn poll_locked(
+    catalog: &Catalog,
+    store: &TableStore,
+    object: &CatalogObject,
+    run_id: i64,
+) -> Result<Polled> {
     let spec = HttpSourceSpec::from_options(&object.options)?;
     let columns = data_columns(object)?;
-    let headers = request_headers(engine, &spec)?;
+    let headers = request_headers(catalog, &spec)?;
     let body = fetch(&spec, &headers, &object.name).await?;
     let hash = body_hash(&body);
-    let table = delta::latest(engine.store.published_table(object).await?).await?;
+    let table = delta::latest(store.published_table(object).await?).await?;
     // A snapshot committed but never published (the server stopped in between) is published
     // now, whatever this poll brings.
     if delta::version(&table) != object.published_version.unwrap_or(-1) {
-        engine.store.publish(object, table.clone())?;
+        store.publish(object, table.clone())?;
     }
     // An unchanged body is not even parsed.
     if last_hash(&table).await?.as_deref() == Some(hash.as_str()) {
@@ -451,7 +450,7 @@ async fn poll_locked(engine: &EngineInner, object: &CatalogObject, run_id: i64) 
     let batch = to_batch(&spec, &object.name, &columns, &rows, Utc::now())?;
     let count = batch.num_rows() as i64;
     let table = commit_snapshot(table, batch, &hash, run_id).await?;
-    let version = engine.store.publish(object, table)?;
+    let version = store.publish(object, table)?;
     Ok(Polled::Appended {
         rows: count,
         version,
@@ -474,8 +473,7 @@ pub fn poll_due(
 }
 
 /// The HTTP sources whose `poll` interval has passed at `now` (the scheduler's question).
-pub fn due_sources(engine: &Engine, now: DateTime<Utc>) -> Result<Vec<CatalogObject>> {
-    let catalog = engine.catalog();
+pub fn due_sources(catalog: &Catalog, now: DateTime<Utc>) -> Result<Vec<CatalogObject>> {
     let mut due = Vec::new();
     for object in catalog.objects()? {
         if !is_http(&object) {

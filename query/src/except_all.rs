@@ -9,8 +9,8 @@ use std::ops::ControlFlow;
 use datafusion::execution::context::SessionState;
 use datafusion::sql::sqlparser::ast::{self, SetExpr, SetOperator, SetQuantifier};
 
-use crate::dialect::{self, Statement};
-use crate::error::Result;
+use tributary_sql::dialect::{self, Statement};
+use tributary_sql::error::Result;
 
 /// Rewrites every `EXCEPT ALL` in the statement (at most a few dozen per statement).
 pub async fn rewrite(state: &SessionState, stmt: &mut ast::Statement) -> Result<()> {
@@ -145,11 +145,11 @@ fn numbered_difference(left: &str, right: &str, names: &[String]) -> Result<SetE
     match dialect::parse_statement(&sql)? {
         Statement::Sql(stmt) => match *stmt {
             ast::Statement::Query(q) => Ok(SetExpr::Query(q)),
-            _ => Err(crate::Error::Internal(
+            _ => Err(tributary_sql::Error::Internal(
                 "EXCEPT ALL rewrite is not a query".into(),
             )),
         },
-        _ => Err(crate::Error::Internal(
+        _ => Err(tributary_sql::Error::Internal(
             "EXCEPT ALL rewrite is not SQL".into(),
         )),
     }

@@ -39,9 +39,10 @@ use datafusion_table_providers::util::secrets::to_secret_map;
 use tributary_catalog::{Catalog, CatalogObject, NewObject, ObjectKind, ObjectName};
 
 use super::postgres_copy::CopyExecutor;
-use crate::error::{Error, Result};
-use crate::secrets::{SecretValue, resolve_secret};
-use crate::session::{Output, Session};
+use tributary_catalog::SecretValue;
+use tributary_sql::error::{Error, Result};
+
+use crate::secret::resolve_secret;
 
 /// The `connector` option value that marks a PostgreSQL source.
 pub const CONNECTOR: &str = "postgres";
@@ -315,7 +316,7 @@ fn check_shape(
                 column.name, object.name, spec.table
             )));
         };
-        let now = crate::types::pg_type_name(field.data_type());
+        let now = tributary_sql::types::pg_type_name(field.data_type());
         if now != column.data_type {
             return Err(Error::SchemaDrift(format!(
                 "column \"{}\" of source \"{}\" changed type in PostgreSQL table \"{}\": \
@@ -329,10 +330,7 @@ fn check_shape(
 }
 
 /// The federated provider for a PostgreSQL source, as readers see it now.
-pub(crate) async fn provider(
-    catalog: &Catalog,
-    object: &CatalogObject,
-) -> Result<Arc<dyn TableProvider>> {
+pub async fn provider(catalog: &Catalog, object: &CatalogObject) -> Result<Arc<dyn TableProvider>> {
     let spec = PostgresSourceSpec::from_options(&object.options)?;
     let pool = pool(catalog, &spec.connection).await?;
     let live = remote_table(&pool, &object.name, &spec).await?;
@@ -358,21 +356,20 @@ pub(crate) async fn provider(
 
 /// `CREATE SOURCE name FROM POSTGRES CONNECTION c TABLE 'schema.table' [WITH (...)]`: checks
 /// the connection and the table, and stores the table's columns as PostgreSQL types them.
-pub(crate) async fn create(
-    session: &Session,
+pub async fn create(
+    catalog: &Catalog,
     name: ObjectName,
-    source: crate::dialect::CreatePostgresSource,
+    source: tributary_sql::dialect::CreatePostgresSource,
     text: &str,
-) -> Result<Output> {
-    let catalog = session.engine.catalog();
+) -> Result<()> {
     let mut options = source.options.clone();
     options.insert("connector".into(), CONNECTOR.into());
     options.insert("connection".into(), source.connection.clone());
     options.insert("table".into(), source.table.clone());
     let spec = PostgresSourceSpec::from_options(&options)?;
-    crate::schedule::max_staleness(&options)?;
+    tributary_sql::options::max_staleness(&options)?;
     if let Some(poll) = options.get("poll") {
-        crate::schedule::parse_duration("poll", poll)?;
+        tributary_sql::options::parse_duration("poll", poll)?;
     }
     let pool = pool(catalog, &spec.connection).await?;
     let table = remote_table(&pool, &name, &spec).await?;
@@ -416,13 +413,13 @@ pub(crate) async fn create(
             query: None,
             default_schema: None,
             options,
-            columns: crate::types::columns_of_schema(&schema),
+            columns: tributary_sql::types::columns_of_schema(&schema),
             location: None,
             comment: description,
         },
         &[],
     )?;
-    Ok(Output::Command("CREATE SOURCE".into()))
+    Ok(())
 }
 
 /// The engine's physical planner: DataFusion's, with the extension planners for Delta's
@@ -441,28 +438,21 @@ impl datafusion::execution::context::QueryPlanner for Planner {
         let planner = DefaultPhysicalPlanner::with_extension_planners(vec![
             deltalake::delta_datafusion::planner::DeltaExtensionPlanner::new(),
             Arc::new(datafusion_federation::FederatedPlanner::new()),
-            Arc::new(crate::storage::cluster::ClusterPlanner),
+            Arc::new(tributary_storage::cluster::ClusterPlanner),
         ]);
         let plan = planner
             .create_physical_plan(logical_plan, session_state)
             .await?;
-        crate::refresh::counting::count_federated(plan, session_state.config())
+        crate::counting::count_federated(plan, session_state.config())
     }
 }
 
-pub(crate) fn query_planner() -> Arc<dyn datafusion::execution::context::QueryPlanner + Send + Sync>
-{
+pub fn query_planner() -> Arc<dyn datafusion::execution::context::QueryPlanner + Send + Sync> {
     Arc::new(Planner)
 }
 
-/// What a refresh saw of a cursor-tracked source: the largest cursor value (as PostgreSQL's
-/// JSON renders it, so it parses back into the column's Arrow type) and the row count. It is
-/// the input's bookmark in the model's commit: `{"cursor": ..., "rows": ...}`.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct CursorState {
-    pub cursor: Option<String>,
-    pub rows: i64,
-}
+use tributary_storage::bookmarks::Bookmark;
+pub use tributary_storage::bookmarks::CursorState;
 
 /// `"schema"."table"` for SQL Tributary writes itself.
 fn quoted_table(spec: &PostgresSourceSpec) -> String {
@@ -471,30 +461,6 @@ fn quoted_table(spec: &PostgresSourceSpec) -> String {
         Some((schema, table)) => format!("{}.{}", quote(schema), quote(table)),
         None => quote(&spec.table),
     }
-}
-
-/// [`change_since`] for the scheduler's change sensor: with the source's `poll` interval set,
-/// the answer of the last question younger than the interval, if there is one.
-pub(crate) async fn sensed_change(
-    engine: &crate::engine::EngineInner,
-    input: &CatalogObject,
-    bookmark: Option<&serde_json::Value>,
-) -> Result<(crate::refresh::changes::Change, Option<CursorState>)> {
-    let poll = input
-        .options
-        .get("poll")
-        .map(|p| crate::schedule::parse_duration("poll", p))
-        .transpose()?
-        .filter(|p| !p.is_zero());
-    let Some(poll) = poll else {
-        return change_since(engine, input, bookmark).await;
-    };
-    if let Some(answer) = engine.sensor.recall(input.id, bookmark, poll) {
-        return Ok(answer);
-    }
-    let answer = change_since(engine, input, bookmark).await?;
-    engine.sensor.remember(input.id, bookmark, answer.clone());
-    Ok(answer)
 }
 
 /// How a PostgreSQL source changed since the bookmark a model's last commit recorded, and the
@@ -511,12 +477,12 @@ pub(crate) async fn sensed_change(
 /// has. That assumes what every cursor-based extract assumes: a row's cursor is set when it is
 /// written and transactions commit in cursor order (a row committed late with an older cursor
 /// is not seen until a full refresh).
-pub(crate) async fn change_since(
-    engine: &crate::engine::EngineInner,
+pub async fn change_since(
+    catalog: &Catalog,
     input: &CatalogObject,
-    bookmark: Option<&serde_json::Value>,
-) -> Result<(crate::refresh::changes::Change, Option<CursorState>)> {
-    use crate::refresh::changes::Change;
+    bookmark: Option<&Bookmark>,
+) -> Result<(crate::change::Change, Option<CursorState>)> {
+    use crate::change::Change;
     let spec = PostgresSourceSpec::from_options(&input.options)?;
     let Some(cursor) = &spec.cursor else {
         return Ok((
@@ -527,9 +493,7 @@ pub(crate) async fn change_since(
             None,
         ));
     };
-    let before: Option<CursorState> = bookmark
-        .filter(|b| b.get("rows").is_some())
-        .and_then(|b| serde_json::from_value(b.clone()).ok());
+    let before: Option<CursorState> = bookmark.and_then(Bookmark::cursor);
     let column = input
         .columns
         .iter()
@@ -553,7 +517,7 @@ pub(crate) async fn change_since(
         "SELECT count(*)::bigint, to_json(max({c})) #>> '{{}}', ({newer})::bigint FROM {}",
         quoted_table(&spec)
     );
-    let pool = pool(&engine.catalog, &spec.connection).await?;
+    let pool = pool(catalog, &spec.connection).await?;
     let conn = pool
         .connect_direct()
         .await
@@ -604,7 +568,7 @@ pub(crate) async fn change_since(
 /// The rows of `provider` whose cursor is after `after` and at most `up_to`, plus those with a
 /// NULL cursor when `nulls` is set. `after = None` has no lower bound; `up_to = None` means
 /// no non-NULL cursor existed when the bookmark was taken, so no non-NULL row qualifies.
-fn filtered(
+pub fn filtered(
     state: &datafusion::execution::context::SessionState,
     provider: Arc<dyn TableProvider>,
     cursor: &str,
@@ -645,8 +609,8 @@ fn filtered(
 
 /// A cursor-tracked source's rows in a cursor range, read through the federated provider (the
 /// filter is pushed down to PostgreSQL with the rest of the subplan).
-pub(crate) async fn cursor_rows(
-    engine: &crate::engine::EngineInner,
+pub async fn cursor_rows(
+    catalog: &Catalog,
     state: &datafusion::execution::context::SessionState,
     input: &CatalogObject,
     after: Option<&str>,
@@ -657,41 +621,8 @@ pub(crate) async fn cursor_rows(
     let cursor = spec
         .cursor
         .ok_or_else(|| Error::Internal(format!("source {} has no cursor", input.name)))?;
-    let base = provider(&engine.catalog, input).await?;
+    let base = provider(catalog, input).await?;
     filtered(state, base, &cursor, after, up_to, nulls)
-}
-
-/// Makes every scan of a cursor-tracked source read only rows up to the cursor this refresh
-/// records (and rows with a NULL cursor): a row that lands while the refresh runs is read by
-/// the next one, never by both.
-pub(crate) async fn pin_cursors(
-    state: &datafusion::execution::context::SessionState,
-    plan: datafusion::logical_expr::LogicalPlan,
-    inputs: &BTreeMap<ObjectName, (CatalogObject, Option<i64>)>,
-    cursors: &BTreeMap<ObjectName, CursorState>,
-) -> Result<datafusion::logical_expr::LogicalPlan> {
-    if cursors.is_empty() {
-        return Ok(plan);
-    }
-    crate::refresh::replace_input_scans(plan, inputs, |name, input, base| {
-        let (Some(now), Ok(spec)) = (
-            cursors.get(name),
-            PostgresSourceSpec::from_options(&input.options),
-        ) else {
-            return Ok(None);
-        };
-        let Some(cursor) = spec.cursor else {
-            return Ok(None);
-        };
-        Ok(Some(filtered(
-            state,
-            base,
-            &cursor,
-            None,
-            now.cursor.as_deref(),
-            true,
-        )?))
-    })
 }
 
 /// DataFusion's optimizer rules with federation last, wrapped so it never federates across an
@@ -700,8 +631,7 @@ pub(crate) async fn pin_cursors(
 /// refresh casts its query's result to the model's stored types), and by the end of a pass
 /// DataFusion has merged them and pushed filters and limits into place. Delta's writes wrap
 /// their input in `MetricObserver` nodes, which have no SQL form, so federation starts below.
-pub(crate) fn optimizer_rules() -> Vec<Arc<dyn datafusion::optimizer::OptimizerRule + Send + Sync>>
-{
+pub fn optimizer_rules() -> Vec<Arc<dyn datafusion::optimizer::OptimizerRule + Send + Sync>> {
     let mut rules = datafusion::optimizer::Optimizer::new().rules;
     rules.push(Arc::new(FederationBelowExtensions(
         datafusion_federation::FederationOptimizerRule::new(),

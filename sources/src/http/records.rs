@@ -23,7 +23,7 @@ use serde_json::Value;
 use tributary_catalog::ObjectName;
 
 use super::{HttpSourceSpec, stored_schema};
-use crate::error::{Error, Result};
+use tributary_sql::error::{Error, Result};
 
 /// The `records` path: object keys to follow, then whether `[*]` asks for an array.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -221,8 +221,8 @@ pub(super) fn infer_schema(
                         "http source \"{name}\" ({}): cannot infer a type for field \"{key}\": \
                          it holds {} and {} values; declare the source's columns",
                         spec.url,
-                        crate::types::pg_type_name(&a),
-                        crate::types::pg_type_name(&b)
+                        tributary_sql::types::pg_type_name(&a),
+                        tributary_sql::types::pg_type_name(&b)
                     )));
                 }
             });
@@ -404,7 +404,7 @@ pub(super) fn conform(
                     field.name(),
                     i + 1,
                     kind_of(&value),
-                    crate::types::pg_type_name(field.data_type())
+                    tributary_sql::types::pg_type_name(field.data_type())
                 )));
             }
             row.insert(field.name().clone(), value);

@@ -25,7 +25,10 @@ use futures::StreamExt;
 pub type RowCounter = Arc<AtomicU64>;
 
 /// The plan with every table scan counting the rows it yields into `counter`.
-pub fn count_scans(plan: LogicalPlan, counter: &RowCounter) -> crate::Result<LogicalPlan> {
+pub fn count_scans(
+    plan: LogicalPlan,
+    counter: &RowCounter,
+) -> tributary_sql::error::Result<LogicalPlan> {
     let counted = plan.transform_up(|node| match node {
         LogicalPlan::TableScan(scan) => {
             let inner = source_as_provider(&scan.source)?;
@@ -41,11 +44,25 @@ pub fn count_scans(plan: LogicalPlan, counter: &RowCounter) -> crate::Result<Log
                 inner,
                 counter: counter.clone(),
             });
-            Ok(Transformed::yes(super::plans::scan_of(&scan, provider)?))
+            Ok(Transformed::yes(scan_of(&scan, provider)?))
         }
         other => Ok(Transformed::no(other)),
     })?;
     Ok(counted.data)
+}
+
+/// The same scan (projection, filters, limit) reading another provider.
+pub fn scan_of(
+    scan: &datafusion::logical_expr::TableScan,
+    provider: Arc<dyn datafusion::catalog::TableProvider>,
+) -> datafusion::error::Result<datafusion::logical_expr::LogicalPlan> {
+    let source = datafusion::datasource::provider_as_source(provider);
+    let new = datafusion::logical_expr::TableScanBuilder::new(scan.table_name.clone(), source)
+        .with_projection(scan.projection.clone())
+        .with_filters(scan.filters.clone())
+        .with_fetch(scan.fetch)
+        .build()?;
+    Ok(datafusion::logical_expr::LogicalPlan::TableScan(new))
 }
 
 /// A refresh's counter, carried in its session's config: federated subplans stay logical scans
@@ -56,7 +73,7 @@ pub struct FederatedRows(pub RowCounter);
 
 /// `plan` with the rows of every federated subplan counted, when the session is a refresh's:
 /// those are the rows PostgreSQL sent, after every filter and aggregate it ran.
-pub(crate) fn count_federated(
+pub fn count_federated(
     plan: Arc<dyn ExecutionPlan>,
     config: &datafusion::execution::config::SessionConfig,
 ) -> DfResult<Arc<dyn ExecutionPlan>> {

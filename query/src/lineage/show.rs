@@ -8,10 +8,10 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use datafusion::arrow::record_batch::RecordBatch;
 use tributary_catalog::{Catalog, CatalogObject};
 
-use crate::error::Result;
 use crate::system::{Col, RowsBuilder};
+use tributary_sql::error::Result;
 
-pub use crate::dialect::LineageDirection as Direction;
+pub use tributary_sql::dialect::LineageDirection as Direction;
 
 /// A table edge (`edge` = `table`, no columns) or a column edge.
 struct EdgeRow {

@@ -7,7 +7,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use tributary_catalog::{Catalog, CatalogObject, ObjectKind};
 
 use super::rows::{Col, RowsBuilder};
-use crate::error::Result;
+use tributary_sql::error::Result;
 
 pub const SCHEMA: &str = "tributary";
 
@@ -39,13 +39,13 @@ pub fn build(catalog: &Catalog, table: &str) -> Result<Option<RecordBatch>> {
         "columns" => columns(catalog)?,
         "lineage" => crate::lineage::show::lineage_table(catalog)?,
         "runs" => runs(catalog)?,
-        "secrets" => crate::secrets::secrets_table(catalog)?,
-        "connections" => crate::secrets::connections_table(catalog)?,
-        "tests" => crate::quality::tests_table(catalog)?,
-        "test_results" => crate::quality::results_table(catalog)?,
-        "test_failures" => crate::quality::failures_table(catalog)?,
-        "jobs" => crate::jobs::jobs_table(catalog)?,
-        "job_runs" => crate::jobs::job_runs_table(catalog)?,
+        "secrets" => super::definitions::secrets_table(catalog)?,
+        "connections" => super::definitions::connections_table(catalog)?,
+        "tests" => super::definitions::tests_table(catalog)?,
+        "test_results" => super::definitions::results_table(catalog)?,
+        "test_failures" => super::definitions::failures_table(catalog)?,
+        "jobs" => super::definitions::jobs_table(catalog)?,
+        "job_runs" => super::definitions::job_runs_table(catalog)?,
         _ => return Ok(None),
     }))
 }

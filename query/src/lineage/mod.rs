@@ -29,9 +29,9 @@ use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::logical_expr::{LogicalPlan, SubqueryAlias};
 use tributary_catalog::{CatalogObject, ColumnEdge, ObjectKind, ObjectName};
 
-use crate::engine::Engine;
-use crate::error::{Error, Result};
+use crate::env::QueryEnv;
 use crate::planning;
+use tributary_sql::error::{Error, Result};
 
 pub use extract::column_edges;
 
@@ -78,7 +78,7 @@ pub struct Views {
 impl Views {
     /// Finds the views inlined in `plan` (planned with `default_schema`), not counting views
     /// inlined inside them.
-    pub async fn of(engine: &Engine, plan: &LogicalPlan, default_schema: &str) -> Result<Self> {
+    pub async fn of(engine: &QueryEnv, plan: &LogicalPlan, default_schema: &str) -> Result<Self> {
         let mut aliases = Vec::new();
         plan.apply_with_subqueries(|node| {
             if let LogicalPlan::SubqueryAlias(alias) = node {
@@ -95,7 +95,7 @@ impl Views {
             if candidates.plans.contains_key(&name) {
                 continue;
             }
-            let Some(view) = engine.catalog().object(&name)? else {
+            let Some(view) = engine.catalog.object(&name)? else {
                 continue;
             };
             let Some(query) = view
@@ -105,10 +105,8 @@ impl Views {
             else {
                 continue;
             };
-            let state = planning::state_in_schema(
-                engine.inner.base_state(),
-                view.default_schema.as_deref(),
-            );
+            let state =
+                planning::state_in_schema(engine.base_state(), view.default_schema.as_deref());
             // A view that does not plan cannot be what the planner inlined.
             if let Ok(view_plan) = planning::plan_query_text(&state, query).await {
                 candidates.plans.insert(name, (view.id, view_plan));
@@ -148,7 +146,7 @@ impl Views {
 
     /// Extracts and stores the edges of object `id` from `plan`, the plan these views were
     /// found in.
-    pub fn record(&self, engine: &Engine, id: i64, plan: &LogicalPlan) -> Result<()> {
+    pub fn record(&self, engine: &QueryEnv, id: i64, plan: &LogicalPlan) -> Result<()> {
         record(engine, id, &column_edges(plan, self)?)
     }
 }
@@ -160,8 +158,8 @@ fn alias_name(alias: &SubqueryAlias, default_schema: &str) -> ObjectName {
     )
 }
 
-fn record(engine: &Engine, id: i64, edges: &[Edge]) -> Result<()> {
-    let catalog = engine.catalog();
+fn record(engine: &QueryEnv, id: i64, edges: &[Edge]) -> Result<()> {
+    let catalog = &engine.catalog;
     let mut ids: HashMap<ObjectName, Option<i64>> = HashMap::new();
     let mut stored = Vec::new();
     for edge in edges {
@@ -190,12 +188,12 @@ fn record(engine: &Engine, id: i64, edges: &[Edge]) -> Result<()> {
 }
 
 /// Plans a stored model's or view's query again and records its edges.
-pub async fn recompute(engine: &Engine, object: &CatalogObject) -> Result<()> {
+pub async fn recompute(engine: &QueryEnv, object: &CatalogObject) -> Result<()> {
     let query = object.query.as_deref().ok_or_else(|| {
         Error::Internal(format!("{} \"{}\" has no query", object.kind, object.name))
     })?;
     let schema = object.default_schema.as_deref().unwrap_or("public");
-    let state = planning::state_in_schema(engine.inner.base_state(), Some(schema));
+    let state = planning::state_in_schema(engine.base_state(), Some(schema));
     let plan = planning::plan_query_text(&state, query).await?;
     Views::of(engine, &plan, schema)
         .await?
@@ -205,8 +203,8 @@ pub async fn recompute(engine: &Engine, object: &CatalogObject) -> Result<()> {
 /// Recomputes the edges of every model and view that (transitively) reads `id` (each from its
 /// own plan, so the order does not matter). A dependent that no longer plans keeps its
 /// previous edges (its next refresh fails and says why).
-pub async fn recompute_dependents(engine: &Engine, id: i64) -> Result<()> {
-    let catalog = engine.catalog();
+pub async fn recompute_dependents(engine: &QueryEnv, id: i64) -> Result<()> {
+    let catalog = &engine.catalog;
     let mut downs: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
     for (down, up) in catalog.dependencies()? {
         downs.entry(up).or_default().push(down);
@@ -239,8 +237,8 @@ pub async fn recompute_dependents(engine: &Engine, id: i64) -> Result<()> {
 
 /// Fills the edges of models and views that have none recorded (a catalog from before
 /// lineage). One that does not plan is logged and tried again at the next start.
-pub(crate) async fn backfill(engine: &Engine) {
-    let missing = match engine.catalog().objects_without_lineage() {
+pub async fn backfill(engine: &QueryEnv) {
+    let missing = match engine.catalog.objects_without_lineage() {
         Ok(ids) => ids,
         Err(e) => {
             tracing::warn!(error = %e, "cannot list objects without column lineage");
@@ -248,7 +246,7 @@ pub(crate) async fn backfill(engine: &Engine) {
         }
     };
     for id in missing {
-        let Ok(Some(object)) = engine.catalog().object_by_id(id) else {
+        let Ok(Some(object)) = engine.catalog.object_by_id(id) else {
             continue;
         };
         if !matches!(object.kind, ObjectKind::Model | ObjectKind::View) {

@@ -16,9 +16,8 @@ use datafusion::arrow::record_batch::RecordBatch;
 use tributary_catalog::{ObjectKind, ObjectName, RunStatus};
 
 use super::rows::{Col, RowsBuilder};
-use crate::engine::EngineInner;
-use crate::error::Result;
-use crate::schedule;
+use crate::env::QueryEnv;
+use tributary_sql::error::Result;
 
 pub const TABLE: &str = "freshness";
 
@@ -37,15 +36,8 @@ pub struct Freshness {
     pub status: &'static str,
 }
 
-impl crate::Engine {
-    /// Every source, table and model's freshness as of now (what `tributary.freshness` shows).
-    pub async fn freshness(&self) -> Result<Vec<Freshness>> {
-        freshness(&self.inner, Utc::now()).await
-    }
-}
-
 /// Every source, table and model's freshness as of `now`.
-pub(crate) async fn freshness(engine: &EngineInner, now: DateTime<Utc>) -> Result<Vec<Freshness>> {
+pub async fn freshness(engine: &QueryEnv, now: DateTime<Utc>) -> Result<Vec<Freshness>> {
     let catalog = &engine.catalog;
     let mut last_success = std::collections::HashMap::new();
     for run in catalog.runs()? {
@@ -61,7 +53,7 @@ pub(crate) async fn freshness(engine: &EngineInner, now: DateTime<Utc>) -> Resul
                 .published_version
                 .and_then(|_| parse(&object.updated_at)),
             // An HTTP source was current when its last successful poll finished.
-            ObjectKind::Source if crate::sources::http::is_http(&object) => {
+            ObjectKind::Source if tributary_sources::http::is_http(&object) => {
                 last_success.get(&object.id).and_then(|t| parse(t))
             }
             ObjectKind::Source => newest_file(engine, &object).await,
@@ -70,7 +62,7 @@ pub(crate) async fn freshness(engine: &EngineInner, now: DateTime<Utc>) -> Resul
         let max_staleness = object.options.get("max_staleness").cloned();
         let objective = max_staleness
             .as_deref()
-            .and_then(|t| schedule::parse_duration("max_staleness", t).ok())
+            .and_then(|t| tributary_sql::options::parse_duration("max_staleness", t).ok())
             .map(|d| d.as_secs() as i64);
         let staleness = last.map(|t| (now - t).num_seconds().max(0));
         let status = match (objective, staleness) {
@@ -93,7 +85,7 @@ pub(crate) async fn freshness(engine: &EngineInner, now: DateTime<Utc>) -> Resul
 }
 
 /// Builds the table as of `now`.
-pub(crate) async fn build(engine: &EngineInner, now: DateTime<Utc>) -> Result<RecordBatch> {
+pub(crate) async fn build(engine: &QueryEnv, now: DateTime<Utc>) -> Result<RecordBatch> {
     let mut b = RowsBuilder::new(&[
         ("kind", Col::Text),
         ("name", Col::Text),
@@ -127,10 +119,10 @@ fn parse(text: &str) -> Option<DateTime<Utc>> {
 /// The newest modification time among a file source's files (`None` without files or when
 /// they cannot be listed).
 async fn newest_file(
-    engine: &EngineInner,
+    engine: &QueryEnv,
     object: &tributary_catalog::CatalogObject,
 ) -> Option<DateTime<Utc>> {
-    let spec = crate::sources::files::FileSourceSpec::from_options(&object.options).ok()?;
+    let spec = tributary_sources::files::FileSourceSpec::from_options(&object.options).ok()?;
     let listing = spec.list_files(engine.base_state()).await.ok()?;
     let newest = listing.values().map(|stamp| stamp.modified_ms).max()?;
     DateTime::from_timestamp_millis(newest)

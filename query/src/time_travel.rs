@@ -7,10 +7,10 @@ use datafusion::catalog::TableProvider;
 use datafusion::execution::context::SessionState;
 use datafusion::sql::sqlparser::ast;
 
-use crate::error::{Error, Result};
 use crate::planning::AsOf;
 use crate::provider::DatabaseProvider;
-use crate::storage::delta;
+use tributary_sql::error::{Error, Result};
+use tributary_storage::delta;
 
 /// Resolves `name` as the session would and loads the requested snapshot.
 pub async fn snapshot_provider(
@@ -30,7 +30,7 @@ pub async fn snapshot_provider(
         .downcast_ref::<DatabaseProvider>()
         .and_then(DatabaseProvider::engine)
         .ok_or_else(|| Error::Internal("engine unavailable".into()))?;
-    let object_name = crate::names::object_name(name, &default_schema)?;
+    let object_name = tributary_sql::names::object_name(name, &default_schema)?;
     let object = engine
         .catalog
         .object(&object_name)?
@@ -38,7 +38,7 @@ pub async fn snapshot_provider(
             kind: "relation",
             name: object_name.to_string(),
         })?;
-    if !object.kind.is_stored() && !crate::sources::http::is_http(&object) {
+    if !object.kind.is_stored() && !tributary_sources::http::is_http(&object) {
         return Err(Error::bad_input(format!(
             "time travel needs a table, a model or an http source, and \"{}\" is a {}",
             object.name, object.kind
@@ -61,7 +61,7 @@ pub async fn snapshot_provider(
             engine.store.warehouse().load_at(location, at).await?
         }
     };
-    crate::storage::housekeeping::ensure_readable(engine.store.housekeeping(), &object, &table)
+    tributary_storage::housekeeping::ensure_readable(engine.store.housekeeping(), &object, &table)
         .await?;
     delta::provider(&table).await
 }

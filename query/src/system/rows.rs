@@ -9,7 +9,7 @@ use datafusion::arrow::array::{
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
 
-use crate::error::Result;
+use tributary_sql::error::Result;
 
 /// Column types system tables use.
 #[derive(Debug, Clone, Copy)]

@@ -31,8 +31,8 @@ use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::prelude::SessionContext;
 use tributary_catalog::{CatalogObject, ObjectName};
 
-use crate::engine::EngineInner;
-use crate::error::{Error, Result};
+use crate::env::QueryEnv;
+use tributary_sql::error::{Error, Result};
 
 use catalog::PgCatalogSchema;
 use functions::functions;
@@ -47,14 +47,14 @@ const ARRAY_TO_STRING: &str = "tributary_array_to_string";
 /// State shared by the wrapped `pg_catalog` tables and the functions that take relation OIDs.
 #[derive(Debug)]
 pub(crate) struct PgCompat {
-    engine: Weak<EngineInner>,
+    engine: Weak<QueryEnv>,
     /// Tributary's relations by the OID `pg_class` last listed them with. OIDs are handed out
     /// by the library when it lists relations and stay stable while the server runs.
     relations: RwLock<HashMap<i64, ObjectName>>,
 }
 
 impl PgCompat {
-    fn engine(&self) -> DfResult<Arc<EngineInner>> {
+    fn engine(&self) -> DfResult<Arc<QueryEnv>> {
         self.engine
             .upgrade()
             .ok_or_else(|| DataFusionError::Internal("engine shut down".into()))
@@ -93,11 +93,7 @@ impl PgCompat {
 
 /// Wraps the `pg_catalog` schema registered by `datafusion_pg_catalog::setup_pg_catalog` in
 /// `catalog` and registers the extra functions.
-pub(crate) fn install(
-    ctx: &SessionContext,
-    catalog: &str,
-    engine: Weak<EngineInner>,
-) -> Result<()> {
+pub(crate) fn install(ctx: &SessionContext, catalog: &str, engine: Weak<QueryEnv>) -> Result<()> {
     let database = ctx
         .catalog(catalog)
         .ok_or_else(|| Error::Internal(format!("catalog {catalog} missing")))?;
