@@ -1,5 +1,6 @@
 //! Runs the `.slt` files in `sqllogictests/slt/` over pgwire against a real `tributary`
-//! binary: one fresh server (own warehouse, port 0) per file, so files are independent.
+//! binary: one fresh server (own warehouse, port 0; `tributary-testkit`) per file, so files
+//! are independent.
 //!
 //! ```text
 //! cargo test -p tributary-sqllogictests                      # run every file
@@ -9,94 +10,13 @@
 //!
 //! Errors are reported as `SQLSTATE: message`, so `statement error 42P01` checks the code.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use sqllogictest::{DBOutput, DefaultColumnType};
 use tokio_postgres::{NoTls, SimpleQueryMessage};
-
-/// A running server for one file; killed on drop.
-struct Server {
-    child: Child,
-    port: u16,
-    _warehouse: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The checkout the test runs in: `cargo test` sets CARGO_MANIFEST_DIR when it runs a test,
-/// which names this checkout even when the binary is shared with another checkout's build
-/// (one target directory, an unchanged source); the compile-time value is the fallback.
-fn repo_root() -> PathBuf {
-    std::env::var_os("CARGO_MANIFEST_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-fn binary() -> PathBuf {
-    if let Ok(path) = std::env::var("TRIBUTARY_BIN") {
-        return PathBuf::from(path);
-    }
-    // Test binaries live in target/<profile>/deps; the server binary one level up.
-    let exe = std::env::current_exe().expect("current exe");
-    let dir = exe.parent().and_then(Path::parent).expect("target dir");
-    dir.join("tributary")
-}
-
-fn start_server() -> Server {
-    let warehouse = tempfile::tempdir().expect("temp dir");
-    let mut child = Command::new(binary())
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--http",
-            "127.0.0.1:0",
-            "--warehouse",
-        ])
-        .arg(warehouse.path())
-        .current_dir(repo_root())
-        .env(
-            "TRIBUTARY_LOG",
-            "warn,deltalake_core::operations::merge=error",
-        )
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot start {}: {e} (build it with cargo build -p tributary-server)",
-                binary().display()
-            )
-        });
-    let stdout = child.stdout.take().expect("stdout");
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("ready line");
-    let port = line
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("pgwire="))
-        .and_then(|a| a.rsplit(':').next())
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("server did not report its port: {line:?}"));
-    Server {
-        child,
-        port,
-        _warehouse: warehouse,
-    }
-}
+use tributary_testkit::{TestServer, repo_root};
 
 #[derive(Debug)]
 struct DbError(String);
@@ -211,7 +131,7 @@ async fn main() {
     let mut failed = 0;
     let mut passed = 0;
     for file in &files {
-        let server = start_server();
+        let (server, warehouse) = TestServer::start(&[]);
         let port = server.port;
         let mut runner = sqllogictest::Runner::new(move || connect(port));
         let name = file.file_name().unwrap().to_string_lossy().to_string();
@@ -243,6 +163,7 @@ async fn main() {
             }
         }
         drop(server);
+        drop(warehouse);
     }
     println!("{passed} passed, {failed} failed");
     if failed > 0 {
