@@ -116,18 +116,30 @@ async fn a_warehouse_written_by_07f5163_serves_the_same_rows_and_refreshes_incre
             row(&["cid", "10.00", "2"])
         ]
     );
+    assert_eq!(
+        rows(
+            &client,
+            "SELECT customer, n FROM shop.orders_per_customer ORDER BY customer"
+        )
+        .await,
+        [row(&["acme", "2"]), row(&["globex", "1"])]
+    );
     // The runs of this server only: every model that read the new row did so incrementally,
-    // from the bookmarks the earlier binary wrote.
+    // from the bookmarks the earlier binary wrote. (`orders_per_customer` reads a file whose
+    // bookmark names the absolute path and modification time it had where the fixture was
+    // written; in another checkout that is a different file, and a full refresh is right.)
     let strategies = rows(
         &client,
-        "SELECT model, strategy FROM tributary.runs ORDER BY run_id DESC LIMIT 4",
+        "SELECT model, strategy FROM tributary.runs \
+         WHERE model IN ('shop.order_lines', 'shop.revenue_by_customer', 'shop.revenue_by_region') \
+         ORDER BY run_id DESC LIMIT 3",
     )
     .await;
-    assert_eq!(strategies.len(), 4, "{strategies:?}");
+    assert_eq!(strategies.len(), 3, "{strategies:?}");
     for r in &strategies {
         let strategy = r[1].as_deref().unwrap_or_default();
         assert!(
-            strategy.starts_with("incremental") || strategy == "unchanged",
+            strategy.starts_with("incremental"),
             "a refresh after opening the fixture was not incremental: {strategies:?}"
         );
     }
