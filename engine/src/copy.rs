@@ -13,9 +13,10 @@ use deltalake::protocol::SaveMode;
 use futures::StreamExt;
 use tributary_catalog::ObjectName;
 
+use crate::context::StatementContext;
 use crate::error::{Error, Result};
 use crate::names;
-use crate::session::{Output, Session};
+use crate::session::Output;
 use crate::storage::delta;
 use crate::types::schema_of_columns;
 
@@ -113,7 +114,7 @@ pub struct CopyIn {
 }
 
 pub async fn copy_statement(
-    session: &mut Session,
+    cx: &StatementContext<'_>,
     source: CopySource,
     to: bool,
     target: CopyTarget,
@@ -137,7 +138,7 @@ pub async fn copy_statement(
         else {
             return Err(Error::Syntax("COPY FROM needs a table".into()));
         };
-        let object = crate::dml::target_table(session, &table_name, "copy into")?;
+        let object = crate::dml::target_table(cx, &table_name, "copy into")?;
         let columns: Vec<String> = if columns.is_empty() {
             object.columns.iter().map(|c| c.name.clone()).collect()
         } else {
@@ -165,7 +166,7 @@ pub async fn copy_statement(
                         "could not open file \"{filename}\" for reading: {e}"
                     ))
                 })?;
-                let rows = session.copy_in(&copy, &data).await?;
+                let rows = copy_in(cx, &copy, &data).await?;
                 Ok(Output::Command(format!("COPY {rows}")))
             }
             other => Err(Error::NotSupported(format!("COPY FROM {other}"))),
@@ -194,8 +195,8 @@ pub async fn copy_statement(
         }
     };
     if let (CopyKind::Parquet, CopyTarget::File { filename }) = (format.kind, &target) {
-        let plan = crate::planning::plan_statement(&session.ctx.state(), query).await?;
-        let df = session.ctx.execute_logical_plan(plan).await?;
+        let plan = crate::planning::plan_statement(&cx.state(), query).await?;
+        let df = datafusion::dataframe::DataFrame::new(cx.state(), plan);
         let written = df
             .write_parquet(
                 filename,
@@ -213,7 +214,7 @@ pub async fn copy_statement(
             .map_or(0, |a| a.value(0));
         return Ok(Output::Command(format!("COPY {rows}")));
     }
-    let Output::Rows { schema, stream, .. } = session.query(query, None).await? else {
+    let Output::Rows { schema, stream, .. } = cx.query(query, None).await? else {
         return Err(Error::Internal("COPY query returned no rows".into()));
     };
     match target {
@@ -263,48 +264,46 @@ async fn write_file(
     Ok(rows)
 }
 
-impl Session {
-    /// Loads the data of a `COPY ... FROM STDIN` into its table as one commit.
-    pub async fn copy_in(&mut self, copy: &CopyIn, data: &[u8]) -> Result<u64> {
-        let engine = self.engine.inner.clone();
-        let lock = engine.store.write_lock(copy.object_id);
-        let _guard = lock.lock().await;
-        let object = engine
-            .catalog
-            .object_by_id(copy.object_id)?
-            .ok_or_else(|| Error::UndefinedObject {
-                kind: "relation",
-                name: copy.table.to_string(),
-            })?;
-        let table_schema = schema_of_columns(&object.columns)?;
-        let data_schema = Arc::new(Schema::new(
-            copy.columns
-                .iter()
-                .map(|c| {
-                    let f = table_schema.field_with_name(c)?;
-                    Ok(f.as_ref().clone().with_nullable(true))
-                })
-                .collect::<Result<Vec<_>, datafusion::arrow::error::ArrowError>>()?,
-        ));
-        let batches = parse_copy_data(data, &data_schema, &copy.format, &copy.table)?;
-        let mut rows = 0u64;
-        let mut full = Vec::new();
-        for batch in batches {
-            rows += batch.num_rows() as u64;
-            full.push(widen(&batch, &table_schema, &copy.table)?);
-        }
-        if rows == 0 {
-            return Ok(0);
-        }
-        let table = delta::latest(engine.store.published_table(&object).await?).await?;
-        let table = table
-            .write(full)
-            .with_save_mode(SaveMode::Append)
-            .with_commit_properties(delta::commit_properties(Default::default()))
-            .await?;
-        engine.store.publish(&object, table)?;
-        Ok(rows)
+/// Loads the data of a `COPY ... FROM STDIN` (or a server file) into its table as one commit.
+pub(crate) async fn copy_in(cx: &StatementContext<'_>, copy: &CopyIn, data: &[u8]) -> Result<u64> {
+    let engine = cx.engine.inner.clone();
+    let lock = engine.store.write_lock(copy.object_id);
+    let _guard = lock.lock().await;
+    let object = engine
+        .catalog
+        .object_by_id(copy.object_id)?
+        .ok_or_else(|| Error::UndefinedObject {
+            kind: "relation",
+            name: copy.table.to_string(),
+        })?;
+    let table_schema = schema_of_columns(&object.columns)?;
+    let data_schema = Arc::new(Schema::new(
+        copy.columns
+            .iter()
+            .map(|c| {
+                let f = table_schema.field_with_name(c)?;
+                Ok(f.as_ref().clone().with_nullable(true))
+            })
+            .collect::<Result<Vec<_>, datafusion::arrow::error::ArrowError>>()?,
+    ));
+    let batches = parse_copy_data(data, &data_schema, &copy.format, &copy.table)?;
+    let mut rows = 0u64;
+    let mut full = Vec::new();
+    for batch in batches {
+        rows += batch.num_rows() as u64;
+        full.push(widen(&batch, &table_schema, &copy.table)?);
     }
+    if rows == 0 {
+        return Ok(0);
+    }
+    let table = delta::latest(engine.store.published_table(&object).await?).await?;
+    let table = table
+        .write(full)
+        .with_save_mode(SaveMode::Append)
+        .with_commit_properties(delta::commit_properties(Default::default()))
+        .await?;
+    engine.store.publish(&object, table)?;
+    Ok(rows)
 }
 
 fn parse_copy_data(

@@ -10,17 +10,18 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::sql::sqlparser::ast;
 use tributary_catalog::{CatalogObject, NewObject, ObjectKind, ObjectName};
 
+use crate::context::StatementContext;
 use crate::dialect::{CreateModel, CreateSource, DropObjects, ObjectKindSyntax};
 use crate::error::{Error, Result};
 use crate::names;
 use crate::planning::{self, is_system_schema};
-use crate::session::{Output, Session};
+use crate::session::Output;
 use crate::sources::files::FileSourceSpec;
 use crate::system::RowsBuilder;
 use crate::types::{self, columns_of_schema};
 
 pub fn create_schema(
-    session: &Session,
+    cx: &StatementContext<'_>,
     name: &ast::SchemaName,
     if_not_exists: bool,
 ) -> Result<Output> {
@@ -31,10 +32,7 @@ pub fn create_schema(
     };
     let schema = names::object_name(name, "")?.name;
     check_user_schema(&schema)?;
-    session
-        .engine
-        .catalog()
-        .create_schema(&schema, if_not_exists)?;
+    cx.engine.catalog().create_schema(&schema, if_not_exists)?;
     Ok(Output::Command("CREATE SCHEMA".into()))
 }
 
@@ -48,10 +46,10 @@ fn check_user_schema(schema: &str) -> Result<()> {
 }
 
 /// Resolves a name for a new object and checks its schema exists and it is free.
-fn new_object_name(session: &Session, name: &ast::ObjectName) -> Result<ObjectName> {
-    let name = names::object_name(name, &session.current_schema())?;
+fn new_object_name(cx: &StatementContext<'_>, name: &ast::ObjectName) -> Result<ObjectName> {
+    let name = names::object_name(name, &cx.current_schema())?;
     check_user_schema(&name.schema)?;
-    if !session.engine.catalog().schema_exists(&name.schema)? {
+    if !cx.catalog().schema_exists(&name.schema)? {
         return Err(Error::UndefinedObject {
             kind: "schema",
             name: name.schema.clone(),
@@ -73,12 +71,12 @@ fn location_for(name: &ObjectName) -> String {
 }
 
 pub async fn create_table(
-    session: &mut Session,
+    cx: &StatementContext<'_>,
     create: ast::CreateTable,
     text: &str,
 ) -> Result<Output> {
-    let name = new_object_name(session, &create.name)?;
-    if let Some(existing) = session.engine.catalog().object(&name)? {
+    let name = new_object_name(cx, &create.name)?;
+    if let Some(existing) = cx.catalog().object(&name)? {
         if create.if_not_exists {
             return Ok(Output::Command("CREATE TABLE".into()));
         }
@@ -86,9 +84,8 @@ pub async fn create_table(
     }
     let (schema, query_plan) = if let Some(query) = &create.query {
         let plan =
-            planning::plan_statement(&session.ctx.state(), ast::Statement::Query(query.clone()))
-                .await?;
-        let schema = planning::result_schema(&session.ctx.state(), &plan)?;
+            planning::plan_statement(&cx.state(), ast::Statement::Query(query.clone())).await?;
+        let schema = planning::result_schema(&cx.state(), &plan)?;
         (schema.as_ref().clone(), Some(plan))
     } else {
         let mut fields = Vec::new();
@@ -121,7 +118,7 @@ pub async fn create_table(
         (Schema::new(fields), None)
     };
     let location = location_for(&name);
-    let engine = &session.engine.inner;
+    let engine = &cx.engine.inner;
     let table = engine
         .store
         .warehouse()
@@ -150,14 +147,14 @@ pub async fn create_table(
     };
     engine.store.publish(&object, table)?;
     if let Some(plan) = query_plan {
-        let rows = crate::dml::append_plan(session, &object, plan).await?;
+        let rows = crate::dml::append_plan(cx, &object, plan).await?;
         return Ok(Output::Command(format!("SELECT {rows}")));
     }
     Ok(Output::Command("CREATE TABLE".into()))
 }
 
 pub async fn create_view(
-    session: &mut Session,
+    cx: &StatementContext<'_>,
     view: ast::CreateView,
     text: &str,
 ) -> Result<Output> {
@@ -167,22 +164,15 @@ pub async fn create_view(
             "this form of CREATE MATERIALIZED VIEW".into(),
         ));
     }
-    let name = new_object_name(session, &view.name)?;
+    let name = new_object_name(cx, &view.name)?;
     let query_text = view.query.to_string();
-    let plan = planning::plan_statement(
-        &session.ctx.state(),
-        ast::Statement::Query(view.query.clone()),
-    )
-    .await?;
-    let views = crate::lineage::Views::of(
-        &session.engine.inner.query,
-        &plan,
-        &session.current_schema(),
-    )
-    .await?;
-    let upstream = upstream_ids(session, &plan, &views)?;
+    let plan =
+        planning::plan_statement(&cx.state(), ast::Statement::Query(view.query.clone())).await?;
+    let views =
+        crate::lineage::Views::of(&cx.engine.inner.query, &plan, &cx.current_schema()).await?;
+    let upstream = upstream_ids(cx, &plan, &views)?;
     let columns = columns_of_schema(
-        &planning::result_schema(&session.ctx.state(), &plan)?
+        &planning::result_schema(&cx.state(), &plan)?
             .as_ref()
             .clone(),
     );
@@ -191,16 +181,16 @@ pub async fn create_view(
         kind: ObjectKind::View,
         sql: text.to_string(),
         query: Some(query_text),
-        default_schema: Some(session.current_schema()),
+        default_schema: Some(cx.current_schema()),
         options: BTreeMap::new(),
         columns,
         location: None,
         comment: view.comment.clone(),
     };
-    let catalog = session.engine.catalog();
+    let catalog = cx.catalog();
     let stored = match catalog.object(&name)? {
         Some(existing) if view.or_replace && existing.kind == ObjectKind::View => {
-            check_no_cycle(session, existing.id, &upstream)?;
+            check_no_cycle(cx, existing.id, &upstream)?;
             catalog.replace_object(existing.id, &new, &upstream)?;
             Some((existing.id, true))
         }
@@ -209,28 +199,28 @@ pub async fn create_view(
         None => Some((catalog.create_object(&new, &upstream)?.id, false)),
     };
     if let Some((id, replaced)) = stored {
-        views.record(&session.engine.inner.query, id, &plan)?;
+        views.record(&cx.engine.inner.query, id, &plan)?;
         if replaced {
-            crate::lineage::recompute_dependents(&session.engine.inner.query, id).await?;
+            crate::lineage::recompute_dependents(&cx.engine.inner.query, id).await?;
         }
     }
     Ok(Output::Command("CREATE VIEW".into()))
 }
 
 pub async fn create_source(
-    session: &mut Session,
+    cx: &StatementContext<'_>,
     source: CreateSource,
     text: &str,
 ) -> Result<Output> {
-    let name = new_object_name(session, &source.name)?;
-    if let Some(existing) = session.engine.catalog().object(&name)? {
+    let name = new_object_name(cx, &source.name)?;
+    if let Some(existing) = cx.catalog().object(&name)? {
         if source.if_not_exists {
             return Ok(Output::Command("CREATE SOURCE".into()));
         }
         return Err(duplicate(&existing));
     }
     if source.from == crate::dialect::SourceFrom::Http {
-        let engine = &session.engine.inner;
+        let engine = &cx.engine.inner;
         crate::sources::http::create(&engine.catalog, &engine.store, name, source, text).await?;
         return Ok(Output::Command("CREATE SOURCE".into()));
     }
@@ -240,7 +230,7 @@ pub async fn create_source(
     let spec = FileSourceSpec::from_options(&options)?;
     crate::options::max_staleness(&options)?;
     let schema = if source.columns.is_empty() {
-        spec.infer_schema(&session.ctx.state()).await?
+        spec.infer_schema(&cx.state()).await?
     } else {
         let fields = source
             .columns
@@ -260,7 +250,7 @@ pub async fn create_source(
         Arc::new(Schema::new(fields))
     };
     let description = options.get("description").cloned();
-    session.engine.catalog().create_object(
+    cx.catalog().create_object(
         &NewObject {
             name,
             kind: ObjectKind::Source,
@@ -282,13 +272,13 @@ pub async fn create_source(
 /// scanned name the catalog does not know is a table function (`generate_series(...)`), not
 /// an input.
 fn upstream_ids(
-    session: &Session,
+    cx: &StatementContext<'_>,
     plan: &datafusion::logical_expr::LogicalPlan,
     views: &crate::lineage::Views,
 ) -> Result<Vec<i64>> {
-    let catalog = session.engine.catalog();
+    let catalog = cx.catalog();
     let mut ids = views.ids();
-    for name in planning::plan_inputs(plan, &session.current_schema()) {
+    for name in planning::plan_inputs(plan, &cx.current_schema()) {
         if let Some(object) = catalog.object(&name)? {
             ids.push(object.id);
         }
@@ -297,8 +287,8 @@ fn upstream_ids(
 }
 
 /// Fails with 42P17 when `id` would (transitively) read itself through `upstream`.
-fn check_no_cycle(session: &Session, id: i64, upstream: &[i64]) -> Result<()> {
-    let edges = session.engine.catalog().dependencies()?;
+fn check_no_cycle(cx: &StatementContext<'_>, id: i64, upstream: &[i64]) -> Result<()> {
+    let edges = cx.catalog().dependencies()?;
     let mut ups: HashMap<i64, Vec<i64>> = HashMap::new();
     for (down, up) in edges {
         ups.entry(down).or_default().push(up);
@@ -307,7 +297,7 @@ fn check_no_cycle(session: &Session, id: i64, upstream: &[i64]) -> Result<()> {
     let mut seen = BTreeSet::new();
     while let Some(next) = stack.pop() {
         if next == id {
-            let name = session
+            let name = cx
                 .engine
                 .catalog()
                 .object_by_id(id)?
@@ -322,9 +312,13 @@ fn check_no_cycle(session: &Session, id: i64, upstream: &[i64]) -> Result<()> {
     Ok(())
 }
 
-pub async fn create_model(session: &mut Session, model: CreateModel, text: &str) -> Result<Output> {
-    let name = new_object_name(session, &model.name)?;
-    let catalog = session.engine.catalog();
+pub async fn create_model(
+    cx: &StatementContext<'_>,
+    model: CreateModel,
+    text: &str,
+) -> Result<Output> {
+    let name = new_object_name(cx, &model.name)?;
+    let catalog = cx.catalog();
     let existing = catalog.object(&name)?;
     if let Some(existing) = &existing {
         if model.if_not_exists {
@@ -348,26 +342,19 @@ pub async fn create_model(session: &mut Session, model: CreateModel, text: &str)
     crate::options::RefreshMode::of(&model.options)?;
     crate::schedule::ModelSchedule::from_options(&model.options)?;
     crate::options::max_staleness(&model.options)?;
-    let plan = planning::plan_statement(
-        &session.ctx.state(),
-        ast::Statement::Query(model.query.clone()),
-    )
-    .await?;
-    let views = crate::lineage::Views::of(
-        &session.engine.inner.query,
-        &plan,
-        &session.current_schema(),
-    )
-    .await?;
-    let upstream = upstream_ids(session, &plan, &views)?;
-    let schema = planning::result_schema(&session.ctx.state(), &plan)?;
+    let plan =
+        planning::plan_statement(&cx.state(), ast::Statement::Query(model.query.clone())).await?;
+    let views =
+        crate::lineage::Views::of(&cx.engine.inner.query, &plan, &cx.current_schema()).await?;
+    let upstream = upstream_ids(cx, &plan, &views)?;
+    let schema = planning::result_schema(&cx.state(), &plan)?;
     check_key_options(&model.options, &schema)?;
     if let Some(existing) = &existing {
-        check_no_cycle(session, existing.id, &upstream)?;
-        check_changed_columns_unused(session, existing, &schema)?;
+        check_no_cycle(cx, existing.id, &upstream)?;
+        check_changed_columns_unused(cx, existing, &schema)?;
     }
     let location = location_for(&name);
-    let engine = session.engine.inner.clone();
+    let engine = cx.engine.inner.clone();
     // A model's Delta columns are all nullable: NOT NULL is a property of its query's result
     // (kept in the catalog), and Delta's write-time NOT NULL checks reject the placeholder
     // rows a MERGE that deletes keys produces internally.
@@ -388,7 +375,7 @@ pub async fn create_model(session: &mut Session, model: CreateModel, text: &str)
         kind: ObjectKind::Model,
         sql: text.to_string(),
         query: Some(model.query_text.clone()),
-        default_schema: Some(session.current_schema()),
+        default_schema: Some(cx.current_schema()),
         options: model.options.clone(),
         columns: columns_of_schema(&types::storage_schema(&schema)),
         location: Some(location.clone()),
@@ -421,17 +408,16 @@ pub async fn create_model(session: &mut Session, model: CreateModel, text: &str)
         if let Some(old_location) = existing.as_ref().and_then(|o| o.location.as_ref()) {
             let _ = engine.store.warehouse().remove(old_location);
         }
-        views.record(&session.engine.inner.query, id, &plan)?;
+        views.record(&cx.engine.inner.query, id, &plan)?;
         if existing.is_some() {
-            crate::lineage::recompute_dependents(&session.engine.inner.query, id).await?;
+            crate::lineage::recompute_dependents(&cx.engine.inner.query, id).await?;
         }
         return Ok(Output::Command("CREATE MODEL".into()));
     }
     // The statement is atomic, as CREATE MATERIALIZED VIEW is in PostgreSQL: if the first
     // refresh fails, a new model is not created and a replaced one gets its previous
     // definition and data back.
-    let outcome = match crate::refresh::refresh_one(&session.engine, &object, "create", false).await
-    {
+    let outcome = match crate::refresh::refresh_one(cx.runtime(), &object, "create", false).await {
         Ok(outcome) => outcome,
         Err(e) => {
             match &existing {
@@ -450,13 +436,13 @@ pub async fn create_model(session: &mut Session, model: CreateModel, text: &str)
     };
     // Edges are stored once the statement has succeeded, so a failed replacement keeps the
     // previous definition's.
-    views.record(&session.engine.inner.query, id, &plan)?;
+    views.record(&cx.engine.inner.query, id, &plan)?;
     if let Some(old) = &existing {
         if let Some(old_location) = &old.location {
             let _ = engine.store.warehouse().remove(old_location);
         }
-        crate::lineage::recompute_dependents(&session.engine.inner.query, id).await?;
-        crate::refresh::refresh_downstream_of(&session.engine, object.id, "replace").await?;
+        crate::lineage::recompute_dependents(&cx.engine.inner.query, id).await?;
+        crate::refresh::refresh_downstream_of(cx.runtime(), object.id, "replace").await?;
     }
     Ok(Output::Command(format!(
         "SELECT {}",
@@ -498,7 +484,7 @@ fn check_key_options(options: &BTreeMap<String, String>, schema: &Schema) -> Res
 /// dependent reads a column when its query names it or it stores a column of that name
 /// (which covers `SELECT *`).
 fn check_changed_columns_unused(
-    session: &Session,
+    cx: &StatementContext<'_>,
     existing: &CatalogObject,
     new_schema: &Schema,
 ) -> Result<()> {
@@ -517,7 +503,7 @@ fn check_changed_columns_unused(
     if changed.is_empty() {
         return Ok(());
     }
-    let catalog = session.engine.catalog();
+    let catalog = cx.catalog();
     let dependents: Vec<i64> = catalog
         .dependencies()?
         .into_iter()
@@ -569,8 +555,8 @@ fn kind_of(syntax: ObjectKindSyntax) -> ObjectKind {
 }
 
 /// Everything that (transitively) reads from `ids`, dependents first.
-fn with_dependents(session: &Session, ids: &[i64]) -> Result<Vec<i64>> {
-    let edges = session.engine.catalog().dependencies()?;
+fn with_dependents(cx: &StatementContext<'_>, ids: &[i64]) -> Result<Vec<i64>> {
+    let edges = cx.catalog().dependencies()?;
     let mut downs: HashMap<i64, Vec<i64>> = HashMap::new();
     for (down, up) in edges {
         downs.entry(up).or_default().push(down);
@@ -597,12 +583,12 @@ fn with_dependents(session: &Session, ids: &[i64]) -> Result<Vec<i64>> {
     Ok(order)
 }
 
-pub async fn drop_objects(session: &mut Session, drop: DropObjects) -> Result<Output> {
+pub async fn drop_objects(cx: &StatementContext<'_>, drop: DropObjects) -> Result<Output> {
     let kind = kind_of(drop.kind);
-    let catalog = session.engine.catalog();
+    let catalog = cx.catalog();
     let mut targets = Vec::new();
     for name in &drop.names {
-        let name = names::object_name(name, &session.current_schema())?;
+        let name = names::object_name(name, &cx.current_schema())?;
         match catalog.object(&name)? {
             Some(o) if o.kind == kind => targets.push(o),
             Some(o) => {
@@ -622,11 +608,11 @@ pub async fn drop_objects(session: &mut Session, drop: DropObjects) -> Result<Ou
     }
     let ids: Vec<i64> = targets.iter().map(|o| o.id).collect();
     let all = if drop.cascade {
-        with_dependents(session, &ids)?
+        with_dependents(cx, &ids)?
     } else {
         ids
     };
-    drop_ids(session, &all)?;
+    drop_ids(cx, &all)?;
     Ok(Output::Command(format!("DROP {}", drop_tag(kind))))
 }
 
@@ -641,38 +627,38 @@ fn drop_tag(kind: ObjectKind) -> &'static str {
 
 /// `CREATE SOURCE ... FROM POSTGRES` (see `sources::postgres`).
 pub async fn create_postgres_source(
-    session: &mut Session,
+    cx: &StatementContext<'_>,
     source: crate::dialect::CreatePostgresSource,
     text: &str,
 ) -> Result<Output> {
-    let name = new_object_name(session, &source.name)?;
-    if let Some(existing) = session.engine.catalog().object(&name)? {
+    let name = new_object_name(cx, &source.name)?;
+    if let Some(existing) = cx.catalog().object(&name)? {
         if source.if_not_exists {
             return Ok(Output::Command("CREATE SOURCE".into()));
         }
         return Err(duplicate(&existing));
     }
-    crate::sources::postgres::create(session.engine.catalog(), name, source, text).await?;
+    crate::sources::postgres::create(cx.catalog(), name, source, text).await?;
     Ok(Output::Command("CREATE SOURCE".into()))
 }
 
 /// Drops `ids` and everything that reads them (what `DROP CONNECTION ... CASCADE` removes).
-pub(crate) fn drop_with_dependents(session: &Session, ids: &[i64]) -> Result<()> {
-    let all = with_dependents(session, ids)?;
-    drop_ids(session, &all)
+pub(crate) fn drop_with_dependents(cx: &StatementContext<'_>, ids: &[i64]) -> Result<()> {
+    let all = with_dependents(cx, ids)?;
+    drop_ids(cx, &all)
 }
 
-fn drop_ids(session: &Session, ids: &[i64]) -> Result<()> {
-    let catalog = session.engine.catalog();
+fn drop_ids(cx: &StatementContext<'_>, ids: &[i64]) -> Result<()> {
+    let catalog = cx.catalog();
     let objects: Vec<CatalogObject> = ids
         .iter()
         .filter_map(|id| catalog.object_by_id(*id).transpose())
         .collect::<Result<_, _>>()?;
     catalog.drop_objects(ids)?;
     for o in objects {
-        session.engine.inner.store.forget(o.id);
+        cx.engine.inner.store.forget(o.id);
         if let Some(location) = &o.location
-            && let Err(e) = session.engine.inner.store.warehouse().remove(location)
+            && let Err(e) = cx.engine.inner.store.warehouse().remove(location)
         {
             tracing::warn!(object = %o.name, error = %e, "could not remove dropped table files");
         }
@@ -681,12 +667,12 @@ fn drop_ids(session: &Session, ids: &[i64]) -> Result<()> {
 }
 
 pub async fn drop_schemas(
-    session: &mut Session,
+    cx: &StatementContext<'_>,
     schemas: &[ast::ObjectName],
     if_exists: bool,
     cascade: bool,
 ) -> Result<Output> {
-    let catalog = session.engine.catalog();
+    let catalog = cx.catalog();
     for schema in schemas {
         let name = names::object_name(schema, "")?.name;
         if !catalog.schema_exists(&name)? {
@@ -705,15 +691,15 @@ pub async fn drop_schemas(
                 .filter(|o| o.name.schema == name)
                 .map(|o| o.id)
                 .collect();
-            let all = with_dependents(session, &ids)?;
-            drop_ids(session, &all)?;
+            let all = with_dependents(cx, &ids)?;
+            drop_ids(cx, &all)?;
         }
         catalog.drop_schema(&name)?;
     }
     Ok(Output::Command("DROP SCHEMA".into()))
 }
 
-pub async fn show_objects(session: &mut Session, kind: ObjectKindSyntax) -> Result<Output> {
+pub async fn show_objects(cx: &StatementContext<'_>, kind: ObjectKindSyntax) -> Result<Output> {
     let kind = kind_of(kind);
     let mut b = RowsBuilder::new(&[
         ("schema_name", crate::system::Col::Text),
@@ -721,7 +707,7 @@ pub async fn show_objects(session: &mut Session, kind: ObjectKindSyntax) -> Resu
         ("version", crate::system::Col::Int),
         ("description", crate::system::Col::Text),
     ]);
-    for o in session.engine.catalog().objects()? {
+    for o in cx.catalog().objects()? {
         if o.kind == kind {
             b.text(Some(&o.name.schema))
                 .text(Some(&o.name.name))
@@ -733,12 +719,12 @@ pub async fn show_objects(session: &mut Session, kind: ObjectKindSyntax) -> Resu
 }
 
 pub fn comment_on(
-    session: &mut Session,
+    cx: &StatementContext<'_>,
     object_type: ast::CommentObject,
     name: &ast::ObjectName,
     comment: Option<&str>,
 ) -> Result<Output> {
-    let catalog = session.engine.catalog();
+    let catalog = cx.catalog();
     match object_type {
         ast::CommentObject::Column => {
             let mut parts = name.0.clone();
@@ -746,8 +732,7 @@ pub fn comment_on(
                 .pop()
                 .and_then(|p| p.as_ident().map(names::ident))
                 .ok_or_else(|| Error::Syntax("expected table.column".into()))?;
-            let object_name =
-                names::object_name(&ast::ObjectName(parts), &session.current_schema())?;
+            let object_name = names::object_name(&ast::ObjectName(parts), &cx.current_schema())?;
             let object = catalog
                 .object(&object_name)?
                 .ok_or_else(|| Error::UndefinedObject {
@@ -767,7 +752,7 @@ pub fn comment_on(
             catalog.set_columns(object.id, &columns)?;
         }
         _ => {
-            let object_name = names::object_name(name, &session.current_schema())?;
+            let object_name = names::object_name(name, &cx.current_schema())?;
             let object = catalog
                 .object(&object_name)?
                 .ok_or_else(|| Error::UndefinedObject {

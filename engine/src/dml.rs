@@ -9,19 +9,20 @@ use datafusion::sql::sqlparser::ast;
 use deltalake::protocol::SaveMode;
 use tributary_catalog::{CatalogObject, ObjectKind};
 
+use crate::context::StatementContext;
 use crate::error::{Error, Result};
 use crate::names;
 use crate::planning;
-use crate::session::{Output, Session};
+use crate::session::Output;
 use crate::storage::delta;
 
 /// Resolves the target of a write and checks it is a table.
 pub(crate) fn target_table(
-    session: &Session,
+    cx: &StatementContext<'_>,
     name: &ast::ObjectName,
     verb: &str,
 ) -> Result<CatalogObject> {
-    let object = session.resolve(name, "relation")?;
+    let object = cx.resolve(name, "relation")?;
     if object.kind != ObjectKind::Table {
         return Err(Error::WrongObjectType(format!(
             "cannot {verb} {} \"{}\": only tables are written directly{}",
@@ -38,7 +39,7 @@ pub(crate) fn target_table(
 }
 
 pub async fn insert(
-    session: &mut Session,
+    cx: &StatementContext<'_>,
     insert: ast::Insert,
     params: Option<ParamValues>,
 ) -> Result<Output> {
@@ -48,9 +49,8 @@ pub async fn insert(
     if insert.returning.is_some() {
         return Err(Error::NotSupported("INSERT ... RETURNING".into()));
     }
-    let object = target_table(session, name, "insert into")?;
-    let plan =
-        planning::plan_statement(&session.ctx.state(), ast::Statement::Insert(insert)).await?;
+    let object = target_table(cx, name, "insert into")?;
+    let plan = planning::plan_statement(&cx.state(), ast::Statement::Insert(insert)).await?;
     let LogicalPlan::Dml(dml) = plan else {
         return Err(Error::Internal(
             "INSERT did not plan to a DML statement".into(),
@@ -63,17 +63,17 @@ pub async fn insert(
     if let Some(params) = params {
         input = input.replace_params_with_values(&params)?;
     }
-    let rows = append_plan(session, &object, input).await?;
+    let rows = append_plan(cx, &object, input).await?;
     Ok(Output::Command(format!("INSERT 0 {rows}")))
 }
 
 /// Appends the rows of a plan to a table in one commit; returns the rows written.
 pub(crate) async fn append_plan(
-    session: &Session,
+    cx: &StatementContext<'_>,
     object: &CatalogObject,
     plan: LogicalPlan,
 ) -> Result<u64> {
-    let engine = &session.engine.inner;
+    let engine = &cx.engine.inner;
     let lock = engine.store.write_lock(object.id);
     let _guard = lock.lock().await;
     let object = engine
@@ -84,7 +84,7 @@ pub(crate) async fn append_plan(
             name: object.name.to_string(),
         })?;
     let table = delta::latest(engine.store.published_table(&object).await?).await?;
-    let state = session.ctx.state();
+    let state = cx.state();
     let table = table
         .write(Vec::new())
         .with_input_plan(plan)
@@ -97,7 +97,7 @@ pub(crate) async fn append_plan(
     Ok(rows.max(0) as u64)
 }
 
-pub async fn update(session: &mut Session, update: ast::Update) -> Result<Output> {
+pub async fn update(cx: &StatementContext<'_>, update: ast::Update) -> Result<Output> {
     let ast::TableFactor::Table { name, .. } = &update.table.relation else {
         return Err(Error::NotSupported(
             "UPDATE of this kind of relation".into(),
@@ -108,8 +108,8 @@ pub async fn update(session: &mut Session, update: ast::Update) -> Result<Output
             "UPDATE with FROM, joins or RETURNING".into(),
         ));
     }
-    let object = target_table(session, name, "update")?;
-    let engine = &session.engine.inner;
+    let object = target_table(cx, name, "update")?;
+    let engine = &cx.engine.inner;
     let lock = engine.store.write_lock(object.id);
     let _guard = lock.lock().await;
     let object = engine.catalog.object_by_id(object.id)?.unwrap_or(object);
@@ -147,7 +147,7 @@ pub async fn update(session: &mut Session, update: ast::Update) -> Result<Output
     Ok(Output::Command(format!("UPDATE {rows}")))
 }
 
-pub async fn delete(session: &mut Session, delete: ast::Delete) -> Result<Output> {
+pub async fn delete(cx: &StatementContext<'_>, delete: ast::Delete) -> Result<Output> {
     let tables = match &delete.from {
         ast::FromTable::WithFromKeyword(t) | ast::FromTable::WithoutKeyword(t) => t,
     };
@@ -164,8 +164,8 @@ pub async fn delete(session: &mut Session, delete: ast::Delete) -> Result<Output
             "DELETE with USING, joins or RETURNING".into(),
         ));
     }
-    let object = target_table(session, name, "delete from")?;
-    let engine = &session.engine.inner;
+    let object = target_table(cx, name, "delete from")?;
+    let engine = &cx.engine.inner;
     let lock = engine.store.write_lock(object.id);
     let _guard = lock.lock().await;
     let object = engine.catalog.object_by_id(object.id)?.unwrap_or(object);

@@ -5,12 +5,12 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use datafusion::execution::context::SessionState;
 use datafusion::prelude::SessionContext;
 use tributary_catalog::{Catalog, CatalogObject};
 use tributary_query::QueryEnv;
 
 use crate::error::{Error, Result};
+use crate::refresh::Runtime;
 use crate::session::Session;
 use crate::storage::TableStore;
 use crate::storage::delta::Warehouse;
@@ -42,26 +42,7 @@ impl Default for EngineConfig {
 /// The shared engine. Cheap to clone.
 #[derive(Clone)]
 pub struct Engine {
-    pub(crate) inner: Arc<EngineInner>,
-}
-
-pub(crate) struct EngineInner {
-    pub catalog: Arc<Catalog>,
-    /// The warehouse's Delta tables: published versions, providers, write locks.
-    pub store: Arc<TableStore>,
-    pub database: String,
-    /// What queries are planned in (the base session state and name resolution).
-    pub query: Arc<QueryEnv>,
-    /// The change sensor's last answers from PostgreSQL sources (see `refresh::sensor`).
-    pub(crate) sensor: crate::refresh::sensor::SensorMemory,
-}
-
-impl std::fmt::Debug for EngineInner {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EngineInner")
-            .field("database", &self.database)
-            .finish_non_exhaustive()
-    }
+    pub(crate) inner: Arc<Runtime>,
 }
 
 impl Engine {
@@ -86,21 +67,20 @@ impl Engine {
             &config.database,
             config.memory_limit,
         )?;
-        let inner = Arc::new(EngineInner {
-            catalog,
-            store,
-            database: config.database.clone(),
-            query,
-            sensor: Default::default(),
-        });
+        let inner = Arc::new(Runtime::new(catalog, store, config.database.clone(), query));
         let engine = Engine { inner };
-        crate::refresh::recover(&engine).await?;
+        crate::refresh::recover(&engine.inner).await?;
         // A job run a crash interrupted is retried like a refresh (see `schedule::due`).
         engine
             .catalog()
             .fail_unfinished_job_runs("interrupted: the server stopped during the run")?;
         crate::lineage::backfill(&engine.inner.query).await;
         Ok(engine)
+    }
+
+    /// The services refreshes and statements share (what the scheduler refreshes with).
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.inner
     }
 
     pub fn catalog(&self) -> &Catalog {
@@ -141,11 +121,5 @@ impl Engine {
     /// Every source, table and model's freshness as of now (what `tributary.freshness` shows).
     pub async fn freshness(&self) -> Result<Vec<crate::system::freshness::Freshness>> {
         crate::system::freshness::freshness(&self.inner.query, chrono::Utc::now()).await
-    }
-}
-
-impl EngineInner {
-    pub fn base_state(&self) -> &SessionState {
-        self.query.base_state()
     }
 }

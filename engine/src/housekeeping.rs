@@ -13,8 +13,9 @@ use tributary_storage::housekeeping::{
     HousekeepingPolicy, HousekeepingReport, MaintainOptions, humanize, rewrite, vacuum,
 };
 
-use crate::engine::{Engine, EngineInner};
+use crate::engine::Engine;
 use crate::error::Result;
+use crate::refresh::Runtime;
 
 /// One object's outcome in a pass.
 #[derive(Debug)]
@@ -32,7 +33,7 @@ impl Engine {
             .store
             .housekeeping()
             .note_retention(policy.vacuum_retention);
-        let engine: Weak<EngineInner> = Arc::downgrade(&self.inner);
+        let engine: Weak<Runtime> = Arc::downgrade(&self.inner);
         tracing::info!(
             interval = ?policy.interval,
             retention = %humanize(policy.vacuum_retention),
@@ -105,7 +106,7 @@ fn is_maintained(object: &CatalogObject) -> bool {
 }
 
 /// For every stored input, the oldest version a model's latest commit says it read.
-async fn oldest_bookmarks(inner: &EngineInner, objects: &[CatalogObject]) -> BTreeMap<String, i64> {
+async fn oldest_bookmarks(inner: &Runtime, objects: &[CatalogObject]) -> BTreeMap<String, i64> {
     let mut oldest: BTreeMap<String, i64> = BTreeMap::new();
     for model in objects
         .iter()
@@ -133,7 +134,7 @@ async fn oldest_bookmarks(inner: &EngineInner, objects: &[CatalogObject]) -> BTr
 
 /// Maintains one object under its write lock and publishes the result.
 async fn maintain_object(
-    inner: &EngineInner,
+    inner: &Runtime,
     id: i64,
     policy: &HousekeepingPolicy,
     options: &MaintainOptions,

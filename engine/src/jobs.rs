@@ -25,12 +25,13 @@ use futures::StreamExt;
 use futures::future::BoxFuture;
 use tributary_catalog::{Job, JobRun, NewJob, Run, RunStatus};
 
+use crate::context::StatementContext;
 use crate::dialect::{CreateJob, DropJobs, RunJob};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::names;
 use crate::schedule::{self, Due, ModelSchedule, ModelState, Schedule};
-use crate::session::{Output, Session};
+use crate::session::Output;
 use crate::system::{Col, RowsBuilder};
 
 /// The options `CREATE JOB` understands.
@@ -89,8 +90,8 @@ pub fn expand(statement: &str, run_time: DateTime<Utc>) -> Result<String> {
 
 /// `CREATE JOB`: checks the options and that the statement parses once expanded, and records
 /// the job. It first runs when its schedule says so, or with `RUN JOB`.
-pub async fn create_job(session: &mut Session, job: CreateJob, text: &str) -> Result<Output> {
-    let catalog = session.engine.catalog();
+pub async fn create_job(cx: &StatementContext<'_>, job: CreateJob, text: &str) -> Result<Output> {
+    let catalog = cx.catalog();
     let name = names::ident(&job.name);
     if catalog.job(&name)?.is_some() {
         if job.if_not_exists {
@@ -133,16 +134,16 @@ pub async fn create_job(session: &mut Session, job: CreateJob, text: &str) -> Re
         name,
         sql: text.trim().to_string(),
         statement: job.statement,
-        default_schema: session.current_schema(),
+        default_schema: cx.current_schema(),
         options: job.options,
-        owner: session.user.clone(),
+        owner: cx.user().to_string(),
     })?;
     Ok(Output::Command("CREATE JOB".into()))
 }
 
 /// `DROP JOB [IF EXISTS] name, ...`
-pub fn drop_jobs(session: &Session, drop: DropJobs) -> Result<Output> {
-    let catalog = session.engine.catalog();
+pub fn drop_jobs(cx: &StatementContext<'_>, drop: DropJobs) -> Result<Output> {
+    let catalog = cx.catalog();
     for ident in &drop.names {
         let name = names::ident(ident);
         if catalog.job(&name)?.is_none() {
@@ -158,8 +159,8 @@ pub fn drop_jobs(session: &Session, drop: DropJobs) -> Result<Output> {
 
 /// `RUN JOB name [AS OF 'timestamp']`: runs it now, for now or for the moment given, and
 /// returns the run as one row. A failed run is an error (after it is recorded).
-pub async fn run_job_statement(session: &mut Session, run: RunJob) -> Result<Output> {
-    let catalog = session.engine.catalog();
+pub async fn run_job_statement(cx: &StatementContext<'_>, run: RunJob) -> Result<Output> {
+    let catalog = cx.catalog();
     let name = names::ident(&run.name);
     let job = catalog
         .job(&name)?
@@ -168,7 +169,7 @@ pub async fn run_job_statement(session: &mut Session, run: RunJob) -> Result<Out
         Some(text) => parse_moment(text)?,
         None => Utc::now(),
     };
-    let (finished, error) = run_job(&session.engine, &job, TRIGGER_MANUAL, run_time).await?;
+    let (finished, error) = run_job(cx.engine, &job, TRIGGER_MANUAL, run_time).await?;
     if let Some(source) = error {
         return Err(Error::JobFailed {
             job: job.name,

@@ -1,30 +1,38 @@
 //! Tributary's engine: everything between a SQL statement and its result.
 //!
-//! A [`Session`] parses statements in Tributary's dialect ([`dialect`]), sends definitions to
-//! the catalog after planning them with DataFusion ([`ddl`]), writes tables as Delta commits
-//! ([`dml`], [`copy`]), refreshes models in dependency order ([`refresh`]) and runs queries
-//! on DataFusion with every table, model, source and view resolved through the catalog
-//! ([`provider`]). System tables live in [`system`].
+//! Place in the data flow: the server hands each client statement to a [`Session`], which
+//! parses it in Tributary's dialect ([`dialect`]) and dispatches it to a handler with a
+//! [`StatementContext`] (the engine's services, the role, the session's name resolution),
+//! never the session itself. Handlers define objects in the catalog after planning them
+//! ([`ddl`], [`secrets`], [`jobs`]), write tables as Delta commits ([`dml`], [`copy`]) and
+//! call into [`refresh`] (its own crate) for refreshes and data tests. [`Engine`] is the
+//! composition root: it opens the catalog, the table store and the query environment, wires
+//! them into one [`Runtime`], and reconciles them after a crash.
+//!
+//! Depends on every layer below (refresh, query, sources, storage, `tributary-sql`, the
+//! catalog), which are re-exported under their names here. Nothing below may depend on it.
 
+mod context;
 pub mod copy;
 pub mod ddl;
 pub mod dml;
 mod engine;
 mod housekeeping;
 pub mod jobs;
-pub mod metrics;
 pub mod project;
-pub mod quality;
-pub mod refresh;
-pub mod schedule;
+mod refresh_statements;
 pub mod secrets;
 pub mod session;
+mod test_statements;
 
 pub use tributary_query::{lineage, planning, provider, system, time_travel};
+pub use tributary_refresh as refresh;
+pub use tributary_refresh::{Runtime, metrics, quality, schedule};
 pub use tributary_sources as sources;
 pub use tributary_sql::{SqlState, dialect, error, names, options, types};
 pub use tributary_storage as storage;
 
+pub use context::StatementContext;
 pub use engine::{Engine, EngineConfig};
 pub use error::{Error, Result};
 pub use housekeeping::PassOutcome;

@@ -20,9 +20,10 @@ use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 use tributary_catalog::Connection;
 pub use tributary_catalog::SecretValue;
 
+use crate::context::StatementContext;
 use crate::dialect::{CreateConnection, CreateSecret, DropGlobal, GlobalKind, TributaryDialect};
 use crate::error::{Error, Result};
-use crate::session::{Output, Session};
+use crate::session::Output;
 
 pub use crate::sources::secret::resolve_secret;
 pub use crate::system::definitions::{connections_table, secrets_table};
@@ -98,8 +99,8 @@ fn in_create_secret(words: &[String]) -> bool {
     )
 }
 
-pub(crate) fn create_secret(session: &Session, create: CreateSecret) -> Result<Output> {
-    session.engine.catalog().create_secret(
+pub(crate) fn create_secret(cx: &StatementContext<'_>, create: CreateSecret) -> Result<Output> {
+    cx.catalog().create_secret(
         &create.name,
         &create.source,
         create.or_replace,
@@ -119,7 +120,10 @@ pub const POSTGRES_CONNECTION_KEYS: &[&str] = &[
     "connect_timeout",
 ];
 
-pub(crate) fn create_connection(session: &Session, create: CreateConnection) -> Result<Output> {
+pub(crate) fn create_connection(
+    cx: &StatementContext<'_>,
+    create: CreateConnection,
+) -> Result<Output> {
     if create.kind != "postgres" {
         return Err(Error::NotSupported(format!(
             "connections to {}",
@@ -165,7 +169,7 @@ pub(crate) fn create_connection(session: &Session, create: CreateConnection) -> 
             });
         }
     }
-    session.engine.catalog().create_connection(
+    cx.catalog().create_connection(
         &Connection {
             name: create.name,
             kind: create.kind,
@@ -181,8 +185,8 @@ pub(crate) fn create_connection(session: &Session, create: CreateConnection) -> 
 
 /// `DROP SECRET | CONNECTION [IF EXISTS] name, ... [CASCADE]`. With CASCADE, a secret's
 /// connections go too, and a connection's sources with everything that reads them.
-pub(crate) async fn drop_global(session: &mut Session, drop: DropGlobal) -> Result<Output> {
-    let catalog = session.engine.catalog();
+pub(crate) async fn drop_global(cx: &StatementContext<'_>, drop: DropGlobal) -> Result<Output> {
+    let catalog = cx.catalog();
     let tag = match drop.kind {
         GlobalKind::Secret => "DROP SECRET",
         GlobalKind::Connection => "DROP CONNECTION",
@@ -210,7 +214,7 @@ pub(crate) async fn drop_global(session: &mut Session, drop: DropGlobal) -> Resu
                         .filter(|c| c.password_secret.as_deref() == Some(name.as_str()))
                         .collect();
                     for c in users {
-                        drop_connection_cascade(session, &c.name)?;
+                        drop_connection_cascade(cx, &c.name)?;
                     }
                     let objects: Vec<i64> = catalog
                         .objects()?
@@ -222,13 +226,13 @@ pub(crate) async fn drop_global(session: &mut Session, drop: DropGlobal) -> Resu
                         })
                         .map(|o| o.id)
                         .collect();
-                    crate::ddl::drop_with_dependents(session, &objects)?;
+                    crate::ddl::drop_with_dependents(cx, &objects)?;
                 }
                 catalog.drop_secret(name)?;
             }
             GlobalKind::Connection => {
                 if drop.cascade {
-                    drop_connection_cascade(session, name)?;
+                    drop_connection_cascade(cx, name)?;
                 } else {
                     catalog.drop_connection(name)?;
                 }
@@ -238,10 +242,10 @@ pub(crate) async fn drop_global(session: &mut Session, drop: DropGlobal) -> Resu
     Ok(Output::Command(tag.into()))
 }
 
-fn drop_connection_cascade(session: &Session, name: &str) -> Result<()> {
-    let catalog = session.engine.catalog();
+fn drop_connection_cascade(cx: &StatementContext<'_>, name: &str) -> Result<()> {
+    let catalog = cx.catalog();
     let ids = catalog.connection_dependents(name)?;
-    crate::ddl::drop_with_dependents(session, &ids)?;
+    crate::ddl::drop_with_dependents(cx, &ids)?;
     catalog.drop_connection(name)?;
     Ok(())
 }

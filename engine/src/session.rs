@@ -10,6 +10,7 @@ use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast;
 
+use crate::context::StatementContext;
 use crate::dialect::{self, Statement};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -97,20 +98,24 @@ impl Session {
         &self.engine
     }
 
+    /// What a statement handler of this session works with.
+    fn cx(&self) -> StatementContext<'_> {
+        StatementContext::new(&self.engine, &self.ctx, &self.user)
+    }
+
+    /// Loads the data of a `COPY ... FROM STDIN` into its table as one commit.
+    pub async fn copy_in(&mut self, copy: &crate::copy::CopyIn, data: &[u8]) -> Result<u64> {
+        crate::copy::copy_in(&self.cx(), copy, data).await
+    }
+
     /// The schema unqualified names resolve to (first of `search_path`).
     pub fn current_schema(&self) -> String {
-        self.ctx
-            .state()
-            .config()
-            .options()
-            .catalog
-            .default_schema
-            .clone()
+        self.cx().current_schema()
     }
 
     /// `REFRESH SOURCE name`: polls an HTTP source now.
     async fn refresh_source(&mut self, name: &ast::ObjectName) -> Result<Output> {
-        let object = self.resolve(name, "source")?;
+        let object = self.cx().resolve(name, "source")?;
         if !crate::sources::http::is_http(&object) {
             return Err(Error::WrongObjectType(format!(
                 "\"{}\" is not an http source (only http sources are polled; file sources are \
@@ -120,23 +125,6 @@ impl Session {
         }
         self.engine.poll_source(&object, "manual").await?;
         Ok(Output::Command("REFRESH SOURCE".into()))
-    }
-
-    /// The catalog object a statement names, resolved with the session's search path
-    /// (`UndefinedObject` naming it as `kind` when there is none).
-    pub(crate) fn resolve(
-        &self,
-        name: &ast::ObjectName,
-        kind: &'static str,
-    ) -> Result<tributary_catalog::CatalogObject> {
-        let name = crate::names::object_name(name, &self.current_schema())?;
-        self.engine
-            .catalog()
-            .object(&name)?
-            .ok_or_else(|| Error::UndefinedObject {
-                kind,
-                name: name.to_string(),
-            })
     }
 
     /// Splits and parses a (possibly multi-statement) query string.
@@ -239,19 +227,26 @@ impl Session {
         match statement {
             Statement::Sql(_) if let Some(plan) = self.kept_plan(prepared) => {
                 tracing::debug!("query runs the plan kept from describe");
-                self.run_query(plan, params, std::time::Instant::now())
+                self.cx()
+                    .run_query(plan, params, std::time::Instant::now())
                     .await
             }
             Statement::Sql(stmt) => self.execute_sql(*stmt, &prepared.text, params).await,
-            Statement::CreateSource(s) => crate::ddl::create_source(self, s, &prepared.text).await,
-            Statement::CreateModel(m) => crate::ddl::create_model(self, m, &prepared.text).await,
-            Statement::Refresh(r) => crate::refresh::refresh_statement(self, r).await,
-            Statement::RefreshAll => crate::refresh::refresh_all(self).await,
+            Statement::CreateSource(s) => {
+                crate::ddl::create_source(&self.cx(), s, &prepared.text).await
+            }
+            Statement::CreateModel(m) => {
+                crate::ddl::create_model(&self.cx(), m, &prepared.text).await
+            }
+            Statement::Refresh(r) => {
+                crate::refresh_statements::refresh_statement(&self.cx(), r).await
+            }
+            Statement::RefreshAll => crate::refresh_statements::refresh_all(&self.cx()).await,
             Statement::RefreshSource(name) => self.refresh_source(&name).await,
-            Statement::Drop(d) => crate::ddl::drop_objects(self, d).await,
-            Statement::Show(kind) => crate::ddl::show_objects(self, kind).await,
+            Statement::Drop(d) => crate::ddl::drop_objects(&self.cx(), d).await,
+            Statement::Show(kind) => crate::ddl::show_objects(&self.cx(), kind).await,
             Statement::ShowLineage { name, direction } => {
-                let object = self.resolve(&name, "relation")?;
+                let object = self.cx().resolve(&name, "relation")?;
                 let batch = crate::lineage::show::show_lineage(
                     self.engine.catalog(),
                     object.id,
@@ -259,23 +254,30 @@ impl Session {
                 )?;
                 crate::ddl::rows_output(batch)
             }
-            Statement::ExplainRefresh(name) => crate::refresh::explain(self, &name).await,
-            Statement::CreateSecret(c) => crate::secrets::create_secret(self, c),
-            Statement::CreateConnection(c) => crate::secrets::create_connection(self, c),
+            Statement::ExplainRefresh(name) => {
+                crate::refresh_statements::explain(&self.cx(), &name).await
+            }
+            Statement::CreateSecret(c) => crate::secrets::create_secret(&self.cx(), c),
+            Statement::CreateConnection(c) => crate::secrets::create_connection(&self.cx(), c),
             Statement::CreatePostgresSource(s) => {
-                crate::ddl::create_postgres_source(self, s, &prepared.text).await
+                crate::ddl::create_postgres_source(&self.cx(), s, &prepared.text).await
             }
-            Statement::DropGlobal(d) => crate::secrets::drop_global(self, d).await,
-            Statement::CreateTest(t) => crate::quality::create_test(self, t, &prepared.text).await,
-            Statement::DropTests(d) => crate::quality::drop_tests(self, d),
-            Statement::RunTests(on) => crate::quality::run_tests(self, on).await,
-            Statement::ShowTests => crate::quality::show_tests(self),
-            Statement::CreateJob(j) => crate::jobs::create_job(self, j, &prepared.text).await,
-            Statement::DropJobs(d) => crate::jobs::drop_jobs(self, d),
-            Statement::RunJob(r) => crate::jobs::run_job_statement(self, r).await,
-            Statement::CommentOn { name, comment } => {
-                crate::ddl::comment_on(self, ast::CommentObject::Table, &name, comment.as_deref())
+            Statement::DropGlobal(d) => crate::secrets::drop_global(&self.cx(), d).await,
+            Statement::CreateTest(t) => {
+                crate::test_statements::create_test(&self.cx(), t, &prepared.text).await
             }
+            Statement::DropTests(d) => crate::test_statements::drop_tests(&self.cx(), d),
+            Statement::RunTests(on) => crate::test_statements::run_tests(&self.cx(), on).await,
+            Statement::ShowTests => crate::test_statements::show_tests(&self.cx()),
+            Statement::CreateJob(j) => crate::jobs::create_job(&self.cx(), j, &prepared.text).await,
+            Statement::DropJobs(d) => crate::jobs::drop_jobs(&self.cx(), d),
+            Statement::RunJob(r) => crate::jobs::run_job_statement(&self.cx(), r).await,
+            Statement::CommentOn { name, comment } => crate::ddl::comment_on(
+                &self.cx(),
+                ast::CommentObject::Table,
+                &name,
+                comment.as_deref(),
+            ),
         }
     }
 
@@ -287,24 +289,24 @@ impl Session {
     ) -> Result<Output> {
         use ast::Statement as S;
         match stmt {
-            S::Query(_) | S::Explain { .. } => self.query(stmt, params).await,
+            S::Query(_) | S::Explain { .. } => self.cx().query(stmt, params).await,
             S::CreateSchema {
                 schema_name,
                 if_not_exists,
                 ..
-            } => crate::ddl::create_schema(self, &schema_name, if_not_exists),
-            S::CreateTable(create) => crate::ddl::create_table(self, create, text).await,
-            S::CreateView(view) => crate::ddl::create_view(self, view, text).await,
+            } => crate::ddl::create_schema(&self.cx(), &schema_name, if_not_exists),
+            S::CreateTable(create) => crate::ddl::create_table(&self.cx(), create, text).await,
+            S::CreateView(view) => crate::ddl::create_view(&self.cx(), view, text).await,
             S::Drop {
                 object_type: ast::ObjectType::Schema,
                 if_exists,
                 names,
                 cascade,
                 ..
-            } => crate::ddl::drop_schemas(self, &names, if_exists, cascade).await,
-            S::Insert(insert) => crate::dml::insert(self, insert, params).await,
-            S::Update(update) => crate::dml::update(self, update).await,
-            S::Delete(delete) => crate::dml::delete(self, delete).await,
+            } => crate::ddl::drop_schemas(&self.cx(), &names, if_exists, cascade).await,
+            S::Insert(insert) => crate::dml::insert(&self.cx(), insert, params).await,
+            S::Update(update) => crate::dml::update(&self.cx(), update).await,
+            S::Delete(delete) => crate::dml::delete(&self.cx(), delete).await,
             S::Copy {
                 source,
                 to,
@@ -313,7 +315,8 @@ impl Session {
                 legacy_options,
                 values: _,
             } => {
-                crate::copy::copy_statement(self, source, to, target, options, legacy_options).await
+                crate::copy::copy_statement(&self.cx(), source, to, target, options, legacy_options)
+                    .await
             }
             S::Set(set) => self.set(set),
             S::ShowVariable { variable } => self.show_variable(&variable),
@@ -327,7 +330,7 @@ impl Session {
                 object_name,
                 comment,
                 ..
-            } => crate::ddl::comment_on(self, object_type, &object_name, comment.as_deref()),
+            } => crate::ddl::comment_on(&self.cx(), object_type, &object_name, comment.as_deref()),
             other => Err(Error::NotSupported(format!(
                 "statement \"{}\"",
                 first_words(&other.to_string())
@@ -341,57 +344,6 @@ impl Session {
         (planned.catalog_changes == self.engine.catalog().change_count()
             && planned.default_schema == self.current_schema())
         .then(|| planned.plan.clone())
-    }
-
-    /// Plans and starts a query.
-    pub(crate) async fn query(
-        &self,
-        stmt: ast::Statement,
-        params: Option<ParamValues>,
-    ) -> Result<Output> {
-        let started = std::time::Instant::now();
-        let plan = planning::plan_statement(&self.ctx.state(), stmt).await?;
-        self.run_query(plan, params, started).await
-    }
-
-    /// Binds the parameters of a query's plan, optimizes it and starts it.
-    async fn run_query(
-        &self,
-        mut plan: LogicalPlan,
-        params: Option<ParamValues>,
-        started: std::time::Instant,
-    ) -> Result<Output> {
-        let state = self.ctx.state();
-        if let Some(params) = params {
-            plan = plan.replace_params_with_values(&params)?;
-        }
-        let planned = started.elapsed();
-        let tag = match &plan {
-            LogicalPlan::Explain(_) | LogicalPlan::Analyze(_) => "EXPLAIN",
-            _ => "SELECT",
-        }
-        .to_string();
-        let schema = plan.schema().inner().clone();
-        let optimized_plan = state.optimize(&plan)?;
-        let optimized = started.elapsed();
-        let physical = state
-            .query_planner()
-            .create_physical_plan(&optimized_plan, &state)
-            .await?;
-        let physical_planned = started.elapsed();
-        let stream = datafusion::physical_plan::execute_stream(physical, state.task_ctx())?;
-        tracing::debug!(
-            plan_us = planned.as_micros() as u64,
-            optimize_us = (optimized - planned).as_micros() as u64,
-            physical_us = (physical_planned - optimized).as_micros() as u64,
-            start_us = (started.elapsed() - physical_planned).as_micros() as u64,
-            "query started"
-        );
-        Ok(Output::Rows {
-            schema,
-            stream,
-            tag,
-        })
     }
 
     fn set(&mut self, set: ast::Set) -> Result<Output> {

@@ -3,7 +3,7 @@
 //! Names follow `tributary_<subsystem>_<noun>_<unit>`; the only labels are `model`, `source`,
 //! `status` and `strategy`, whose values are bounded (object names, run statuses, strategy
 //! names, and `ok`/`error` for queries), never SQL text. The engine reports refreshes and
-//! commits through [`tributary_engine::metrics::EngineMetrics`]; the pgwire front end reports
+//! commits through [`tributary_engine::metrics::RefreshMetrics`]; the pgwire front end reports
 //! statements, connections and bytes sent; the scheduler its queue; staleness and its
 //! objectives (`max_staleness`) are read at each scrape from what `tributary.freshness` shows.
 
@@ -347,7 +347,7 @@ fn test_outcomes(engine: &Engine) -> Vec<GaugeVec> {
     vec![failing, rows]
 }
 
-impl tributary_engine::metrics::EngineMetrics for Metrics {
+impl tributary_engine::metrics::RefreshMetrics for Metrics {
     fn test_finished(&self, test: &str, model: &str, status: &str) {
         self.test_runs
             .with_label_values(&[test, model, status])

@@ -117,7 +117,8 @@ impl Scheduler {
             let runs = catalog.latest_runs(object.id, schedule::RUNS_NEEDED)?;
             let mut changed_state = None;
             if policy.schedule == Schedule::OnChange {
-                match tributary_engine::refresh::input_change(&self.engine, &object).await {
+                match tributary_engine::refresh::input_change(self.engine.runtime(), &object).await
+                {
                     Ok(Some(state)) => {
                         if lock(&self.attempted).get(&object.id) != Some(&state) {
                             changed_state = Some(state);
@@ -160,7 +161,7 @@ impl Scheduler {
                 run_one(&engine, &permits, object, trigger, &queue)
             };
             // Failures are recorded on their runs (and logged); nobody waits for this pass.
-            let _ = tributary_engine::refresh::refresh_selected(&engine, &due, run).await;
+            let _ = tributary_engine::refresh::refresh_selected(engine.runtime(), &due, run).await;
             let mut in_flight = lock(&in_flight);
             for id in due.keys() {
                 in_flight.remove(id);
@@ -237,7 +238,8 @@ async fn run_one(
     let timeout = ModelSchedule::from_options(&object.options)
         .ok()
         .and_then(|s| s.timeout);
-    let refresh = tributary_engine::refresh::refresh_one(engine, &object, &trigger, false);
+    let refresh =
+        tributary_engine::refresh::refresh_one(engine.runtime(), &object, &trigger, false);
     let Some(limit) = timeout else {
         return refresh.await.map(|_| ());
     };

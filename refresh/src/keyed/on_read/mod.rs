@@ -26,9 +26,9 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use roaring::RoaringTreemap;
 
-use crate::error::{Error, Result};
-use crate::storage::{deletion, delta};
 use search::{KeySet, key_arrays, positions};
+use tributary_sql::error::{Error, Result};
+use tributary_storage::{deletion, delta};
 
 mod search;
 
@@ -305,7 +305,7 @@ async fn rows_at(
     positions: &RoaringTreemap,
 ) -> Result<Vec<RecordBatch>> {
     use deltalake::parquet::arrow::arrow_reader::{RowSelection, RowSelector};
-    let (reader, metadata) = crate::storage::scan::open_parquet(store, path, size).await?;
+    let (reader, metadata) = tributary_storage::scan::open_parquet(store, path, size).await?;
     let total = metadata.metadata().file_metadata().num_rows() as u64;
     let mut selectors = Vec::new();
     let mut cursor = 0u64;

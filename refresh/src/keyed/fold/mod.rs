@@ -53,12 +53,12 @@ use super::{
     KEY_PREFIX, KEYS_ALIAS, Keys, MAX_GROUPS_PERCENT, MIN_GROUPS_FOR_FULL_LIMIT, changed_inputs,
     groups_of, key_prefilter, nullable, same, uniform, uniform_to,
 };
-use crate::engine::EngineInner;
-use crate::error::{Error, Result};
-use crate::refresh::changes::Change;
-use crate::refresh::plans::{self, Inputs, ScanAs};
-use crate::sources::counting::{RowCounter, count_scans};
+use crate::changes::Change;
+use crate::plans::{self, Inputs, ScanAs};
+use crate::runtime::Runtime;
 use shape::{Foldable, Role};
+use tributary_sources::counting::{RowCounter, count_scans};
+use tributary_sql::error::{Error, Result};
 
 /// The new rows of the groups a fold replaces.
 pub(super) struct Folded {
@@ -99,7 +99,7 @@ fn slot(i: usize) -> String {
 /// changes do not allow it.
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn fold(
-    engine: &EngineInner,
+    engine: &Runtime,
     state: &SessionState,
     plan: &LogicalPlan,
     keys: &Keys,
@@ -293,7 +293,7 @@ async fn old_values(
     let rows = located
         .rows()
         .iter()
-        .map(|b| crate::storage::delta::conform(b, &schema))
+        .map(|b| tributary_storage::delta::conform(b, &schema))
         .collect::<Result<Vec<_>>>()?;
     let mut values: Vec<Expr> = foldable
         .holders
@@ -354,7 +354,7 @@ async fn lost_most(
 
 /// What the fold needs to read the inputs' changes.
 struct Reading<'a> {
-    engine: &'a EngineInner,
+    engine: &'a Runtime,
     state: &'a SessionState,
     inputs: &'a Inputs,
     changes: &'a BTreeMap<tributary_catalog::ObjectName, Change>,
@@ -592,7 +592,7 @@ impl ModelGroups<'_> {
         let model_groups = match self.count {
             Some(count) => count,
             None => {
-                let provider = crate::storage::delta::provider(self.table).await?;
+                let provider = tributary_storage::delta::provider(self.table).await?;
                 let count = self.ctx.read_table(provider)?.count().await?;
                 *self.count.insert(count)
             }

@@ -9,7 +9,7 @@ use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::logical_expr::{Expr, LogicalPlan};
 use tributary_catalog::{CatalogObject, ObjectName};
 
-use crate::options::RefreshMode;
+use tributary_sql::options::RefreshMode;
 
 use super::changes::Change;
 use super::keyed::{self, Keys};

@@ -7,12 +7,12 @@ use std::sync::Arc;
 use tributary_catalog::{CatalogObject, ObjectName};
 
 use super::{changes, strategy};
-use crate::engine::EngineInner;
-use crate::error::{Error, Result};
-use crate::sources::counting::scan_of;
-use crate::sources::postgres;
-use crate::storage::bookmarks::CursorState;
-use crate::storage::delta;
+use crate::runtime::Runtime;
+use tributary_sources::counting::scan_of;
+use tributary_sources::postgres;
+use tributary_sql::error::{Error, Result};
+use tributary_storage::bookmarks::CursorState;
+use tributary_storage::delta;
 
 pub(crate) type Inputs = BTreeMap<tributary_catalog::ObjectName, (CatalogObject, Option<i64>)>;
 
@@ -42,7 +42,7 @@ pub(super) enum ScanAs {
 /// The model's plan with every input scan replaced by that input's new rows (or by no rows,
 /// for inputs that did not change): for a linear query, exactly the rows to append.
 pub(super) async fn incremental_plan(
-    engine: &EngineInner,
+    engine: &Runtime,
     state: &datafusion::execution::context::SessionState,
     plan: datafusion::logical_expr::LogicalPlan,
     inputs: &Inputs,
@@ -66,7 +66,7 @@ pub(super) async fn incremental_plan(
 /// over changed inputs i, of the plan with input i's new rows, the inputs before i at their
 /// new versions and the inputs after i at their old versions.
 pub(super) async fn join_delta_plan(
-    engine: &EngineInner,
+    engine: &Runtime,
     state: &datafusion::execution::context::SessionState,
     plan: datafusion::logical_expr::LogicalPlan,
     inputs: &Inputs,
@@ -108,7 +108,7 @@ pub(super) async fn join_delta_plan(
 
 /// Replaces each input scan of `plan` according to `how` (given the input's name and change).
 pub(super) async fn rewrite_scans(
-    engine: &EngineInner,
+    engine: &Runtime,
     state: &datafusion::execution::context::SessionState,
     plan: datafusion::logical_expr::LogicalPlan,
     inputs: &Inputs,
@@ -138,7 +138,7 @@ pub(super) async fn rewrite_scans(
         if let (Some(changes::Change::CursorAppended { from, to, .. }), Some((input, _))) =
             (change, inputs.get(&name))
         {
-            use crate::sources::postgres::cursor_rows;
+            use tributary_sources::postgres::cursor_rows;
             let (from, to) = (from.as_deref(), Some(to.as_str()));
             let provider = match how(&name, change) {
                 // The scan was pinned to the cursor this refresh records (`pin_cursors`).
@@ -166,7 +166,7 @@ pub(super) async fn rewrite_scans(
         if let (Some(changes::Change::CursorUpserted { from, to, .. }), Some((input, _))) =
             (change, inputs.get(&name))
         {
-            use crate::sources::postgres::cursor_rows;
+            use tributary_sources::postgres::cursor_rows;
             let provider = match how(&name, change) {
                 // PostgreSQL keeps no old version: the current rows stand in for it, which
                 // the key-wise refreshes (the only ones such a change allows) make exact.
@@ -195,7 +195,7 @@ pub(super) async fn rewrite_scans(
         if let (Some(changes::Change::NewFiles { added, before }), Some((input, _))) =
             (change, inputs.get(&name))
         {
-            let spec = crate::sources::files::FileSourceSpec::from_options(&input.options)?;
+            let spec = tributary_sources::files::FileSourceSpec::from_options(&input.options)?;
             let provider = match how(&name, change) {
                 ScanAs::Current | ScanAs::OldAndCurrent => continue,
                 ScanAs::Empty => Arc::new(EmptyTable::new(like.schema())),
@@ -301,7 +301,7 @@ pub(crate) fn replace_input_scans(
 
 /// The provider of `input` at the version a bookmark recorded.
 async fn old_version(
-    engine: &EngineInner,
+    engine: &Runtime,
     input: &CatalogObject,
     version: i64,
 ) -> Result<Arc<dyn datafusion::catalog::TableProvider>> {

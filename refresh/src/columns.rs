@@ -9,8 +9,9 @@ use datafusion::execution::context::SessionState;
 use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder};
 use tributary_catalog::CatalogObject;
 
-use crate::error::{Error, Result};
-use crate::{planning, types};
+use tributary_query::planning;
+use tributary_sql::error::{Error, Result};
+use tributary_sql::types;
 
 /// The plan, projected to exactly the model's stored columns, in their order.
 pub(super) fn conform(

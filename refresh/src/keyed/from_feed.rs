@@ -24,11 +24,11 @@ use datafusion::execution::context::SessionState;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::DataFrame;
 
-use crate::engine::EngineInner;
-use crate::error::Result;
-use crate::refresh::changes::Change;
-use crate::refresh::plans::{self, Inputs, ScanAs};
-use crate::sources::counting::{RowCounter, count_scans};
+use crate::changes::Change;
+use crate::plans::{self, Inputs, ScanAs};
+use crate::runtime::Runtime;
+use tributary_sources::counting::{RowCounter, count_scans};
+use tributary_sql::error::Result;
 
 /// The query over the changed input's added rows, and its rows over the removed ones.
 pub(super) struct FromFeed {
@@ -39,7 +39,7 @@ pub(super) struct FromFeed {
 /// The added-rows plan of a model whose single changed input is a Delta table changed by one
 /// commit or by appends, or `None` when the model's changes are not of that kind.
 pub(super) async fn rows_from_feed(
-    engine: &EngineInner,
+    engine: &Runtime,
     state: &SessionState,
     plan: &LogicalPlan,
     inputs: &Inputs,

@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 use datafusion::sql::sqlparser::ast::{Expr, Ident};
 use tributary_catalog::{ObjectName, Severity};
 
-use crate::dialect::{CreateTest, Expectation};
-use crate::error::{Error, Result};
-use crate::names;
+use tributary_sql::dialect::{CreateTest, Expectation};
+use tributary_sql::error::{Error, Result};
+use tributary_sql::names;
 
 /// Failing rows kept per execution unless a test says otherwise.
 pub const DEFAULT_FAILURES_LIMIT: i64 = 100;
@@ -189,7 +189,7 @@ fn options(options: &BTreeMap<String, String>) -> Result<(Severity, bool, i64)> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dialect::{Statement, parse_statement};
+    use tributary_sql::dialect::{Statement, parse_statement};
 
     fn compiled(sql: &str) -> Result<Compiled> {
         let Statement::CreateTest(t) = parse_statement(sql).unwrap() else {

@@ -11,9 +11,9 @@ use datafusion::prelude::SessionContext;
 use futures::StreamExt;
 use tributary_catalog::{DataTest, NewTestResult, ObjectName, Severity, TestStatus};
 
-use crate::engine::EngineInner;
-use crate::error::{Error, Result};
-use crate::planning;
+use crate::runtime::Runtime;
+use tributary_query::planning;
+use tributary_sql::error::{Error, Result};
 
 /// A model version written by a refresh and not yet published.
 pub(crate) struct Candidate {
@@ -43,10 +43,21 @@ impl Scope {
     }
 }
 
+/// Runs `test` against the published versions of everything it reads (`RUN TESTS`);
+/// `version` is the published version of the object it tests, recorded with the result.
+/// Never fails: a test whose query cannot run gets status `error`.
+pub async fn execute_on_published(
+    runtime: &Runtime,
+    test: &DataTest,
+    version: Option<i64>,
+) -> NewTestResult {
+    execute(runtime, test, None, None, version).await
+}
+
 /// Runs `test` against the published versions of everything it reads, except `candidate`.
 /// Never fails: a test whose query cannot run is recorded with status `error`.
 pub(crate) async fn execute(
-    engine: &EngineInner,
+    engine: &Runtime,
     test: &DataTest,
     candidate: Option<&Candidate>,
     run_id: Option<i64>,
@@ -101,7 +112,7 @@ pub(crate) async fn execute(
 
 /// The number of failing rows, and the first `failures_limit` of them as JSON objects.
 async fn failing_rows(
-    engine: &EngineInner,
+    engine: &Runtime,
     test: &DataTest,
     candidate: Option<&Candidate>,
     scope: Scope,
@@ -124,7 +135,7 @@ async fn failing_rows(
             unique_among_appended(&state, test, c.provider.clone(), overrides[&c.name].clone())?
         }
         _ => {
-            crate::provider::with_overrides(
+            tributary_query::provider::with_overrides(
                 overrides,
                 planning::plan_query_text(&state, &test.query),
             )

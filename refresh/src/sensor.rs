@@ -10,10 +10,10 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::changes::Change;
-use crate::error::Result;
-use crate::sources::postgres;
-use crate::storage::bookmarks::{Bookmark, CursorState};
 use tributary_catalog::CatalogObject;
+use tributary_sources::postgres;
+use tributary_sql::error::Result;
+use tributary_storage::bookmarks::{Bookmark, CursorState};
 
 /// A source's answer: how it changed since a bookmark, and its cursor state then.
 pub(crate) type Answer = (Change, Option<CursorState>);
@@ -52,14 +52,14 @@ impl SensorMemory {
 /// [`postgres::change_since`] for the scheduler's change sensor: with the source's `poll` interval set,
 /// the answer of the last question younger than the interval, if there is one.
 pub(crate) async fn sensed_change(
-    engine: &crate::engine::EngineInner,
+    engine: &crate::runtime::Runtime,
     input: &CatalogObject,
     bookmark: Option<&Bookmark>,
 ) -> Result<(Change, Option<CursorState>)> {
     let poll = input
         .options
         .get("poll")
-        .map(|p| crate::options::parse_duration("poll", p))
+        .map(|p| tributary_sql::options::parse_duration("poll", p))
         .transpose()?
         .filter(|p| !p.is_zero());
     let Some(poll) = poll else {

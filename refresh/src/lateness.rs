@@ -13,8 +13,8 @@ use datafusion::prelude::{DataFrame, SessionContext};
 use deltalake::DeltaTable;
 use tributary_catalog::CatalogObject;
 
-use crate::error::{Error, Result};
-use crate::storage::delta;
+use tributary_sql::error::{Error, Result};
+use tributary_storage::delta;
 
 /// The model's event-time column and the oldest event time an incremental refresh applies.
 #[derive(Debug, Clone)]

@@ -1,31 +1,17 @@
-//! Refreshing models in dependency order, one Delta commit per refresh carrying the run id
-//! and the input versions it read (its bookmarks), published only once committed. Each
-//! refresh picks its strategy ([`strategy`]) from what changed in its inputs ([`changes`]).
-//! A failed refresh leaves the previous version served and its error in `tributary.runs`.
-
-pub mod changes;
-mod columns;
-mod executor;
-mod keyed;
-mod lateness;
-mod outer;
-mod plans;
-pub(crate) mod sensor;
-pub mod strategy;
-
-pub use executor::refresh_one;
+//! Refreshing models in dependency order: the graph of models, levels of independent models
+//! run concurrently, a model whose upstream failed skipped with that reason, and the start-up
+//! reconciliation of runs and commits a crash interrupted.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use deltalake::DeltaTable;
 use tributary_catalog::{CatalogObject, ObjectKind, RunOutcome, RunStatus};
 
-use crate::dialect::Refresh;
-use crate::engine::Engine;
-use crate::error::{Error, Result};
-use crate::session::{Output, Session};
-use crate::storage::bookmarks::CommitMetadata;
-use crate::storage::delta;
+use crate::runtime::Runtime;
+use tributary_sql::error::{Error, Result};
+use tributary_storage::bookmarks::CommitMetadata;
+use tributary_storage::delta;
 
 /// Options `CREATE MODEL ... WITH (...)` accepts.
 pub const MODEL_OPTIONS: &[&str] = &[
@@ -42,77 +28,71 @@ pub const MODEL_OPTIONS: &[&str] = &[
     "description",
 ];
 
-/// `REFRESH MODEL name [FULL] [WITH UPSTREAM] [WITH DOWNSTREAM]`
-pub async fn refresh_statement(session: &mut Session, refresh: Refresh) -> Result<Output> {
-    let object = model_named(session, &refresh.name)?;
-    let graph = Graph::load(&session.engine)?;
-    let mut ids = BTreeSet::from([object.id]);
-    if refresh.upstream {
-        ids.extend(graph.closure(object.id, &graph.ups));
+/// Refreshes the model `id` and, when asked, every model upstream or downstream of it, in
+/// dependency order (`REFRESH MODEL ... WITH UPSTREAM / WITH DOWNSTREAM`).
+pub async fn refresh_around(
+    runtime: &Arc<Runtime>,
+    id: i64,
+    upstream: bool,
+    downstream: bool,
+    trigger: &str,
+    full: bool,
+) -> Result<()> {
+    let graph = Graph::load(runtime)?;
+    let mut ids = BTreeSet::from([id]);
+    if upstream {
+        ids.extend(graph.closure(id, &graph.ups));
     }
-    if refresh.downstream {
-        ids.extend(graph.closure(object.id, &graph.downs));
+    if downstream {
+        ids.extend(graph.closure(id, &graph.downs));
     }
-    run_dag(&session.engine, &graph, &ids, "manual", refresh.full).await?;
-    Ok(Output::Command("REFRESH MODEL".into()))
+    run_dag(runtime, &graph, &ids, trigger, full).await
 }
 
-/// The model a statement names (42P01 when missing, 42809 when it is another kind).
-fn model_named(
-    session: &Session,
-    name: &datafusion::sql::sqlparser::ast::ObjectName,
-) -> Result<CatalogObject> {
-    let object = session.resolve(name, "model")?;
-    if object.kind != ObjectKind::Model {
-        return Err(Error::WrongObjectType(format!(
-            "\"{}\" is a {}, not a model",
-            object.name, object.kind
-        )));
-    }
-    Ok(object)
-}
-
-/// `EXPLAIN REFRESH MODEL name`: what a refresh would do now, without doing it: the strategy,
-/// why, and each input's change since the model's last refresh.
-pub async fn explain(
-    session: &mut Session,
-    name: &datafusion::sql::sqlparser::ast::ObjectName,
-) -> Result<Output> {
-    let object = model_named(session, name)?;
-    let planned = executor::plan_refresh(&session.engine.inner, &object, false, false).await?;
-    let mut rows = crate::system::RowsBuilder::new(&[
-        ("item", crate::system::Col::Text),
-        ("value", crate::system::Col::Text),
-    ]);
-    rows.text(Some("strategy"))
-        .text(Some(planned.choice.strategy.as_str()));
-    rows.text(Some("reason")).text(Some(&planned.choice.reason));
-    for input in planned.inputs.keys() {
-        let change = planned
-            .choice
-            .changes
-            .get(input)
-            .map(|c| c.describe())
-            .unwrap_or_default();
-        rows.text(Some(&format!("input {input}")))
-            .text(Some(&change));
-    }
-    crate::ddl::rows_output(rows.finish()?)
-}
-
-/// `REFRESH ALL`: every model in dependency order, independent ones concurrently.
-pub async fn refresh_all(session: &mut Session) -> Result<Output> {
-    let graph = Graph::load(&session.engine)?;
+/// Refreshes every model in dependency order, independent ones concurrently (`REFRESH ALL`).
+pub async fn refresh_all(runtime: &Arc<Runtime>, trigger: &str) -> Result<()> {
+    let graph = Graph::load(runtime)?;
     let ids: BTreeSet<i64> = graph.models.keys().copied().collect();
-    run_dag(&session.engine, &graph, &ids, "manual", false).await?;
-    Ok(Output::Command("REFRESH ALL".into()))
+    run_dag(runtime, &graph, &ids, trigger, false).await
+}
+
+/// What a refresh of a model would do now, without doing it (`EXPLAIN REFRESH`).
+#[derive(Debug, Clone)]
+pub struct Explanation {
+    pub strategy: &'static str,
+    pub reason: String,
+    /// Each input, with its change since the model's last refresh.
+    pub inputs: Vec<(tributary_catalog::ObjectName, String)>,
+}
+
+/// Plans a refresh of `object` and says what it would do.
+pub async fn explain(runtime: &Runtime, object: &CatalogObject) -> Result<Explanation> {
+    let planned = crate::executor::plan_refresh(runtime, object, false, false).await?;
+    let choice = &planned.choice;
+    let inputs = planned
+        .inputs
+        .keys()
+        .map(|input| {
+            let change = choice
+                .changes
+                .get(input)
+                .map(|c| c.describe())
+                .unwrap_or_default();
+            (input.clone(), change)
+        })
+        .collect();
+    Ok(Explanation {
+        strategy: choice.strategy.as_str(),
+        reason: choice.reason.clone(),
+        inputs,
+    })
 }
 
 /// Refreshes every model downstream of `id` (after it was replaced).
-pub async fn refresh_downstream_of(engine: &Engine, id: i64, trigger: &str) -> Result<()> {
-    let graph = Graph::load(engine)?;
+pub async fn refresh_downstream_of(runtime: &Arc<Runtime>, id: i64, trigger: &str) -> Result<()> {
+    let graph = Graph::load(runtime)?;
     let ids = graph.closure(id, &graph.downs);
-    run_dag(engine, &graph, &ids, trigger, false).await
+    run_dag(runtime, &graph, &ids, trigger, false).await
 }
 
 /// The dependency graph between catalog objects.
@@ -123,8 +103,8 @@ struct Graph {
 }
 
 impl Graph {
-    fn load(engine: &Engine) -> Result<Self> {
-        let catalog = engine.catalog();
+    fn load(runtime: &Arc<Runtime>) -> Result<Self> {
+        let catalog = &runtime.catalog;
         let models = catalog
             .objects()?
             .into_iter()
@@ -164,19 +144,19 @@ impl Graph {
 /// Runs the selected models level by level: a model starts once every selected model it
 /// reads from has finished. A model whose upstream failed is skipped with that reason.
 async fn run_dag(
-    engine: &Engine,
+    runtime: &Arc<Runtime>,
     graph: &Graph,
     ids: &BTreeSet<i64>,
     trigger: &str,
     full: bool,
 ) -> Result<()> {
     run_dag_with(
-        engine,
+        runtime,
         graph,
         ids,
         &|_| trigger.to_string(),
         |object: CatalogObject| async move {
-            refresh_one(engine, &object, trigger, full)
+            crate::executor::refresh_one(runtime, &object, trigger, full)
                 .await
                 .map(|_| ())
         },
@@ -186,10 +166,10 @@ async fn run_dag(
 
 /// Refreshes the models in `triggers` (model id -> trigger recorded on its run) the way
 /// `REFRESH ALL` does (dependency order, independent ones concurrently, downstream of a
-/// failure skipped with that reason), each through `run` (which calls [`refresh_one`], for
+/// failure skipped with that reason), each through `run` (which calls [`refresh_one`](crate::refresh_one), for
 /// example under a time limit). The scheduler's entry point.
 pub async fn refresh_selected<F, Fut>(
-    engine: &Engine,
+    runtime: &Arc<Runtime>,
     triggers: &BTreeMap<i64, String>,
     run: F,
 ) -> Result<()>
@@ -197,10 +177,10 @@ where
     F: Fn(CatalogObject) -> Fut,
     Fut: std::future::Future<Output = Result<()>>,
 {
-    let graph = Graph::load(engine)?;
+    let graph = Graph::load(runtime)?;
     let ids: BTreeSet<i64> = triggers.keys().copied().collect();
     let trigger_of = |id: i64| triggers.get(&id).cloned().unwrap_or_default();
-    run_dag_with(engine, &graph, &ids, &trigger_of, run).await
+    run_dag_with(runtime, &graph, &ids, &trigger_of, run).await
 }
 
 /// Whether an input of `object` changed since its last refresh (new Delta versions of tables
@@ -208,8 +188,11 @@ where
 /// see it. `Some(state)` when one did, `state` naming the inputs' current versions (so a
 /// caller can tell whether it already tried this very state); `None` when nothing changed.
 /// A model that cannot be planned counts as changed, with the error as its state.
-pub async fn input_change(engine: &Engine, object: &CatalogObject) -> Result<Option<String>> {
-    let planned = match executor::plan_refresh(&engine.inner, object, false, true).await {
+pub async fn input_change(
+    runtime: &Arc<Runtime>,
+    object: &CatalogObject,
+) -> Result<Option<String>> {
+    let planned = match crate::executor::plan_refresh(runtime, object, false, true).await {
         Ok(planned) => planned,
         Err(e) => return Ok(Some(format!("error: {e}"))),
     };
@@ -218,7 +201,7 @@ pub async fn input_change(engine: &Engine, object: &CatalogObject) -> Result<Opt
             .choice
             .changes
             .values()
-            .any(|c| *c != changes::Change::Unchanged);
+            .any(|c| *c != crate::changes::Change::Unchanged);
     if !changed {
         return Ok(None);
     }
@@ -238,7 +221,7 @@ pub async fn input_change(engine: &Engine, object: &CatalogObject) -> Result<Opt
 }
 
 async fn run_dag_with<F, Fut>(
-    engine: &Engine,
+    runtime: &Arc<Runtime>,
     graph: &Graph,
     ids: &BTreeSet<i64>,
     trigger_of: &(dyn Fn(i64) -> String + Sync),
@@ -279,9 +262,7 @@ where
                 .find_map(|up| failed.get(&up).cloned());
             if let Some(why) = failed_up {
                 let reason = format!("upstream model {why}");
-                engine
-                    .catalog()
-                    .skip_run(object, &trigger_of(id), &reason)?;
+                runtime.catalog.skip_run(object, &trigger_of(id), &reason)?;
                 failed.insert(id, why);
                 continue;
             }
@@ -311,13 +292,13 @@ where
 /// Start-up reconciliation after a crash: a Delta commit that landed is published (it holds a
 /// complete result), and runs left `running` are marked failed or, if their commit landed,
 /// succeeded.
-pub(crate) async fn recover(engine: &Engine) -> Result<()> {
-    let inner = &engine.inner;
+pub async fn recover(runtime: &Arc<Runtime>) -> Result<()> {
+    let inner = runtime;
     let catalog = &inner.catalog;
     let mut committed_runs: HashMap<i64, i64> = HashMap::new();
     for object in catalog.objects()? {
         // HTTP sources store their snapshots in Delta too.
-        if !object.kind.is_stored() && !crate::sources::http::is_http(&object) {
+        if !object.kind.is_stored() && !tributary_sources::http::is_http(&object) {
             continue;
         }
         let Some(location) = object.location.as_deref() else {

@@ -13,10 +13,10 @@ use datafusion::prelude::{DataFrame, SessionContext};
 use deltalake::DeltaTable;
 
 use super::{KEY_PREFIX, Keys, REMOTE_KEY_PREFIX, below_keys, unalias};
-use crate::engine::EngineInner;
-use crate::error::{Error, Result};
-use crate::refresh::changes::Change;
-use crate::refresh::plans::{self, Inputs, ScanAs};
+use crate::changes::Change;
+use crate::plans::{self, Inputs, ScanAs};
+use crate::runtime::Runtime;
+use tributary_sql::error::{Error, Result};
 
 /// For a source whose updated and deleted rows left no old image (PostgreSQL with a
 /// `primary_key`), the primary key column each `unique_key` column passes through unchanged,
@@ -156,7 +156,7 @@ fn without_other_branches(
 /// at its current rows, which is exact because every row of it that changed is recomputed by
 /// its own key anyway.
 pub(super) async fn affected_keys(
-    engine: &EngineInner,
+    engine: &Runtime,
     state: &SessionState,
     plan: &LogicalPlan,
     keys: &Keys,
@@ -191,11 +191,10 @@ pub(super) async fn affected_keys(
         let is = |name: &tributary_catalog::ObjectName, table: &TableReference| {
             table.schema().unwrap_or(&default_schema) == name.schema && table.table() == name.name
         };
-        let traced = crate::refresh::outer::tracing_plan(
-            below.clone(),
-            &|table| is(this, table),
-            &|table| changed.iter().any(|name| is(name, table)),
-        )?;
+        let traced =
+            crate::outer::tracing_plan(below.clone(), &|table| is(this, table), &|table| {
+                changed.iter().any(|name| is(name, table))
+            })?;
         let traced = without_other_branches(traced, &|table| is(this, table))?;
         let branch = plans::rewrite_scans(engine, state, traced, inputs, changes, |name, _| {
             if name == *this {
@@ -235,7 +234,7 @@ pub(super) async fn affected_keys(
 /// primary key changed).
 #[allow(clippy::too_many_arguments)]
 async fn upserted_keys(
-    engine: &EngineInner,
+    engine: &Runtime,
     state: &SessionState,
     input: &tributary_catalog::CatalogObject,
     (from, to): (Option<&str>, &str),
@@ -244,8 +243,8 @@ async fn upserted_keys(
     below: &LogicalPlan,
     model: &DeltaTable,
 ) -> Result<LogicalPlan> {
-    use crate::sources::postgres::cursor_rows;
     use datafusion::logical_expr::ExprSchemable;
+    use tributary_sources::postgres::cursor_rows;
     let ctx = SessionContext::new_with_state(state.clone());
     let key_types = keys
         .exprs
@@ -278,7 +277,7 @@ async fn upserted_keys(
     let remaining = read(cursor_rows(&engine.catalog, state, input, None, Some(to), true).await?)?
         .select(as_keys(primary_key, REMOTE_KEY_PREFIX))?;
     let held = ctx
-        .read_table(crate::storage::delta::provider(model).await?)?
+        .read_table(tributary_storage::delta::provider(model).await?)?
         .select(as_keys(&keys.columns, KEY_PREFIX))?;
     let on: Vec<Expr> = (0..primary_key.len())
         .map(|k| {

@@ -7,7 +7,7 @@
 //! and of the real clock lets it be tested exhaustively with a [`FakeClock`], no sleeping;
 //! the loop that asks it every second and runs the refreshes lives in the server
 //! (`server/src/scheduler.rs`), and the "did an input change" probe in
-//! [`crate::refresh::input_change`].
+//! [`crate::input_change`].
 //!
 //! Cron expressions are parsed by the `croner` crate (standard five fields, optional seconds,
 //! `@daily` and friends), evaluated in UTC; durations by `humantime` (`'30 seconds'`,
@@ -20,8 +20,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tributary_catalog::{Run, RunStatus};
 
-use crate::error::{Error, Result};
-use crate::options::parse_duration;
+use tributary_sql::error::{Error, Result};
+use tributary_sql::options::parse_duration;
 
 /// The trigger recorded on runs the scheduler starts because they are due.
 pub const TRIGGER_SCHEDULE: &str = "schedule";
@@ -327,7 +327,7 @@ fn retry_due(model: &ModelState<'_>, now: DateTime<Utc>) -> Option<Option<Due>> 
     }))
 }
 
-pub(crate) fn timestamp(text: &str) -> Option<DateTime<Utc>> {
+pub fn timestamp(text: &str) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(text)
         .ok()
         .map(|t| t.with_timezone(&Utc))

@@ -1,25 +1,27 @@
-//! Data tests (SQL.md, "Tests"): `CREATE TEST`, `DROP TEST`, `RUN TESTS`, `SHOW TESTS`, the
-//! `tributary.tests`, `test_results` and `test_failures` tables, and write-audit-publish
-//! (`publish`), which runs a model's tests on every new version before readers see it.
-
-mod check;
-pub mod definition;
-pub(crate) mod publish;
+//! The statements of data tests (SQL.md, "Tests"): `CREATE TEST`, `DROP TEST`, `RUN TESTS`,
+//! `SHOW TESTS`. Compiling expectations, running checks and write-audit-publish are
+//! [`crate::quality`]'s (the refresh layer).
 
 use datafusion::sql::sqlparser::ast;
-use tributary_catalog::{Catalog, DataTest, NewTest};
+use tributary_catalog::NewTest;
 
+use crate::context::StatementContext;
 use crate::dialect::{CreateTest, DropTests, Expectation};
 use crate::error::{Error, Result};
-use crate::session::{Output, Session};
+use crate::quality::{check, definition};
+use crate::session::Output;
 use crate::system::{Col, RowsBuilder};
 use crate::{names, planning};
 
 /// `CREATE TEST`: compiles the expectation, plans the query (so unknown objects and columns
 /// are refused now, not at the next refresh), and records the test. It first runs with the
 /// next refresh of a model it reads, or with `RUN TESTS`.
-pub async fn create_test(session: &mut Session, test: CreateTest, text: &str) -> Result<Output> {
-    let catalog = session.engine.catalog();
+pub async fn create_test(
+    cx: &StatementContext<'_>,
+    test: CreateTest,
+    text: &str,
+) -> Result<Output> {
+    let catalog = cx.catalog();
     let name = names::ident(&test.name);
     if catalog.test(&name)?.is_some() {
         if test.if_not_exists {
@@ -28,11 +30,11 @@ pub async fn create_test(session: &mut Session, test: CreateTest, text: &str) ->
         return Err(Error::DuplicateObject { kind: "test", name });
     }
     let on = match &test.on {
-        Some(on) => Some(session.resolve(on, "relation")?),
+        Some(on) => Some(cx.resolve(on, "relation")?),
         None => None,
     };
     let target = match &test.expectation {
-        Expectation::References { target, .. } => Some(session.resolve(target, "relation")?),
+        Expectation::References { target, .. } => Some(cx.resolve(target, "relation")?),
         _ => None,
     };
     let compiled = definition::compile(
@@ -40,8 +42,8 @@ pub async fn create_test(session: &mut Session, test: CreateTest, text: &str) ->
         on.as_ref().map(|o| &o.name),
         target.as_ref().map(|t| &t.name),
     )?;
-    let default_schema = session.current_schema();
-    let state = planning::state_in_schema(session.engine.inner.base_state(), Some(&default_schema));
+    let default_schema = cx.current_schema();
+    let state = planning::state_in_schema(cx.engine.inner.base_state(), Some(&default_schema));
     let plan = planning::plan_query_text(&state, &compiled.query).await?;
     let mut reads = Vec::new();
     for input in planning::plan_inputs(&plan, &default_schema) {
@@ -71,8 +73,8 @@ pub async fn create_test(session: &mut Session, test: CreateTest, text: &str) ->
 }
 
 /// `DROP TEST [IF EXISTS] name, ...`
-pub fn drop_tests(session: &mut Session, drop: DropTests) -> Result<Output> {
-    let catalog = session.engine.catalog();
+pub fn drop_tests(cx: &StatementContext<'_>, drop: DropTests) -> Result<Output> {
+    let catalog = cx.catalog();
     for name in &drop.names {
         let name = names::ident(name);
         match catalog.drop_test(&name) {
@@ -87,12 +89,12 @@ pub fn drop_tests(session: &mut Session, drop: DropTests) -> Result<Output> {
 /// `RUN TESTS [ON name]`: runs the tests (all, or those on or reading `name`) against what is
 /// published now, records each result, and returns one row per test. Failing tests are rows
 /// with status `fail`, not an error: the statement reports, refreshes gate.
-pub async fn run_tests(session: &mut Session, on: Option<ast::ObjectName>) -> Result<Output> {
-    let engine = &session.engine.inner;
+pub async fn run_tests(cx: &StatementContext<'_>, on: Option<ast::ObjectName>) -> Result<Output> {
+    let engine = &cx.engine.inner;
     let catalog = &engine.catalog;
     let tests = match &on {
         Some(name) => {
-            let object = session.resolve(name, "relation")?;
+            let object = cx.resolve(name, "relation")?;
             catalog.tests_reading(object.id)?
         }
         None => catalog.tests()?,
@@ -114,7 +116,7 @@ pub async fn run_tests(session: &mut Session, on: Option<ast::ObjectName>) -> Re
             None => None,
         };
         let version = object.as_ref().and_then(|o| o.published_version);
-        let result = check::execute(engine, test, None, None, version).await;
+        let result = check::execute_on_published(engine, test, version).await;
         catalog.record_test_result(test, &result)?;
         let object_name = object.as_ref().map(|o| o.name.to_string());
         crate::metrics::test_finished(
@@ -136,27 +138,8 @@ pub async fn run_tests(session: &mut Session, on: Option<ast::ObjectName>) -> Re
 }
 
 /// `SHOW TESTS`: every test with its last outcome.
-pub use crate::system::definitions::{
-    failures_table, latest_results, object_names, results_table, tests_table,
-};
+use crate::system::definitions::tests_table;
 
-pub fn show_tests(session: &Session) -> Result<Output> {
-    crate::ddl::rows_output(tests_table(session.engine.catalog())?)
-}
-
-/// The latest outcome of every test, for metrics: (test, object, severity, failing?, rows).
-pub fn latest_outcomes(
-    catalog: &Catalog,
-) -> Result<Vec<(DataTest, Option<String>, tributary_catalog::TestResult)>> {
-    let names = object_names(catalog)?;
-    let latest = latest_results(catalog)?;
-    Ok(catalog
-        .tests()?
-        .into_iter()
-        .filter_map(|t| {
-            let result = latest.get(&t.id)?.clone();
-            let object = t.object_id.and_then(|id| names.get(&id).cloned());
-            Some((t, object, result))
-        })
-        .collect())
+pub fn show_tests(cx: &StatementContext<'_>) -> Result<Output> {
+    crate::ddl::rows_output(tests_table(cx.catalog())?)
 }

@@ -16,12 +16,12 @@ use deltalake::kernel::Action;
 use deltalake::logstore::get_actions;
 use tributary_catalog::{CatalogObject, ObjectKind};
 
-use crate::engine::EngineInner;
-use crate::error::{Error, Result};
-use crate::sources::files::Listing;
-use crate::storage::bookmarks::Bookmark;
+use crate::runtime::Runtime;
+use tributary_sources::files::Listing;
+use tributary_sql::error::{Error, Result};
+use tributary_storage::bookmarks::Bookmark;
 
-pub use crate::sources::change::{Change, file_names};
+pub use tributary_sources::change::{Change, file_names};
 
 /// How a file source changed since the listing a model's last commit recorded: new files
 /// are appends (each read exactly once); a changed or removed file means rows changed in
@@ -71,17 +71,17 @@ pub(crate) fn files_change(
     }
 }
 
-pub use crate::storage::bookmarks::{bookmarks, bookmarks_at};
+pub use tributary_storage::bookmarks::{bookmarks, bookmarks_at};
 
 /// How `input` changed since `bookmark`.
 pub(crate) async fn change_of(
-    engine: &EngineInner,
+    engine: &Runtime,
     input: &CatalogObject,
     bookmark: Option<i64>,
 ) -> Result<Change> {
     match input.kind {
         // HTTP sources store their snapshots as Delta versions, tracked like tables.
-        ObjectKind::Source if crate::sources::http::is_http(input) => {}
+        ObjectKind::Source if tributary_sources::http::is_http(input) => {}
         ObjectKind::Source => {
             return Err(Error::Internal(format!(
                 "source \"{}\" is tracked by its files",
@@ -185,7 +185,7 @@ pub(crate) enum FeedRows {
 /// `rows` selects, with the same columns and types as `like` (the provider the model's plan
 /// scans).
 pub(crate) async fn changed_rows(
-    engine: &EngineInner,
+    engine: &Runtime,
     state: &SessionState,
     input: &CatalogObject,
     (from, to): (i64, i64),
@@ -240,7 +240,7 @@ pub(crate) async fn feed_rows(
 
 /// The change data feed of `input` in versions `from + 1 ..= to`.
 async fn change_feed(
-    engine: &EngineInner,
+    engine: &Runtime,
     input: &CatalogObject,
     (from, to): (i64, i64),
 ) -> Result<Arc<DeltaCdfTableProvider>> {
@@ -260,7 +260,7 @@ fn cdf_provider(table: &DeltaTable, (from, to): (i64, i64)) -> Result<Arc<DeltaC
 /// The first row of `input`'s change feed in `from + 1 ..= to` that is not an insert, shown
 /// as `update_preimage (id=6, kind=credit)`, for errors that must name the row.
 pub(crate) async fn first_changed_row(
-    engine: &EngineInner,
+    engine: &Runtime,
     state: &SessionState,
     input: &CatalogObject,
     (from, to): (i64, i64),

@@ -28,9 +28,9 @@ use super::changes::Change;
 use super::lateness::Lateness;
 use super::plans::Inputs;
 use super::strategy::{self, Shape};
-use crate::engine::EngineInner;
-use crate::error::{Error, Result};
-use crate::sources::counting::{RowCounter, count_scans};
+use crate::runtime::Runtime;
+use tributary_sources::counting::{RowCounter, count_scans};
+use tributary_sql::error::{Error, Result};
 
 mod affected;
 mod fold;
@@ -310,7 +310,7 @@ pub enum NewRows {
 /// Recomputes the affected keys of a model and merges them into its table in one commit.
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn refresh_keys(
-    engine: &EngineInner,
+    engine: &Runtime,
     state: &SessionState,
     plan: LogicalPlan,
     keys: &Keys,
@@ -325,7 +325,7 @@ pub(super) async fn refresh_keys(
     let ctx = SessionContext::new_with_state(state.clone());
     let started = std::time::Instant::now();
     let plan = count_scans(plan, counter)?;
-    let on_read = crate::storage::deletion::enabled(&table);
+    let on_read = tributary_storage::deletion::enabled(&table);
     if keys.at == KeysAt::Aggregate
         && on_read
         && lateness.is_none()
@@ -417,7 +417,7 @@ pub(super) async fn refresh_keys(
     };
     // Below this many keys no model of at least `min_rows` rows passes the limit: no count.
     let model_rows = if key_count * 100 > min_rows * max_percent {
-        ctx.read_table(crate::storage::delta::provider(&table).await?)?
+        ctx.read_table(tributary_storage::delta::provider(&table).await?)?
             .count()
             .await?
     } else {

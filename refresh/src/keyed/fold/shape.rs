@@ -13,7 +13,7 @@ use datafusion::logical_expr::expr::AggregateFunction;
 use datafusion::logical_expr::{Aggregate, Expr, ExprSchemable, LogicalPlan, lit};
 
 use super::super::unalias;
-use crate::refresh::strategy::{self, Shape as PlanShape};
+use crate::strategy::{self, Shape as PlanShape};
 
 /// How a value of the aggregate follows from a group's old value and its changed rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -10,7 +10,7 @@ use datafusion::arrow::array::{Array, ArrayRef, AsArray, Decimal128Builder};
 use datafusion::arrow::datatypes::{DataType, Decimal128Type, DecimalType, Int64Type, i256};
 use std::sync::Arc;
 
-use crate::error::{Error, Result};
+use tributary_sql::error::{Error, Result};
 
 /// `sum / count` per row as AVG computes it, typed `output` (NULL where the count is zero).
 pub(super) fn decimal_avg(sum: &ArrayRef, count: &ArrayRef, output: &DataType) -> Result<ArrayRef> {

@@ -9,16 +9,16 @@ use deltalake::protocol::SaveMode;
 use tributary_catalog::{CatalogObject, ObjectKind, RunOutcome, RunStatus};
 
 use super::{changes, columns, keyed, lateness, plans, strategy};
-use crate::engine::{Engine, EngineInner};
-use crate::error::{Error, Result};
-use crate::options::RefreshMode;
-use crate::planning;
-use crate::sources::counting;
-use crate::storage::bookmarks::{self, Bookmark, Bookmarks, CommitMetadata};
-use crate::storage::delta;
+use crate::runtime::Runtime;
+use tributary_query::planning;
+use tributary_sources::counting;
+use tributary_sql::error::{Error, Result};
+use tributary_sql::options::RefreshMode;
+use tributary_storage::bookmarks::{self, Bookmark, Bookmarks, CommitMetadata};
+use tributary_storage::delta;
 
 /// The model's current Delta table (published, or the empty version 0 before a first refresh).
-async fn current_table(engine: &EngineInner, object: &CatalogObject) -> Result<DeltaTable> {
+async fn current_table(engine: &Runtime, object: &CatalogObject) -> Result<DeltaTable> {
     if object.published_version.is_some() {
         delta::latest(engine.store.published_table(object).await?).await
     } else {
@@ -32,12 +32,12 @@ async fn current_table(engine: &EngineInner, object: &CatalogObject) -> Result<D
 
 /// Refreshes one model (full recomputation) and records the run.
 pub async fn refresh_one(
-    engine: &Engine,
+    runtime: &Arc<Runtime>,
     object: &CatalogObject,
     trigger: &str,
     full: bool,
 ) -> Result<RunOutcome> {
-    let inner = &engine.inner;
+    let inner = runtime;
     let (_guard, object) = inner.store.lock_for_write(object).await?;
     let run_id = inner.catalog.start_run(&object, trigger)?;
     let started = std::time::Instant::now();
@@ -90,7 +90,7 @@ pub async fn refresh_one(
 /// Marks a run failed if its refresh is dropped before finishing (the statement was
 /// cancelled or its connection closed), so no run stays `running` while the server lives.
 struct RunGuard {
-    engine: Arc<EngineInner>,
+    engine: Arc<Runtime>,
     run_id: i64,
     model: tributary_catalog::ObjectName,
     started: std::time::Instant,
@@ -132,7 +132,7 @@ struct Done {
 
 /// Plans the model, reads its inputs' changes, and runs the chosen strategy.
 async fn run(
-    engine: &EngineInner,
+    engine: &Runtime,
     object: &CatalogObject,
     run_id: i64,
     full_requested: bool,
@@ -237,7 +237,7 @@ async fn run(
                 commit(&choice.strategy),
                 &counter,
                 lateness.as_ref(),
-                Some(crate::storage::cluster::layout_of(object)),
+                Some(tributary_storage::cluster::layout_of(object)),
             )
             .await?;
             match keywise {
@@ -272,24 +272,25 @@ async fn run(
         _ => (plan, SaveMode::Overwrite, table),
     };
     let plan = counting::count_scans(plan, &counter)?;
-    let keys = crate::storage::cluster::cluster_keys(object);
+    let keys = tributary_storage::cluster::cluster_keys(object);
     let (plan, state) = match &keys {
         Some(keys) => (
-            crate::storage::cluster::clustered(plan, keys),
-            crate::storage::cluster::writing_state(state),
+            tributary_storage::cluster::clustered(plan, keys),
+            tributary_storage::cluster::writing_state(state),
         ),
         None => (plan, state),
     };
-    let layout = Some(crate::storage::cluster::layout_of(object));
-    let mut written = match crate::storage::write::write_plan(&table, &state, &plan, layout).await {
-        Ok(written) => written,
-        Err(e) => return Err(explain_read_error(engine, &state, &plan, e).await),
-    };
+    let layout = Some(tributary_storage::cluster::layout_of(object));
+    let mut written =
+        match tributary_storage::write::write_plan(&table, &state, &plan, layout).await {
+            Ok(written) => written,
+            Err(e) => return Err(explain_read_error(engine, &state, &plan, e).await),
+        };
     if let Some(keys) = &keys {
-        crate::storage::cluster::tag_sorted(&mut written.adds, keys);
+        tributary_storage::cluster::tag_sorted(&mut written.adds, keys);
     }
     let rows = written.rows as i64;
-    let table = crate::storage::write::commit(table, written, mode, metadata(&strategy)).await?;
+    let table = tributary_storage::write::commit(table, written, mode, metadata(&strategy)).await?;
     let appended = mode == SaveMode::Append;
     let version =
         crate::quality::publish::publish_audited(engine, object, table, &before, appended, run_id)
@@ -316,10 +317,10 @@ pub(super) struct Planned {
     /// Stored inputs by name, with the bookmark the last commit recorded for each.
     pub(super) inputs: BTreeMap<tributary_catalog::ObjectName, (CatalogObject, Option<i64>)>,
     /// The files each file source input has now, read by this refresh.
-    pub(super) files: BTreeMap<tributary_catalog::ObjectName, crate::sources::files::Listing>,
+    pub(super) files: BTreeMap<tributary_catalog::ObjectName, tributary_sources::files::Listing>,
     /// The cursor state of each PostgreSQL source input with a cursor, read by this refresh.
     pub(super) cursors:
-        BTreeMap<tributary_catalog::ObjectName, crate::sources::postgres::CursorState>,
+        BTreeMap<tributary_catalog::ObjectName, tributary_sources::postgres::CursorState>,
 }
 
 /// The plan with every `SELECT DISTINCT` written as the GROUP BY of all its columns it means
@@ -345,7 +346,7 @@ fn distinct_as_grouping(
 /// Plans a refresh of `object`. The scheduler's change sensor plans with `sensor` set, which
 /// lets PostgreSQL sources with a `poll` interval answer from the sensor's memory.
 pub(super) async fn plan_refresh(
-    engine: &EngineInner,
+    engine: &Runtime,
     object: &CatalogObject,
     full_requested: bool,
     sensor: bool,
@@ -376,18 +377,18 @@ pub(super) async fn plan_refresh(
         };
         let recorded = bookmarks.get(&name.to_string());
         let bookmark = recorded.and_then(Bookmark::version);
-        let change = if crate::sources::postgres::is_postgres(&input) {
+        let change = if tributary_sources::postgres::is_postgres(&input) {
             let (change, now) = if sensor {
                 super::sensor::sensed_change(engine, &input, recorded).await?
             } else {
-                crate::sources::postgres::change_since(&engine.catalog, &input, recorded).await?
+                tributary_sources::postgres::change_since(&engine.catalog, &input, recorded).await?
             };
             if let Some(now) = now {
                 cursors.insert(name.clone(), now);
             }
             change
-        } else if input.kind == ObjectKind::Source && !crate::sources::http::is_http(&input) {
-            let spec = crate::sources::files::FileSourceSpec::from_options(&input.options)?;
+        } else if input.kind == ObjectKind::Source && !tributary_sources::http::is_http(&input) {
+            let spec = tributary_sources::files::FileSourceSpec::from_options(&input.options)?;
             let listing = spec.list_files(&state).await?;
             let change = changes::files_change(&input, recorded, &listing);
             files.insert(name.clone(), listing);
@@ -410,7 +411,7 @@ pub(super) async fn plan_refresh(
     // planner inlines views, so they are not among the scans), then its stored inputs. Only
     // looked up when a column no longer fits.
     let upstream = || -> Result<Vec<CatalogObject>> {
-        let named = crate::dialect::identifiers(query);
+        let named = tributary_sql::dialect::identifiers(query);
         let mut upstream: Vec<CatalogObject> = engine
             .catalog
             .objects()?
@@ -453,7 +454,7 @@ pub(super) async fn plan_refresh(
 fn pin_file_sources(
     plan: datafusion::logical_expr::LogicalPlan,
     inputs: &plans::Inputs,
-    files: &BTreeMap<tributary_catalog::ObjectName, crate::sources::files::Listing>,
+    files: &BTreeMap<tributary_catalog::ObjectName, tributary_sources::files::Listing>,
 ) -> Result<datafusion::logical_expr::LogicalPlan> {
     if files.is_empty() {
         return Ok(plan);
@@ -462,7 +463,7 @@ fn pin_file_sources(
         let Some(listing) = files.get(name) else {
             return Ok(None);
         };
-        let spec = crate::sources::files::FileSourceSpec::from_options(&input.options)?;
+        let spec = tributary_sources::files::FileSourceSpec::from_options(&input.options)?;
         Ok(Some(spec.files_provider(like.schema(), listing.keys())?))
     })
 }
@@ -470,7 +471,7 @@ fn pin_file_sources(
 /// `refresh = 'append'` promises that inputs only gain rows: an input that updated or deleted
 /// rows breaks it, and the error names the input and the first row that changed.
 async fn check_append_contract(
-    engine: &EngineInner,
+    engine: &Runtime,
     state: &datafusion::execution::context::SessionState,
     object: &CatalogObject,
     inputs: &plans::Inputs,
@@ -499,7 +500,7 @@ async fn check_append_contract(
 
 /// A value that does not parse while reading file sources: name the file (and keep the line).
 async fn explain_read_error(
-    engine: &EngineInner,
+    engine: &Runtime,
     state: &datafusion::execution::context::SessionState,
     plan: &datafusion::logical_expr::LogicalPlan,
     error: Error,
@@ -518,8 +519,8 @@ async fn explain_read_error(
             continue;
         }
         let (Ok(spec), Ok(schema)) = (
-            crate::sources::files::FileSourceSpec::from_options(&object.options),
-            crate::types::schema_of_columns(&object.columns),
+            tributary_sources::files::FileSourceSpec::from_options(&object.options),
+            tributary_sql::types::schema_of_columns(&object.columns),
         ) else {
             continue;
         };

@@ -18,7 +18,7 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use roaring::RoaringTreemap;
 
-use crate::error::{Error, Result};
+use tributary_sql::error::{Error, Result};
 
 /// A set of keys, for membership tests of a file's rows. A single integer key is kept as
 /// integers; other keys as Arrow's row encoding (one byte string per key, NULLs included,
@@ -310,7 +310,8 @@ pub(super) async fn positions(
     keys: &KeySet,
     deleted: &RoaringTreemap,
 ) -> Result<Option<RoaringTreemap>> {
-    let (reader, metadata) = crate::storage::scan::open_parquet(store.clone(), path, size).await?;
+    let (reader, metadata) =
+        tributary_storage::scan::open_parquet(store.clone(), path, size).await?;
     let parquet = metadata.metadata().clone();
     let arrow_schema = metadata.schema().clone();
     let groups = parquet.row_groups();
@@ -357,7 +358,7 @@ pub(super) async fn positions(
         Some(sieve) => {
             let mask = ProjectionMask::columns(schema, [key_columns[sieve.column].as_str()]);
             // A reader of its own: the pass below reads the file again, with this metadata.
-            let first = crate::storage::scan::parquet_reader(store, path, size)?;
+            let first = tributary_storage::scan::parquet_reader(store, path, size)?;
             let stream =
                 ParquetRecordBatchStreamBuilder::new_with_metadata(first, metadata.clone())
                     .with_projection(mask)

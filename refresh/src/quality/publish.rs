@@ -10,11 +10,11 @@ use serde_json::json;
 use tributary_catalog::{CatalogObject, DataTest, Severity, TestStatus};
 
 use super::check::{self, Candidate};
-use crate::engine::EngineInner;
-use crate::error::{Error, Result};
-use crate::refresh::changes::{self, FeedRows};
-use crate::storage::bookmarks::{Bookmarks, CommitMetadata};
-use crate::storage::delta;
+use crate::changes::{self, FeedRows};
+use crate::runtime::Runtime;
+use tributary_sql::error::{Error, Result};
+use tributary_storage::bookmarks::{Bookmarks, CommitMetadata};
+use tributary_storage::delta;
 
 /// Commit metadata key marking a commit that restored the table after a failed audit (the
 /// value is the id of the run whose commit it undid).
@@ -31,7 +31,7 @@ pub(crate) struct Before {
 /// Audits `table` (the version a refresh of `object` just committed) and publishes it if no
 /// `error` test fails. `appended` says the commit only added rows.
 pub(crate) async fn publish_audited(
-    engine: &EngineInner,
+    engine: &Runtime,
     object: &CatalogObject,
     table: DeltaTable,
     before: &Before,
@@ -156,7 +156,7 @@ fn test_failed(
 /// At start-up: a model commit that landed without its tests having run (the server stopped
 /// between writing and auditing) is undone rather than published. Returns whether it was.
 pub(crate) async fn undo_unaudited(
-    engine: &EngineInner,
+    engine: &Runtime,
     object: &CatalogObject,
     latest: DeltaTable,
 ) -> Result<bool> {
