@@ -99,8 +99,7 @@ impl Engine {
 
 fn is_maintained(object: &CatalogObject) -> bool {
     // HTTP sources keep their snapshots as a Delta table too: one small file per poll.
-    (matches!(object.kind, ObjectKind::Table | ObjectKind::Model)
-        || crate::sources::http::is_http(object))
+    crate::sources::stored_in_delta(object)
         && object.location.is_some()
         && object.published_version.is_some()
 }

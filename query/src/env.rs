@@ -14,6 +14,7 @@ use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use tributary_catalog::{Catalog, CatalogObject, ObjectKind};
+use tributary_sources::SourceKind;
 use tributary_sources::files::FileSourceSpec;
 use tributary_sql::{Error, Result};
 use tributary_storage::TableStore;
@@ -74,18 +75,25 @@ impl QueryEnv {
     pub async fn provider_for(&self, object: &CatalogObject) -> Result<Arc<dyn TableProvider>> {
         match object.kind {
             ObjectKind::Table | ObjectKind::Model => self.store.published_provider(object).await,
-            // HTTP sources are read from their stored snapshots.
-            ObjectKind::Source if tributary_sources::http::is_http(object) => {
-                self.store.published_provider(object).await
-            }
-            ObjectKind::Source if tributary_sources::postgres::is_postgres(object) => {
-                tributary_sources::postgres::provider(&self.catalog, object).await
-            }
-            ObjectKind::Source => {
-                let spec = FileSourceSpec::from_options(&object.options)?;
-                let schema = tributary_sql::types::schema_of_columns(&object.columns)?;
-                Ok(spec.provider(schema)?)
-            }
+            ObjectKind::Source => match SourceKind::of(object) {
+                // HTTP sources are read from their stored snapshots.
+                Some(SourceKind::Http) => self.store.published_provider(object).await,
+                Some(SourceKind::Postgres) => {
+                    tributary_sources::postgres::provider(&self.catalog, object).await
+                }
+                Some(SourceKind::Files) => {
+                    let spec = FileSourceSpec::from_options(&object.options)?;
+                    let schema = tributary_sql::types::schema_of_columns(&object.columns)?;
+                    Ok(spec.provider(schema)?)
+                }
+                None => Err(Error::Internal(format!(
+                    "source {} has a connector this build cannot read: {:?}",
+                    object.name,
+                    object
+                        .options
+                        .get(tributary_sources::kind::CONNECTOR_OPTION)
+                ))),
+            },
             ObjectKind::View => {
                 let query = object
                     .query

@@ -38,7 +38,7 @@ pub async fn snapshot_provider(
             kind: "relation",
             name: object_name.to_string(),
         })?;
-    if !object.kind.is_stored() && !tributary_sources::http::is_http(&object) {
+    if !tributary_sources::stored_in_delta(&object) {
         return Err(Error::bad_input(format!(
             "time travel needs a table, a model or an http source, and \"{}\" is a {}",
             object.name, object.kind

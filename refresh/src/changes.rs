@@ -81,7 +81,7 @@ pub(crate) async fn change_of(
 ) -> Result<Change> {
     match input.kind {
         // HTTP sources store their snapshots as Delta versions, tracked like tables.
-        ObjectKind::Source if tributary_sources::http::is_http(input) => {}
+        ObjectKind::Source if tributary_sources::stored_in_delta(input) => {}
         ObjectKind::Source => {
             return Err(Error::Internal(format!(
                 "source \"{}\" is tracked by its files",

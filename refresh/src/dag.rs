@@ -298,7 +298,7 @@ pub async fn recover(runtime: &Arc<Runtime>) -> Result<()> {
     let mut committed_runs: HashMap<i64, i64> = HashMap::new();
     for object in catalog.objects()? {
         // HTTP sources store their snapshots in Delta too.
-        if !object.kind.is_stored() && !tributary_sources::http::is_http(&object) {
+        if !tributary_sources::stored_in_delta(&object) {
             continue;
         }
         let Some(location) = object.location.as_deref() else {

@@ -377,7 +377,8 @@ pub(super) async fn plan_refresh(
         };
         let recorded = bookmarks.get(&name.to_string());
         let bookmark = recorded.and_then(Bookmark::version);
-        let change = if tributary_sources::postgres::is_postgres(&input) {
+        let kind = tributary_sources::SourceKind::of(&input);
+        let change = if kind == Some(tributary_sources::SourceKind::Postgres) {
             let (change, now) = if sensor {
                 super::sensor::sensed_change(engine, &input, recorded).await?
             } else {
@@ -387,7 +388,7 @@ pub(super) async fn plan_refresh(
                 cursors.insert(name.clone(), now);
             }
             change
-        } else if input.kind == ObjectKind::Source && !tributary_sources::http::is_http(&input) {
+        } else if kind == Some(tributary_sources::SourceKind::Files) {
             let spec = tributary_sources::files::FileSourceSpec::from_options(&input.options)?;
             let listing = spec.list_files(&state).await?;
             let change = changes::files_change(&input, recorded, &listing);

@@ -7,6 +7,8 @@
 //! Delta snapshots). [`change`] is the answer they give refresh, [`counting`] counts what a
 //! refresh reads, [`secret`] resolves the secrets connectors use.
 //!
+//! [`SourceKind`] says which connector a source has.
+//!
 //! Depends on: storage (HTTP snapshots are Delta tables; bookmarks), `tributary-sql` and the
 //! catalog. Must not depend on queries, refresh or the engine: a connector is handed the
 //! catalog and the table store, never a session.
@@ -15,7 +17,10 @@ pub mod change;
 pub mod counting;
 pub mod files;
 pub mod http;
+pub mod kind;
 pub mod postgres;
 mod postgres_copy;
 pub mod secret;
 mod sized;
+
+pub use kind::{SourceKind, stored_in_delta};

@@ -6,6 +6,8 @@
 //!   confirmed the model was current then);
 //! - file source: the newest modification time among its files (listed when queried);
 //! - http source: when its last successful poll finished (an unchanged body counts);
+//! - postgres source: its newest cursor value, when the cursor column is a time (asked of
+//!   PostgreSQL when queried; unknown without a time cursor);
 //! - table: its last published commit (the catalog's `updated_at` of the object).
 //!
 //! Status: `fresh` (staleness within the objective), `stale` (over it), `unknown` (an
@@ -14,6 +16,7 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use datafusion::arrow::record_batch::RecordBatch;
 use tributary_catalog::{ObjectKind, ObjectName, RunStatus};
+use tributary_sources::SourceKind;
 
 use super::rows::{Col, RowsBuilder};
 use crate::env::QueryEnv;
@@ -52,11 +55,22 @@ pub async fn freshness(engine: &QueryEnv, now: DateTime<Utc>) -> Result<Vec<Fres
             ObjectKind::Table => object
                 .published_version
                 .and_then(|_| parse(&object.updated_at)),
-            // An HTTP source was current when its last successful poll finished.
-            ObjectKind::Source if tributary_sources::http::is_http(&object) => {
-                last_success.get(&object.id).and_then(|t| parse(t))
-            }
-            ObjectKind::Source => newest_file(engine, &object).await,
+            ObjectKind::Source => match SourceKind::of(&object) {
+                // An HTTP source was current when its last successful poll finished.
+                Some(SourceKind::Http) => last_success.get(&object.id).and_then(|t| parse(t)),
+                Some(SourceKind::Files) => newest_file(engine, &object).await,
+                // A federated table's newest data is its newest cursor time (unknown when it
+                // cannot be asked, has no time cursor, or is empty).
+                Some(SourceKind::Postgres) => {
+                    tributary_sources::postgres::newest_cursor_time(&engine.catalog, &object)
+                        .await
+                        .unwrap_or_else(|e| {
+                            tracing::warn!(source = %object.name, error = %e, "freshness of a postgres source is unknown");
+                            None
+                        })
+                }
+                None => None,
+            },
             _ => continue,
         };
         let max_staleness = object.options.get("max_staleness").cloned();

@@ -90,7 +90,7 @@ fn objects(catalog: &Catalog, kind: ObjectKind) -> Result<RecordBatch> {
                 let last = last_runs.get(&o.id);
                 b.text(Some(&o.name.schema))
                     .text(Some(&o.name.name))
-                    .text(Some(opt(o, "connector").unwrap_or("files")))
+                    .text(tributary_sources::SourceKind::of(o).map(|k| k.as_str()))
                     .text(opt(o, "format"))
                     .text(opt(o, "path").or(opt(o, "url")))
                     .text(Some(&options_json(o)))

@@ -622,7 +622,7 @@ async fn on_change_models_follow_an_advancing_cursor() {
             "CREATE CONNECTION bank TO POSTGRES (HOST '127.0.0.1', PORT 5432, DATABASE 'test',
                  USER 'postgres', SSLMODE 'disable', APPLICATION_NAME '{app}');
              CREATE SOURCE events FROM POSTGRES CONNECTION bank TABLE '{app}.events'
-                 WITH (cursor = 'updated_at');
+                 WITH (cursor = 'updated_at', max_staleness = '1 day');
              CREATE MODEL total WITH (schedule = 'on change') AS
                  SELECT sum(amount) AS total FROM events;
              CREATE SOURCE hourly FROM POSTGRES CONNECTION bank TABLE '{app}.events'
@@ -670,5 +670,18 @@ async fn on_change_models_follow_an_advancing_cursor() {
         scalar(&client, "SELECT total FROM total_hourly").await,
         15,
         "a refresh reads PostgreSQL afresh"
+    );
+    // Its freshness is the newest cursor time, long past the objective.
+    assert_eq!(
+        rows(
+            &client,
+            "SELECT last_data_at, status FROM tributary.freshness \
+             WHERE name = 'public.events'"
+        )
+        .await,
+        [vec![
+            Some("2026-01-02 00:00:00+00".to_string()),
+            Some("stale".to_string())
+        ]]
     );
 }

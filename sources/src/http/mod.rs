@@ -52,7 +52,7 @@ use tributary_storage::bookmarks::CommitMetadata;
 use tributary_storage::delta;
 
 /// The option naming a source's connector in the catalog (`http`; file sources have none).
-pub const CONNECTOR_KEY: &str = "connector";
+pub const CONNECTOR_KEY: &str = crate::kind::CONNECTOR_OPTION;
 /// The column every snapshot row gets: when the poll that brought it happened.
 pub const LOADED_AT: &str = "_loaded_at";
 /// Commit metadata key holding the SHA-256 of the body a snapshot commit holds.
@@ -83,8 +83,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
 /// Whether a catalog object is an HTTP source.
 pub fn is_http(object: &CatalogObject) -> bool {
-    object.kind == ObjectKind::Source
-        && object.options.get(CONNECTOR_KEY).map(String::as_str) == Some("http")
+    crate::SourceKind::of(object) == Some(crate::SourceKind::Http)
 }
 
 /// The settings of an HTTP source, as kept in the catalog's options.
@@ -267,7 +266,10 @@ pub async fn create(
     text: &str,
 ) -> Result<()> {
     let mut options = source.options.clone();
-    options.insert(CONNECTOR_KEY.into(), "http".into());
+    options.insert(
+        CONNECTOR_KEY.into(),
+        crate::SourceKind::Http.as_str().into(),
+    );
     options.insert("url".into(), source.path.clone());
     options.insert("format".into(), source.format.as_str().into());
     let spec = HttpSourceSpec::from_options(&options)?;

@@ -58,8 +58,7 @@ pub const OPTION_KEYS: &[&str] = &[
 
 /// Whether a source reads a PostgreSQL table.
 pub fn is_postgres(object: &CatalogObject) -> bool {
-    object.kind == ObjectKind::Source
-        && object.options.get("connector").map(String::as_str) == Some(CONNECTOR)
+    crate::SourceKind::of(object) == Some(crate::SourceKind::Postgres)
 }
 
 /// A PostgreSQL source's settings, as kept in the catalog's options.
@@ -81,7 +80,8 @@ impl PostgresSourceSpec {
                 .ok_or_else(|| Error::Internal(format!("postgres source without {key}")))
         };
         for key in options.keys() {
-            let internal = ["connector", "connection", "table"].contains(&key.as_str());
+            let internal =
+                [crate::kind::CONNECTOR_OPTION, "connection", "table"].contains(&key.as_str());
             if !internal && !OPTION_KEYS.contains(&key.as_str()) {
                 return Err(Error::InvalidOption {
                     option: key.clone(),
@@ -363,7 +363,10 @@ pub async fn create(
     text: &str,
 ) -> Result<()> {
     let mut options = source.options.clone();
-    options.insert("connector".into(), CONNECTOR.into());
+    options.insert(
+        crate::kind::CONNECTOR_OPTION.into(),
+        crate::SourceKind::Postgres.as_str().into(),
+    );
     options.insert("connection".into(), source.connection.clone());
     options.insert("table".into(), source.table.clone());
     let spec = PostgresSourceSpec::from_options(&options)?;
@@ -451,179 +454,10 @@ pub fn query_planner() -> Arc<dyn datafusion::execution::context::QueryPlanner +
     Arc::new(Planner)
 }
 
-use tributary_storage::bookmarks::Bookmark;
+mod cursor;
+
+pub use cursor::{change_since, cursor_rows, filtered, newest_cursor_time};
 pub use tributary_storage::bookmarks::CursorState;
-
-/// `"schema"."table"` for SQL Tributary writes itself.
-fn quoted_table(spec: &PostgresSourceSpec) -> String {
-    let quote = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
-    match spec.table.split_once('.') {
-        Some((schema, table)) => format!("{}.{}", quote(schema), quote(table)),
-        None => quote(&spec.table),
-    }
-}
-
-/// How a PostgreSQL source changed since the bookmark a model's last commit recorded, and the
-/// cursor state this refresh reads up to (`None` without a cursor).
-///
-/// The invariant is that an incremental refresh equals a full one, so appends are claimed only
-/// when they are provably all that happened: with the bookmark `(c, n)` and now `n'` rows of
-/// which `k` have a cursor after `c`, the rows after `c` are exactly the new rows only if
-/// `n' = n + k` (an update moves a row's cursor past `c` without adding a row; a delete, a row
-/// inserted with an old or NULL cursor, or a transaction that commits late with an older
-/// cursor all break the equation). Anything else is, without a `primary_key`, a full refresh
-/// with its reason. With one, it is [`Change::CursorUpserted`]: the rows after the cursor are
-/// inserted or updated, and deleted rows are the keys a model holds that PostgreSQL no longer
-/// has. That assumes what every cursor-based extract assumes: a row's cursor is set when it is
-/// written and transactions commit in cursor order (a row committed late with an older cursor
-/// is not seen until a full refresh).
-pub async fn change_since(
-    catalog: &Catalog,
-    input: &CatalogObject,
-    bookmark: Option<&Bookmark>,
-) -> Result<(crate::change::Change, Option<CursorState>)> {
-    use crate::change::Change;
-    let spec = PostgresSourceSpec::from_options(&input.options)?;
-    let Some(cursor) = &spec.cursor else {
-        return Ok((
-            Change::Unknown(format!(
-                "source \"{}\" is a PostgreSQL table without a cursor (read in full)",
-                input.name
-            )),
-            None,
-        ));
-    };
-    let before: Option<CursorState> = bookmark.and_then(Bookmark::cursor);
-    let column = input
-        .columns
-        .iter()
-        .find(|c| &c.name == cursor)
-        .ok_or_else(|| {
-            Error::UndefinedColumn(format!(
-                "cursor column \"{cursor}\" of source \"{}\" does not exist",
-                input.name
-            ))
-        })?;
-    let c = format!("\"{}\"", cursor.replace('"', "\"\""));
-    let after = before.as_ref().and_then(|b| b.cursor.clone());
-    let newer = match &after {
-        Some(_) => format!(
-            "count(*) FILTER (WHERE {c} > CAST($1::text AS {}))",
-            column.data_type
-        ),
-        None => format!("count({c}) + 0 * length($1::text)"),
-    };
-    let sql = format!(
-        "SELECT count(*)::bigint, to_json(max({c})) #>> '{{}}', ({newer})::bigint FROM {}",
-        quoted_table(&spec)
-    );
-    let pool = pool(catalog, &spec.connection).await?;
-    let conn = pool
-        .connect_direct()
-        .await
-        .map_err(|e| remote_error(&input.name, &spec, e))?;
-    let row = conn
-        .conn
-        .query_one(&sql, &[&after.clone().unwrap_or_default()])
-        .await
-        .map_err(|e| remote_error(&input.name, &spec, e))?;
-    let now = CursorState {
-        rows: row.get(0),
-        cursor: row.get(1),
-    };
-    let newer: i64 = row.get(2);
-    let Some(before) = before else {
-        let why = format!(
-            "no cursor bookmark for source \"{}\" (first refresh)",
-            input.name
-        );
-        return Ok((Change::Unknown(why), Some(now)));
-    };
-    let change = if now == before {
-        Change::Unchanged
-    } else if now.rows == before.rows + newer && newer > 0 {
-        Change::CursorAppended {
-            cursor: cursor.clone(),
-            from: before.cursor.clone(),
-            to: now.cursor.clone().unwrap_or_default(),
-        }
-    } else if !spec.primary_key.is_empty() {
-        Change::CursorUpserted {
-            cursor: cursor.clone(),
-            from: before.cursor.clone(),
-            to: now.cursor.clone().unwrap_or_default(),
-            primary_key: spec.primary_key.clone(),
-        }
-    } else {
-        Change::Unknown(format!(
-            "rows of source \"{}\" were updated or deleted since the last refresh ({} rows then, \
-             {} now, {newer} with {cursor} after the bookmark), and it has no primary_key to \
-             follow them by",
-            input.name, before.rows, now.rows
-        ))
-    };
-    Ok((change, Some(now)))
-}
-
-/// The rows of `provider` whose cursor is after `after` and at most `up_to`, plus those with a
-/// NULL cursor when `nulls` is set. `after = None` has no lower bound; `up_to = None` means
-/// no non-NULL cursor existed when the bookmark was taken, so no non-NULL row qualifies.
-pub fn filtered(
-    state: &datafusion::execution::context::SessionState,
-    provider: Arc<dyn TableProvider>,
-    cursor: &str,
-    after: Option<&str>,
-    up_to: Option<&str>,
-    nulls: bool,
-) -> Result<Arc<dyn TableProvider>> {
-    use datafusion::common::{Column, ScalarValue};
-    use datafusion::logical_expr::{Expr, lit};
-    let field = provider.schema().field_with_name(cursor)?.clone();
-    let c = Expr::Column(Column::from_name(cursor));
-    let value = |text: &str| -> Result<Expr> {
-        Ok(lit(ScalarValue::try_from_string(
-            text.to_string(),
-            field.data_type(),
-        )?))
-    };
-    let range = match (after, up_to) {
-        (_, None) => None,
-        (Some(a), Some(u)) => Some(c.clone().gt(value(a)?).and(c.clone().lt_eq(value(u)?))),
-        (None, Some(u)) => Some(c.clone().lt_eq(value(u)?)),
-    };
-    let predicate = match (range, nulls) {
-        (Some(r), true) => r.or(c.is_null()),
-        (Some(r), false) => r,
-        (None, true) => c.is_null(),
-        (None, false) => lit(false),
-    };
-    let ctx = datafusion::prelude::SessionContext::new_with_state(state.clone());
-    let plan = ctx
-        .read_table(provider)?
-        .filter(predicate)?
-        .into_unoptimized_plan();
-    Ok(Arc::new(datafusion::datasource::view::ViewTable::new(
-        plan, None,
-    )))
-}
-
-/// A cursor-tracked source's rows in a cursor range, read through the federated provider (the
-/// filter is pushed down to PostgreSQL with the rest of the subplan).
-pub async fn cursor_rows(
-    catalog: &Catalog,
-    state: &datafusion::execution::context::SessionState,
-    input: &CatalogObject,
-    after: Option<&str>,
-    up_to: Option<&str>,
-    nulls: bool,
-) -> Result<Arc<dyn TableProvider>> {
-    let spec = PostgresSourceSpec::from_options(&input.options)?;
-    let cursor = spec
-        .cursor
-        .ok_or_else(|| Error::Internal(format!("source {} has no cursor", input.name)))?;
-    let base = provider(catalog, input).await?;
-    filtered(state, base, &cursor, after, up_to, nulls)
-}
 
 /// DataFusion's optimizer rules with federation last, wrapped so it never federates across an
 /// extension node. Last (`datafusion-federation` puts it right after scalar subqueries become
