@@ -226,19 +226,17 @@ async fn run(
                 .keys
                 .as_ref()
                 .ok_or_else(|| Error::Internal("key-wise refresh without keys".into()))?;
-            let keywise = keyed::refresh_keys(
+            let keywise = keyed::KeyWiseRefresh {
                 engine,
-                &state,
-                plan.clone(),
+                state: &state,
                 keys,
-                &inputs,
-                &choice.changes,
-                table,
-                commit(&choice.strategy),
-                &counter,
-                lateness.as_ref(),
-                Some(tributary_storage::cluster::layout_of(object)),
-            )
+                inputs: &inputs,
+                changes: &choice.changes,
+                counter: &counter,
+                lateness: lateness.as_ref(),
+                layout: Some(tributary_storage::cluster::layout_of(object)),
+            }
+            .run(plan.clone(), table, commit(&choice.strategy))
             .await?;
             match keywise {
                 keyed::KeyWise::Merged(merged) => {
