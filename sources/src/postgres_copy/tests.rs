@@ -1,5 +1,6 @@
 use super::*;
-use datafusion::arrow::datatypes::Schema;
+use column::numeric;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 
 /// A numeric in binary form from its parts.
 fn pg_numeric(weight: i16, sign: u16, dscale: u16, digits: &[i16]) -> Vec<u8> {

@@ -6,6 +6,7 @@
 
 mod jobs;
 mod quality;
+mod sources;
 mod statements;
 
 use std::any::TypeId;
