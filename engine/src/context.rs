@@ -9,6 +9,7 @@ use datafusion::execution::context::SessionState;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast;
+use std::sync::Arc;
 use tributary_catalog::{Catalog, CatalogObject};
 
 use crate::engine::Engine;
@@ -21,6 +22,14 @@ pub struct StatementContext<'a> {
     pub(crate) engine: &'a Engine,
     ctx: &'a SessionContext,
     user: &'a str,
+}
+
+impl std::fmt::Debug for StatementContext<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StatementContext")
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<'a> StatementContext<'a> {
@@ -94,7 +103,7 @@ impl<'a> StatementContext<'a> {
             _ => "SELECT",
         }
         .to_string();
-        let schema = plan.schema().inner().clone();
+        let schema = Arc::clone(plan.schema().inner());
         let optimized_plan = state.optimize(&plan)?;
         let optimized = started.elapsed();
         let physical = state

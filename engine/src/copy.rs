@@ -266,7 +266,7 @@ async fn write_file(
 
 /// Loads the data of a `COPY ... FROM STDIN` (or a server file) into its table as one commit.
 pub(crate) async fn copy_in(cx: &StatementContext<'_>, copy: &CopyIn, data: &[u8]) -> Result<u64> {
-    let engine = cx.engine.inner.clone();
+    let engine = Arc::clone(&cx.engine.inner);
     let lock = engine.store.write_lock(copy.object_id);
     let _guard = lock.lock().await;
     let object = engine
@@ -323,7 +323,7 @@ fn parse_copy_data(
         data.to_vec()
     };
     let null_regex = regex_for_null(&format.null)?;
-    let mut builder = csv::ReaderBuilder::new(schema.clone())
+    let mut builder = csv::ReaderBuilder::new(Arc::clone(schema))
         .with_header(format.header)
         .with_delimiter(format.delimiter)
         .with_null_regex(null_regex)
@@ -355,7 +355,7 @@ fn widen(batch: &RecordBatch, table_schema: &SchemaRef, table: &ObjectName) -> R
     for field in table_schema.fields() {
         match batch.schema().index_of(field.name()) {
             Ok(i) => {
-                let column = batch.column(i).clone();
+                let column = Arc::clone(batch.column(i));
                 if !field.is_nullable() && column.null_count() > 0 {
                     return Err(Error::BadInput {
                         message: format!(
@@ -381,5 +381,5 @@ fn widen(batch: &RecordBatch, table_schema: &SchemaRef, table: &ObjectName) -> R
             }
         }
     }
-    Ok(RecordBatch::try_new(table_schema.clone(), columns)?)
+    Ok(RecordBatch::try_new(Arc::clone(table_schema), columns)?)
 }

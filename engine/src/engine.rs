@@ -40,7 +40,7 @@ impl Default for EngineConfig {
 }
 
 /// The shared engine. Cheap to clone.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Engine {
     pub(crate) inner: Arc<Runtime>,
 }
@@ -60,10 +60,10 @@ impl Engine {
             }
         };
         let catalog = Arc::new(Catalog::open(&catalog_path)?);
-        let store = Arc::new(TableStore::new(catalog.clone(), warehouse));
+        let store = Arc::new(TableStore::new(Arc::clone(&catalog), warehouse));
         let query = QueryEnv::open(
-            catalog.clone(),
-            store.clone(),
+            Arc::clone(&catalog),
+            Arc::clone(&store),
             &config.database,
             config.memory_limit,
         )?;

@@ -2,6 +2,7 @@
 //! statement to queries, DDL, DML or refreshes.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::ParamValues;
@@ -81,6 +82,15 @@ pub struct Session {
     pub user: String,
     /// Settings changed with SET, reported by SHOW.
     settings: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("user", &self.user)
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Session {
@@ -191,7 +201,7 @@ impl Session {
                 for (i, t) in types {
                     parameter_types[i - 1] = t;
                 }
-                let schema = is_query(stmt).then(|| plan.schema().inner().clone());
+                let schema = is_query(stmt).then(|| Arc::clone(plan.schema().inner()));
                 Ok(Some(Described {
                     parameter_types,
                     schema,

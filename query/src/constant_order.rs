@@ -48,10 +48,10 @@ impl PhysicalOptimizerRule for UnorderedOnConstants {
                 return Ok(Transformed::no(node));
             }
             let input: Arc<dyn ExecutionPlan> =
-                Arc::new(ForgetOrder::new(aggregate.input().clone()));
+                Arc::new(ForgetOrder::new(Arc::clone(aggregate.input())));
             let options = ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute);
             Ok(Transformed::yes(
-                node.clone().replace_children(vec![input], options)?,
+                Arc::clone(&node).replace_children(vec![input], options)?,
             ))
         })
         .map(|t| t.data)
@@ -150,7 +150,7 @@ impl ExecutionPlan for ForgetOrder {
         input_stats: &[Arc<Statistics>],
         _args: &StatisticsArgs,
     ) -> DfResult<Arc<Statistics>> {
-        Ok(input_stats[0].clone())
+        Ok(Arc::clone(&input_stats[0]))
     }
 
     fn with_new_children(
@@ -192,12 +192,12 @@ mod tests {
         let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)]));
         let part = |ids: Vec<i64>| {
             vec![
-                RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from(ids))])
+                RecordBatch::try_new(Arc::clone(&schema), vec![Arc::new(Int64Array::from(ids))])
                     .unwrap(),
             ]
         };
         let table = MemTable::try_new(
-            schema.clone(),
+            Arc::clone(&schema),
             vec![part(vec![1, 2, 2, 3]), part(vec![3, 4, 4])],
         )
         .unwrap();

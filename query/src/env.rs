@@ -4,7 +4,7 @@
 //! Names resolve through [`DatabaseProvider`] to [`QueryEnv::provider_for`], so tables,
 //! models, sources and views read as the catalog says they are now.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Weak};
 
 use datafusion::catalog::TableProvider;
 use datafusion::datasource::view::ViewTable;
@@ -27,7 +27,7 @@ pub struct QueryEnv {
     pub store: Arc<TableStore>,
     /// The database name clients connect to (DataFusion's default catalog).
     pub database: String,
-    base_state: OnceLock<SessionState>,
+    base_state: SessionState,
 }
 
 impl std::fmt::Debug for QueryEnv {
@@ -47,22 +47,30 @@ impl QueryEnv {
         database: &str,
         memory_limit: usize,
     ) -> Result<Arc<Self>> {
-        let env = Arc::new(QueryEnv {
-            catalog,
-            store,
-            database: database.to_string(),
-            base_state: OnceLock::new(),
+        // The base state resolves names through the environment that holds it: built with a
+        // weak reference to the environment under construction.
+        let mut failure = None;
+        let env = Arc::new_cyclic(|env: &Weak<QueryEnv>| {
+            let base_state = base_state(env, database, memory_limit).unwrap_or_else(|e| {
+                failure = Some(e);
+                SessionStateBuilder::new().build()
+            });
+            QueryEnv {
+                catalog,
+                store,
+                database: database.to_string(),
+                base_state,
+            }
         });
-        let state = base_state(&env, memory_limit)?;
-        let _ = env.base_state.set(state);
-        Ok(env)
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(env),
+        }
     }
 
     /// The state every session's is cloned from.
     pub fn base_state(&self) -> &SessionState {
-        self.base_state
-            .get()
-            .expect("the base state is set in open, before the environment is shared")
+        &self.base_state
     }
 
     /// A new context with a fresh copy of the base state.
@@ -110,9 +118,9 @@ impl QueryEnv {
     }
 }
 
-fn base_state(inner: &Arc<QueryEnv>, memory_limit: usize) -> Result<SessionState> {
+fn base_state(env: &Weak<QueryEnv>, database: &str, memory_limit: usize) -> Result<SessionState> {
     let config = SessionConfig::new()
-        .with_default_catalog_and_schema(&inner.database, "public")
+        .with_default_catalog_and_schema(database, "public")
         .with_create_default_catalog_and_schema(false)
         .with_information_schema(true)
         .set_bool("datafusion.sql_parser.enable_ident_normalization", true)
@@ -147,16 +155,13 @@ fn base_state(inner: &Arc<QueryEnv>, memory_limit: usize) -> Result<SessionState
         .with_physical_optimizer_rule(Arc::new(crate::constant_order::UnorderedOnConstants))
         .build();
     let ctx = SessionContext::new_with_state(state);
-    ctx.register_catalog(
-        &inner.database,
-        Arc::new(DatabaseProvider::new(Arc::downgrade(inner))),
-    );
+    ctx.register_catalog(database, Arc::new(DatabaseProvider::new(Weak::clone(env))));
     datafusion_pg_catalog::setup_pg_catalog(
         &ctx,
-        &inner.database,
+        database,
         datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider,
     )
     .map_err(|e| Error::DataFusion(*e))?;
-    crate::system::pg_compat::install(&ctx, &inner.database, Arc::downgrade(inner))?;
+    crate::system::pg_compat::install(&ctx, database, Weak::clone(env))?;
     Ok(ctx.state())
 }

@@ -74,7 +74,9 @@ fn replace_first_except_all(stmt: &mut ast::Statement, replacement: SetExpr) {
             ..
         } = set
         {
-            *set = replacement.take().expect("checked");
+            if let Some(replacement) = replacement.take() {
+                *set = replacement;
+            }
             return;
         }
         match set {

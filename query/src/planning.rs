@@ -98,7 +98,7 @@ pub fn result_schema(state: &SessionState, plan: &LogicalPlan) -> Result<SchemaR
         state
             .analyzer()
             .execute_and_check(plan.clone(), state.config_options(), |_, _| {})?;
-    Ok(analyzed.schema().inner().clone())
+    Ok(Arc::clone(analyzed.schema().inner()))
 }
 
 /// Plans a standard SQL statement, resolving time travel first.
@@ -146,7 +146,7 @@ fn time_travel_schema(
     }
     let schema: Arc<dyn datafusion::catalog::SchemaProvider> =
         Arc::new(MemorySchemaProvider::new());
-    catalog.register_schema(TIME_TRAVEL_SCHEMA, schema.clone())?;
+    catalog.register_schema(TIME_TRAVEL_SCHEMA, Arc::clone(&schema))?;
     Ok(schema)
 }
 

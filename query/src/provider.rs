@@ -82,17 +82,17 @@ impl CatalogProvider for DatabaseProvider {
             .unwrap_or_else(|e| e.into_inner())
             .get(name)
         {
-            return Some(extra.clone());
+            return Some(Arc::clone(extra));
         }
         let engine = self.engine.upgrade()?;
         if name == system::tributary::SCHEMA {
             return Some(Arc::new(SystemSchema {
-                engine: self.engine.clone(),
+                engine: Weak::clone(&self.engine),
             }));
         }
         if engine.catalog.schema_exists(name).ok()? {
             Some(Arc::new(UserSchema {
-                engine: self.engine.clone(),
+                engine: Weak::clone(&self.engine),
                 schema: name.to_string(),
             }))
         } else {

@@ -83,7 +83,7 @@ fn parse_timestamp(text: &str) -> Result<chrono::DateTime<chrono::Utc>> {
         }
     }
     if let Ok(d) = NaiveDate::parse_from_str(t, "%Y-%m-%d") {
-        return Ok(d.and_hms_opt(0, 0, 0).expect("midnight").and_utc());
+        return Ok(d.and_time(chrono::NaiveTime::MIN).and_utc());
     }
     Err(Error::BadInput {
         message: format!("invalid input syntax for type timestamp with time zone: \"{text}\""),

@@ -42,7 +42,7 @@ pub async fn refresh_one(
     let run_id = inner.catalog.start_run(&object, trigger)?;
     let started = std::time::Instant::now();
     let guard = RunGuard {
-        engine: inner.clone(),
+        engine: Arc::clone(inner),
         run_id,
         model: object.name.clone(),
         started,
@@ -190,7 +190,7 @@ async fn run(
     let mut state = state;
     state
         .config_mut()
-        .set_extension(Arc::new(counting::FederatedRows(counter.clone())));
+        .set_extension(Arc::new(counting::FederatedRows(Arc::clone(&counter))));
     let lateness = match choice.strategy {
         strategy::Strategy::Full => None,
         _ => lateness::Lateness::of(&state, object, &table).await?,

@@ -414,7 +414,7 @@ fn uniform_to(
                 .map(|(column, field)| datafusion::arrow::compute::cast(column, field.data_type()))
                 .collect::<std::result::Result<Vec<_>, _>>()?;
             Ok(datafusion::arrow::record_batch::RecordBatch::try_new(
-                schema.clone(),
+                Arc::clone(schema),
                 columns,
             )?)
         })

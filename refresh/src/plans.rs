@@ -153,7 +153,9 @@ pub(super) async fn rewrite_scans(
                 ScanAs::OldAndCurrent => {
                     let old = cursor_rows(&engine.catalog, state, input, None, from, true).await?;
                     let ctx = datafusion::prelude::SessionContext::new_with_state(state.clone());
-                    let both = ctx.read_table(old)?.union(ctx.read_table(like.clone())?)?;
+                    let both = ctx
+                        .read_table(old)?
+                        .union(ctx.read_table(Arc::clone(&like))?)?;
                     Arc::new(datafusion::datasource::view::ViewTable::new(
                         both.into_unoptimized_plan(),
                         None,
@@ -239,7 +241,9 @@ pub(super) async fn rewrite_scans(
                 (ScanAs::OldAndCurrent, Some((from, _)), Some((input, _))) => {
                     let old = old_version(engine, input, from).await?;
                     let ctx = datafusion::prelude::SessionContext::new_with_state(state.clone());
-                    let both = ctx.read_table(old)?.union(ctx.read_table(like.clone())?)?;
+                    let both = ctx
+                        .read_table(old)?
+                        .union(ctx.read_table(Arc::clone(&like))?)?;
                     Arc::new(datafusion::datasource::view::ViewTable::new(
                         both.into_unoptimized_plan(),
                         None,
@@ -255,7 +259,7 @@ pub(super) async fn rewrite_scans(
     }
     let rewritten = plan.transform_up(|node| match node {
         LogicalPlan::TableScan(scan) => match replacements.get(&scan.table_name.to_string()) {
-            Some(provider) => Ok(Transformed::yes(scan_of(&scan, provider.clone())?)),
+            Some(provider) => Ok(Transformed::yes(scan_of(&scan, Arc::clone(provider))?)),
             None => Ok(Transformed::no(LogicalPlan::TableScan(scan))),
         },
         other => Ok(Transformed::no(other)),

@@ -46,11 +46,17 @@ fn main() -> ExitCode {
     // Planning and optimizing recurse as deep as a query's expressions nest (a long IN list
     // becomes an OR chain in Delta's scans), so workers get more than tokio's 2 MiB of stack;
     // it is address space, touched only as deep as a thread goes.
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
         .thread_stack_size(16 * 1024 * 1024)
         .enable_all()
         .build()
-        .expect("tokio runtime");
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => {

@@ -7,6 +7,11 @@
 //! statements, connections and bytes sent; the scheduler its queue; staleness and its
 //! objectives (`max_staleness`) are read at each scrape from what `tributary.freshness` shows.
 
+#![allow(
+    clippy::expect_used,
+    reason = "metric names, labels and buckets are constants; the metrics tests register and scrape every one"
+)]
+
 use std::pin::Pin;
 use std::sync::LazyLock;
 use std::task::{Context, Poll, ready};

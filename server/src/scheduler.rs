@@ -75,8 +75,8 @@ impl Scheduler {
             }
             tracing::info!(job = %job.name, trigger = decision.trigger, reason = %decision.reason, %run_time, "job due");
             let engine = self.engine.clone();
-            let permits = self.permits.clone();
-            let in_flight = self.jobs_in_flight.clone();
+            let permits = Arc::clone(&self.permits);
+            let in_flight = Arc::clone(&self.jobs_in_flight);
             tokio::spawn(async move {
                 let _permit = permits.acquire_owned().await;
                 if let Err(e) =
@@ -152,8 +152,8 @@ impl Scheduler {
         }
         lock(&self.in_flight).extend(due.keys().copied());
         let engine = self.engine.clone();
-        let permits = self.permits.clone();
-        let in_flight = self.in_flight.clone();
+        let permits = Arc::clone(&self.permits);
+        let in_flight = Arc::clone(&self.in_flight);
         let queue = Queue::new(due.len());
         tokio::spawn(async move {
             let run = |object: CatalogObject| {
@@ -183,8 +183,8 @@ impl Scheduler {
                 continue;
             }
             let engine = self.engine.clone();
-            let in_flight = self.in_flight.clone();
-            let permits = self.permits.clone();
+            let in_flight = Arc::clone(&self.in_flight);
+            let permits = Arc::clone(&self.permits);
             tokio::spawn(async move {
                 let _permit = permits.acquire_owned().await;
                 // The outcome (and any error) is recorded as a run of the source.

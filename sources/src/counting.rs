@@ -42,7 +42,7 @@ pub fn count_scans(
             }
             let provider = Arc::new(CountingTable {
                 inner,
-                counter: counter.clone(),
+                counter: Arc::clone(counter),
             });
             Ok(Transformed::yes(scan_of(&scan, provider)?))
         }
@@ -84,7 +84,7 @@ pub fn count_federated(
         if node.is::<datafusion_federation::sql::VirtualExecutionPlan>() {
             let counting: Arc<dyn ExecutionPlan> = Arc::new(CountingExec {
                 input: node,
-                counter: rows.0.clone(),
+                counter: Arc::clone(&rows.0),
             });
             Ok(Transformed::yes(counting))
         } else {
@@ -128,7 +128,7 @@ impl TableProvider for CountingTable {
         let input = self.inner.scan(state, projection, filters, limit).await?;
         Ok(Arc::new(CountingExec {
             input,
-            counter: self.counter.clone(),
+            counter: Arc::clone(&self.counter),
         }))
     }
 }
@@ -173,7 +173,7 @@ impl ExecutionPlan for CountingExec {
         input_stats: &[Arc<Statistics>],
         _args: &StatisticsArgs,
     ) -> DfResult<Arc<Statistics>> {
-        Ok(input_stats[0].clone())
+        Ok(Arc::clone(&input_stats[0]))
     }
 
     fn with_new_children(
@@ -182,7 +182,7 @@ impl ExecutionPlan for CountingExec {
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         Ok(Arc::new(CountingExec {
             input: children.swap_remove(0),
-            counter: self.counter.clone(),
+            counter: Arc::clone(&self.counter),
         }))
     }
 
@@ -202,7 +202,7 @@ impl ExecutionPlan for CountingExec {
     ) -> DfResult<SendableRecordBatchStream> {
         let stream = self.input.execute(partition, context)?;
         let schema = stream.schema();
-        let counter = self.counter.clone();
+        let counter = Arc::clone(&self.counter);
         let counted = stream.map(move |batch| {
             if let Ok(batch) = &batch {
                 counter.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
@@ -227,7 +227,7 @@ mod tests {
     fn ids(rows: i64) -> Arc<MemTable> {
         let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)]));
         let batch = RecordBatch::try_new(
-            schema.clone(),
+            Arc::clone(&schema),
             vec![Arc::new(Int64Array::from_iter_values(0..rows))],
         )
         .unwrap();

@@ -272,7 +272,7 @@ impl FileSourceSpec {
                 path: path.clone(),
                 ..self.clone()
             };
-            let provider = single.provider(schema.clone()).ok()?;
+            let provider = single.provider(Arc::clone(&schema)).ok()?;
             let result = match ctx.read_table(provider) {
                 Ok(df) => df.collect().await.map(|_| ()),
                 Err(e) => Err(e),

@@ -100,12 +100,12 @@ impl SQLExecutor for CopyExecutor {
         schema: SchemaRef,
         filters: &[Arc<dyn PhysicalExpr>],
     ) -> Result<SendableRecordBatchStream> {
-        let inner = self.inner.clone();
-        let pool = self.pool.clone();
+        let inner = Arc::clone(&self.inner);
+        let pool = Arc::clone(&self.pool);
         let source = self.source.clone();
         let query = query.to_string();
         let filters = filters.to_vec();
-        let result_schema = schema.clone();
+        let result_schema = Arc::clone(&schema);
         let stream = futures::stream::once(async move {
             let conn = pool.connect_direct().await.map_err(external)?;
             let prepared = conn.conn.prepare(&query).await.map_err(external)?;
@@ -115,7 +115,7 @@ impl SQLExecutor for CopyExecutor {
                 .map(|c| c.type_().clone())
                 .collect();
             drop(prepared);
-            let Some(decoder) = CopyDecoder::new(&types, schema.clone(), source) else {
+            let Some(decoder) = CopyDecoder::new(&types, Arc::clone(&schema), source) else {
                 drop(conn);
                 return inner.execute(&query, schema, &filters);
             };
@@ -337,7 +337,7 @@ impl CopyDecoder {
             arrays.push(array);
         }
         self.rows = 0;
-        RecordBatch::try_new(self.schema.clone(), arrays).map_err(|e| self.error(None, e))
+        RecordBatch::try_new(Arc::clone(&self.schema), arrays).map_err(|e| self.error(None, e))
     }
 }
 

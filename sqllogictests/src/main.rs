@@ -10,6 +10,9 @@
 //!
 //! Errors are reported as `SQLSTATE: message`, so `statement error 42P01` checks the code.
 
+// Test support: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::PathBuf;
 use std::time::Duration;
 

@@ -185,7 +185,7 @@ impl datafusion::physical_planner::ExtensionPlanner for ClusterPlanner {
         let Some(cluster) = node.as_any().downcast_ref::<ClusterBy>() else {
             return Ok(None);
         };
-        let input = without_empty_partitionings(physical_inputs[0].clone())?;
+        let input = without_empty_partitionings(Arc::clone(&physical_inputs[0]))?;
         let schema = input.schema();
         let sort = cluster
             .keys
@@ -320,11 +320,11 @@ impl ExecutionPlan for ClusteredExec {
             (true, 1) => self.input.execute(0, context)?,
             (true, _) => Arc::new(SortPreservingMergeExec::new(
                 self.ordering.clone(),
-                self.input.clone(),
+                Arc::clone(&self.input),
             ))
             .execute(0, context)?,
             (false, _) => {
-                super::key_sort::sorted(self.input.clone(), self.ordering.clone(), context)
+                super::key_sort::sorted(Arc::clone(&self.input), self.ordering.clone(), context)
             }
         };
         // Batches carry the declared schema: the writer compares them field by field,
@@ -338,7 +338,7 @@ impl ExecutionPlan for ClusteredExec {
                 return Ok(batch);
             }
             Ok(RecordBatch::try_new(
-                schema.clone(),
+                Arc::clone(&schema),
                 batch.columns().to_vec(),
             )?)
         });

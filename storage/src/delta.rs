@@ -235,7 +235,7 @@ pub fn conform(
         })
         .collect::<Result<Vec<_>>>()?;
     Ok(datafusion::arrow::record_batch::RecordBatch::try_new(
-        schema.clone(),
+        Arc::clone(schema),
         columns,
     )?)
 }

@@ -111,7 +111,7 @@ impl ObjectStore for SyncedLocalFileSystem {
         let upload = self.inner.put_multipart_opts(location, opts).await?;
         Ok(Box::new(SyncedUpload {
             upload,
-            store: self.inner.clone(),
+            store: Arc::clone(&self.inner),
             location: location.clone(),
         }))
     }
@@ -175,7 +175,7 @@ impl MultipartUpload for SyncedUpload {
     async fn complete(&mut self) -> Result<PutResult> {
         let result = self.upload.complete().await?;
         let synced = SyncedLocalFileSystem {
-            inner: self.store.clone(),
+            inner: Arc::clone(&self.store),
         };
         synced.sync(&self.location).await?;
         Ok(result)
@@ -204,6 +204,7 @@ impl ObjectStoreFactory for SyncedFactory {
 pub fn install() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
+        #[allow(clippy::expect_used, reason = "a constant that parses")]
         let url = Url::parse("file://").expect("static url");
         object_store_factories().insert(url, Arc::new(SyncedFactory));
     });

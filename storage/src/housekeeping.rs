@@ -147,7 +147,7 @@ impl std::fmt::Display for HousekeepingReport {
 }
 
 /// Inputs to a pass over one table that come from outside the table.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct MaintainOptions {
     /// Keep every file of this version and every file added after it (the oldest input
     /// version a model's bookmark names).
@@ -432,7 +432,7 @@ pub async fn ensure_readable(
         .collect();
     let missing = futures::stream::iter(paths)
         .map(|path| {
-            let store = store.clone();
+            let store = Arc::clone(&store);
             async move {
                 match store.head(&path).await {
                     Ok(_) => Ok(false),

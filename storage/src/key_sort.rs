@@ -68,8 +68,8 @@ async fn gather(
     // Dropping the set (returning early) aborts the readers still running.
     let mut readers = tokio::task::JoinSet::new();
     for partition in 0..partitions {
-        let mut stream = input.execute(partition, context.clone())?;
-        let reservation = reservation.clone();
+        let mut stream = input.execute(partition, Arc::clone(context))?;
+        let reservation = Arc::clone(&reservation);
         readers.spawn(async move {
             let mut batches = Vec::new();
             while let Some(batch) = stream.next().await {
@@ -251,7 +251,7 @@ mod tests {
                     .map(|ids| {
                         let names: Vec<String> = ids.iter().map(|id| format!("row {id}")).collect();
                         RecordBatch::try_new(
-                            schema.clone(),
+                            Arc::clone(&schema),
                             vec![
                                 Arc::new(Int64Array::from(ids.to_vec())),
                                 Arc::new(StringArray::from(names)),
@@ -262,7 +262,7 @@ mod tests {
                     .collect::<Vec<_>>()
             })
             .collect::<Vec<_>>();
-        let exec = MemorySourceConfig::try_new_exec(&data, schema.clone(), None).unwrap();
+        let exec = MemorySourceConfig::try_new_exec(&data, Arc::clone(&schema), None).unwrap();
         (schema, exec as _)
     }
 
@@ -344,7 +344,7 @@ mod tests {
         let context = Arc::new(TaskContext::default().with_runtime(runtime));
         // The pool is too small even for the spilling sort's buffers: the error shows that
         // it, not the in-memory sort, was asked.
-        let result: DfResult<Vec<RecordBatch>> = sorted(exec.clone(), by_id(&schema), context)
+        let result: DfResult<Vec<RecordBatch>> = sorted(Arc::clone(&exec), by_id(&schema), context)
             .try_collect()
             .await;
         let error = result.unwrap_err().to_string();

@@ -131,9 +131,11 @@ mod tests {
         }
         let runtime = RuntimeEnvBuilder::new().build_arc().unwrap();
         let cache = runtime.cache_manager.get_file_metadata_cache();
-        let plain = CachedParquetFileReaderFactory::new(store.clone(), cache.clone());
-        let caching =
-            PageIndexCachingFactory(CachedParquetFileReaderFactory::new(store, cache.clone()));
+        let plain = CachedParquetFileReaderFactory::new(Arc::clone(&store), Arc::clone(&cache));
+        let caching = PageIndexCachingFactory(CachedParquetFileReaderFactory::new(
+            store,
+            Arc::clone(&cache),
+        ));
 
         // DataFusion's own cached reader: the footer read leaves the page index out, so every
         // filtered scan loads and decodes it again.

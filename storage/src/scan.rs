@@ -127,7 +127,7 @@ impl DeltaScan {
             let deleted = match view.deletion_vector_descriptor() {
                 Some(dv) => {
                     if rows.is_none() {
-                        rows = Some(rows_in(store.clone(), &path, size).await?);
+                        rows = Some(rows_in(Arc::clone(&store), &path, size).await?);
                     }
                     Some(deletion::read(table, &dv).await?)
                 }
@@ -193,7 +193,8 @@ impl DeltaScan {
         let mut partitioned = Vec::with_capacity(files.len());
         for file in files {
             let range = file.key_range.as_ref().filter(|r| &r.keys == keys)?;
-            partitioned.push(Self::partitioned_file(file).with_statistics(range.bounds.clone()));
+            partitioned
+                .push(Self::partitioned_file(file).with_statistics(Arc::clone(&range.bounds)));
         }
         let sort = keys
             .split(',')
@@ -346,6 +347,7 @@ fn balanced_groups(mut files: Vec<PartitionedFile>, groups: usize) -> Vec<FileGr
     files.sort_by_key(|f| std::cmp::Reverse(f.object_meta.size));
     let mut buckets: Vec<(u64, Vec<PartitionedFile>)> = vec![(0, Vec::new()); groups.max(1)];
     for file in files {
+        #[allow(clippy::expect_used, reason = "`groups.max(1)` buckets, never none")]
         let smallest = buckets
             .iter_mut()
             .min_by_key(|(bytes, _)| *bytes)
@@ -363,7 +365,7 @@ fn balanced_groups(mut files: Vec<PartitionedFile>, groups: usize) -> Vec<FileGr
 #[async_trait]
 impl TableProvider for DeltaScan {
     fn schema(&self) -> SchemaRef {
-        self.schema.clone()
+        Arc::clone(&self.schema)
     }
 
     fn table_type(&self) -> TableType {
@@ -385,7 +387,7 @@ impl TableProvider for DeltaScan {
         limit: Option<usize>,
     ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
         let runtime = state.runtime_env();
-        runtime.register_object_store(self.store_url.as_ref(), self.store.clone());
+        runtime.register_object_store(self.store_url.as_ref(), Arc::clone(&self.store));
 
         let df_schema = DFSchema::try_from(self.schema.as_ref().clone())?;
         let predicate = conjunction(filters.iter().cloned())
@@ -393,8 +395,8 @@ impl TableProvider for DeltaScan {
             .transpose()?;
         let pruning = predicate.as_ref().and_then(|p| {
             PruningPredicateBuilder::new()
-                .with_file_schema(self.schema.clone())
-                .build(p.clone())
+                .with_file_schema(Arc::clone(&self.schema))
+                .build(Arc::clone(p))
         });
         let files = self.selected(pruning.as_deref());
 
@@ -417,10 +419,11 @@ impl TableProvider for DeltaScan {
         options.global.schema_force_view_types = false;
         options.global.pushdown_filters = true;
         let reader = CachedParquetFileReaderFactory::new(
-            self.store.clone(),
+            Arc::clone(&self.store),
             runtime.cache_manager.get_file_metadata_cache(),
         );
-        let source = ParquetSource::new(self.schema.clone()).with_table_parquet_options(options);
+        let source =
+            ParquetSource::new(Arc::clone(&self.schema)).with_table_parquet_options(options);
         let source = match predicate {
             // A filtered scan prunes pages: keep their index in the cache with the footer.
             Some(predicate) => source
@@ -461,7 +464,7 @@ impl TableProvider for DeltaScan {
             // none, which a join collecting its side into one partition rejects).
             let schema = match projection {
                 Some(indices) => Arc::new(self.schema.project(indices)?),
-                None => self.schema.clone(),
+                None => Arc::clone(&self.schema),
             };
             return Ok(Arc::new(datafusion::physical_plan::empty::EmptyExec::new(
                 schema,

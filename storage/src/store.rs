@@ -84,12 +84,13 @@ impl TableStore {
 
     /// The lock every writer of the stored object `id` holds while it writes.
     pub fn write_lock(&self, id: i64) -> Arc<tokio::sync::Mutex<()>> {
-        self.write_locks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(id)
-            .or_default()
-            .clone()
+        Arc::clone(
+            self.write_locks
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(id)
+                .or_default(),
+        )
     }
 
     /// Records a newly committed Delta state as the version readers see.
@@ -129,7 +130,7 @@ impl TableStore {
             .unwrap_or_else(|e| e.into_inner())
             .get(&object.id)
             .filter(|(at, _)| *at == read)
-            .map(|(_, provider)| provider.clone());
+            .map(|(_, provider)| Arc::clone(provider));
         if let Some(provider) = cached {
             return Ok(provider);
         }
@@ -138,7 +139,7 @@ impl TableStore {
         self.providers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(object.id, (read, provider.clone()));
+            .insert(object.id, (read, Arc::clone(&provider)));
         Ok(provider)
     }
 

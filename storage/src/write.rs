@@ -232,9 +232,7 @@ impl Files {
             let (index, file) = joined.map_err(task_failed)?;
             self.done.push((index, file?));
         }
-        let permit = encoder
-            .permits
-            .clone()
+        let permit = Arc::clone(&encoder.permits)
             .acquire_owned()
             .await
             .map_err(|e| Error::Internal(format!("file encoders closed: {e}")))?;

@@ -5,6 +5,9 @@
 //! The binary is `TRIBUTARY_BIN` when set, else the `tributary` of the target directory the
 //! test binary runs from (cargo builds a package's binaries before its integration tests).
 
+// Test support: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

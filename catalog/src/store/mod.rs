@@ -25,6 +25,12 @@ pub struct Catalog {
     conn: Mutex<Connection>,
 }
 
+impl std::fmt::Debug for Catalog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Catalog").finish_non_exhaustive()
+    }
+}
+
 const OBJECT_COLUMNS: &str = "id, schema_name, name, kind, sql, query, options, columns, \
      location, comment, published_version, created_at, updated_at, default_schema";
 

@@ -437,7 +437,7 @@ pub fn single_text_row(column: &str, value: &str) -> Result<Output> {
 pub fn rows_output(batch: RecordBatch) -> Result<Output> {
     let schema = batch.schema();
     let stream = datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
-        schema.clone(),
+        Arc::clone(&schema),
         futures::stream::iter(vec![Ok(batch)]),
     );
     Ok(Output::Rows {

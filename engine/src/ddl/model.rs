@@ -3,6 +3,7 @@
 //! replacement keeps the model's data until its new definition has refreshed.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use datafusion::arrow::datatypes::Schema;
 use datafusion::sql::sqlparser::ast;
@@ -60,7 +61,7 @@ pub async fn create_model(
         check_changed_columns_unused(cx, existing, &schema)?;
     }
     let location = location_for(&name);
-    let engine = cx.engine.inner.clone();
+    let engine = Arc::clone(&cx.engine.inner);
     // A model's Delta columns are all nullable: NOT NULL is a property of its query's result
     // (kept in the catalog), and Delta's write-time NOT NULL checks reject the placeholder
     // rows a MERGE that deletes keys produces internally.

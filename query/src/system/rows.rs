@@ -34,6 +34,15 @@ pub struct RowsBuilder {
     next: usize,
 }
 
+impl std::fmt::Debug for RowsBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RowsBuilder")
+            .field("schema", &self.schema)
+            .field("next", &self.next)
+            .finish_non_exhaustive()
+    }
+}
+
 impl RowsBuilder {
     pub fn new(columns: &[(&str, Col)]) -> Self {
         let fields: Vec<Field> = columns
@@ -69,7 +78,7 @@ impl RowsBuilder {
     }
 
     pub fn schema(&self) -> SchemaRef {
-        self.schema.clone()
+        Arc::clone(&self.schema)
     }
 
     fn slot(&mut self) -> &mut Builder {

@@ -138,7 +138,7 @@ fn without_other_branches(
             1 => kept.remove(0).as_ref().clone(),
             _ => LogicalPlan::Union(Union {
                 inputs: kept,
-                schema: union.schema.clone(),
+                schema: Arc::clone(&union.schema),
             }),
         }))
     })?;

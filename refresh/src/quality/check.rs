@@ -126,14 +126,17 @@ async fn failing_rows(
                 .appended
                 .clone()
                 .ok_or_else(|| Error::Internal("a new-rows check without appended rows".into()))?,
-            Scope::All => c.provider.clone(),
+            Scope::All => Arc::clone(&c.provider),
         };
         overrides.insert(c.name.clone(), provider);
     }
     let plan = match (candidate, scope) {
-        (Some(c), Scope::NewRows) if test.kind == "unique" => {
-            unique_among_appended(&state, test, c.provider.clone(), overrides[&c.name].clone())?
-        }
+        (Some(c), Scope::NewRows) if test.kind == "unique" => unique_among_appended(
+            &state,
+            test,
+            Arc::clone(&c.provider),
+            Arc::clone(&overrides[&c.name]),
+        )?,
         _ => {
             tributary_query::provider::with_overrides(
                 overrides,

@@ -7,6 +7,7 @@
 
 use deltalake::DeltaTable;
 use serde_json::json;
+use std::sync::Arc;
 use tributary_catalog::{CatalogObject, DataTest, Severity, TestStatus};
 
 use super::check::{self, Candidate};
@@ -67,7 +68,7 @@ pub(crate) async fn publish_audited(
         let candidate = Candidate {
             name: object.name.clone(),
             object_id: Some(object.id),
-            provider: provider.clone(),
+            provider: Arc::clone(&provider),
             version,
             appended: appended_rows.clone().filter(|_| held_before),
         };

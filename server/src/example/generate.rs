@@ -236,7 +236,12 @@ fn generate(args: &GenerateArgs) -> std::io::Result<Generated> {
     let ledger_per_day = spread(ledger_total, start, args.end);
     let rate = |day: NaiveDate, currency: &str| -> f64 {
         let i = (day - start).num_days() as usize * CURRENCIES.len();
-        fx[i + CURRENCIES.iter().position(|c| c.0 == currency).unwrap()].2
+        #[allow(
+            clippy::unwrap_used,
+            reason = "accounts hold only the currencies listed"
+        )]
+        let k = CURRENCIES.iter().position(|c| c.0 == currency).unwrap();
+        fx[i + k].2
     };
     let spikes = spike_days(&mut rng, start, args.end);
     let mut next_id = 1u64;
@@ -291,7 +296,7 @@ fn generate(args: &GenerateArgs) -> std::io::Result<Generated> {
             let sign = if kind == "revenue" { 1.0 } else { -1.0 };
             let amount = sign * usd / rate(*day, account.currency);
             let seconds = rng.random_range(6 * 3600..20 * 3600);
-            let booked_at = day.and_hms_opt(0, 0, 0).unwrap() + Duration::seconds(seconds);
+            let booked_at = day.and_time(chrono::NaiveTime::MIN) + Duration::seconds(seconds);
             let value_date = *day + Duration::days(rng.random_range(0..3));
             let counterparty = if rng.random_bool(0.02) {
                 String::new()
@@ -324,17 +329,18 @@ fn generate(args: &GenerateArgs) -> std::io::Result<Generated> {
                     "booked"
                 };
                 // Settled up to two days later, but never after the end of the data.
-                let updated = (booked_at + Duration::hours(rng.random_range(0..48)))
-                    .min(args.end.and_hms_opt(23, 59, 59).unwrap());
+                let updated = (booked_at + Duration::hours(rng.random_range(0..48))).min(
+                    (args.end + Duration::days(1)).and_time(chrono::NaiveTime::MIN)
+                        - Duration::seconds(1),
+                );
                 writeln!(
                     bank,
                     "{row},{status},{}Z",
                     updated.format("%Y-%m-%dT%H:%M:%S")
                 )?;
                 generated.bank_rows += 1;
-            } else {
+            } else if let Some((_, w)) = month_file.as_mut() {
                 row.push('\n');
-                let w = &mut month_file.as_mut().unwrap().1;
                 w.write_all(row.as_bytes())?;
                 if rng.random_bool(0.004) {
                     w.write_all(row.as_bytes())?;
@@ -380,7 +386,7 @@ fn generate(args: &GenerateArgs) -> std::io::Result<Generated> {
             let mut card_id = CARD_ID_BASE;
             for (day, count) in spread(card_total, start, args.end) {
                 for _ in 0..count {
-                    let at = day.and_hms_opt(0, 0, 0).unwrap()
+                    let at = day.and_time(chrono::NaiveTime::MIN)
                         + Duration::seconds(rng.random_range(0..86_400));
                     let account = card_accounts[rng.random_range(0..card_accounts.len())];
                     card_id += 1;

@@ -134,7 +134,9 @@ pub struct Startup {
 
 impl Startup {
     pub fn new(auth: Arc<AuthConfig>, connections_full: bool) -> Self {
-        let mut scram = ScramAuth::new(Arc::new(Verifiers { auth: auth.clone() }));
+        let mut scram = ScramAuth::new(Arc::new(Verifiers {
+            auth: Arc::clone(&auth),
+        }));
         scram.set_iterations(SCRAM_ITERATIONS);
         let sasl = SASLAuthStartupHandler::new(Arc::new(Params))
             .with_scram(scram)

@@ -39,12 +39,12 @@ pub fn rows_response(
     options: Option<Arc<FormatOptions>>,
 ) -> PgWireResult<QueryResponse> {
     let fields = Arc::new(arrow_schema_to_pg_fields(schema, format, options)?);
-    let row_fields = fields.clone();
+    let row_fields = Arc::clone(&fields);
     let format = format.clone();
     let rows = stream
         .flat_map(move |batch| match batch {
             Ok(batch) => stream::iter(encode_recordbatch(
-                row_fields.clone(),
+                Arc::clone(&row_fields),
                 super::text::render(batch, &format),
             ))
             .boxed(),
@@ -107,11 +107,11 @@ fn copy_out(
     let columns = fields.len();
     let delimiter = (format.delimiter as char).to_string();
     let new_encoder = {
-        let fields = fields.clone();
+        let fields = Arc::clone(&fields);
         let format = format.clone();
         move || match format.kind {
             CopyKind::Csv => CopyEncoder::new_csv(
-                fields.clone(),
+                Arc::clone(&fields),
                 CopyCsvOptions {
                     delimiter: delimiter.as_str().into(),
                     quote: (format.quote as char).to_string().as_str().into(),
@@ -121,7 +121,7 @@ fn copy_out(
                 },
             ),
             _ => CopyEncoder::new_text(
-                fields.clone(),
+                Arc::clone(&fields),
                 CopyTextOptions {
                     delimiter: delimiter.as_str().into(),
                     null_string: format.null.as_str().into(),

@@ -52,19 +52,19 @@ impl ConnectionHandlers {
 
 impl PgWireServerHandlers for ConnectionHandlers {
     fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
-        self.conn.clone()
+        Arc::clone(&self.conn)
     }
 
     fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
-        self.conn.clone()
+        Arc::clone(&self.conn)
     }
 
     fn startup_handler(&self) -> Arc<impl pgwire::api::auth::StartupHandler> {
-        self.startup.clone()
+        Arc::clone(&self.startup)
     }
 
     fn copy_handler(&self) -> Arc<impl CopyHandler> {
-        self.conn.clone()
+        Arc::clone(&self.conn)
     }
 
     fn error_handler(&self) -> Arc<impl ErrorHandler> {
@@ -123,13 +123,14 @@ impl Shared {
     async fn session<C: ClientInfo>(
         &self,
         client: &C,
-    ) -> tokio::sync::MutexGuard<'_, Option<Session>> {
-        let mut guard = self.session.lock().await;
-        if guard.is_none() {
-            let user = client.metadata().get("user").cloned().unwrap_or_default();
-            *guard = Some(self.engine.session(&user));
-        }
-        guard
+    ) -> tokio::sync::MappedMutexGuard<'_, Session> {
+        let guard = self.session.lock().await;
+        tokio::sync::MutexGuard::map(guard, |session| {
+            session.get_or_insert_with(|| {
+                let user = client.metadata().get("user").cloned().unwrap_or_default();
+                self.engine.session(&user)
+            })
+        })
     }
 
     /// Encodes a statement's output; `timer` completes once the statement has (when its rows
@@ -188,8 +189,7 @@ impl SimpleQueryHandler for Connection {
     {
         ensure_authenticated(client)?;
         let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
-        let mut guard = self.session(client).await;
-        let session = guard.as_mut().expect("session created");
+        let mut session = self.session(client).await;
         let statements = match session.parse(query) {
             Ok(s) => s,
             Err(e) => {
@@ -211,7 +211,7 @@ impl SimpleQueryHandler for Connection {
                 Ok(output) => {
                     let is_copy_in = matches!(output, Output::CopyIn(_));
                     responses.push(
-                        self.respond(output, &Format::UnifiedText, options.clone(), timer)
+                        self.respond(output, &Format::UnifiedText, Arc::clone(&options), timer)
                             .await?,
                     );
                     if is_copy_in {
@@ -257,8 +257,7 @@ impl QueryParser for Parser {
         ensure_authenticated(client)?;
         // A statement that fails to parse or plan never executes: count it as failed here.
         let timer = QueryTimer::start();
-        let guard = self.conn.session(client).await;
-        let session = guard.as_ref().expect("session created");
+        let session = self.conn.session(client).await;
         let mut prepared = session.prepare(sql).map_err(|e| pg_error(&e))?;
         if prepared.statement.is_none() {
             timer.discard();
@@ -306,7 +305,7 @@ impl ExtendedQueryHandler for Connection {
 
     fn query_parser(&self) -> Arc<Self::QueryParser> {
         Arc::new(Parser {
-            conn: self.shared.clone(),
+            conn: Arc::clone(&self.shared),
         })
     }
 
@@ -393,13 +392,12 @@ impl ExtendedQueryHandler for Connection {
             )?)
         };
         let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
-        let mut guard = self.session(client).await;
-        let session = guard.as_mut().expect("session created");
+        let mut session = self.session(client).await;
         let timeout = session.statement_timeout();
         let output = with_timeout(timeout, session.execute(&stmt.prepared, params))
             .await
             .map_err(|e| pg_error(&e))?;
-        drop(guard);
+        drop(session);
         self.respond(output, &portal.result_column_format, options, timer)
             .await
     }
@@ -442,13 +440,12 @@ impl CopyHandler for Connection {
         let Some(pending) = self.copy.lock().await.take() else {
             return Err(protocol_error("COPY done received outside of COPY"));
         };
-        let mut guard = self.session.lock().await;
-        let session = guard.as_mut().expect("session created");
+        let mut session = self.session(client).await;
         let rows = session
             .copy_in(&pending.copy, &pending.data)
             .await
             .map_err(|e| pg_error(&e))?;
-        drop(guard);
+        drop(session);
         pending.timer.succeed();
         client
             .send(PgWireBackendMessage::CommandComplete(

@@ -30,11 +30,11 @@ pub async fn serve(
         let (socket, peer) = listener.accept().await?;
         let _ = socket.set_nodelay(true);
         let engine = engine.clone();
-        let auth = auth.clone();
-        let slots = slots.clone();
+        let auth = Arc::clone(&auth);
+        let slots = Arc::clone(&slots);
         tokio::spawn(async move {
             let _active = crate::metrics::get().connection_opened();
-            let permit = slots.clone().try_acquire_owned().ok();
+            let permit = Arc::clone(&slots).try_acquire_owned().ok();
             let full = permit.is_none();
             let factory = handler::ConnectionHandlers::new(engine, auth, full);
             if let Err(e) = pgwire::tokio::process_socket(socket, None, factory).await {

@@ -41,8 +41,8 @@ pub fn render(batch: RecordBatch, format: &Format) -> RecordBatch {
                 columns.push(text);
             }
             _ => {
-                fields.push(field.clone());
-                columns.push(column.clone());
+                fields.push(Arc::clone(field));
+                columns.push(Arc::clone(column));
             }
         }
     }
@@ -104,7 +104,9 @@ pub fn float8(v: f64) -> String {
     let abs = v.abs();
     if abs != 0.0 && !(1e-4..1e15).contains(&abs) {
         let text = format!("{v:e}");
-        let (mantissa, exponent) = text.split_once('e').expect("exponent");
+        let Some((mantissa, exponent)) = text.split_once('e') else {
+            return text;
+        };
         let (sign, digits) = match exponent.strip_prefix('-') {
             Some(d) => ('-', d),
             None => ('+', exponent),

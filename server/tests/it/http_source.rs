@@ -47,7 +47,7 @@ async fn start_api(body: &str) -> (Shared, String) {
     }));
     let app = axum::Router::new()
         .route("/fx", axum::routing::get(answer))
-        .with_state(api.clone());
+        .with_state(Arc::clone(&api));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/fx?base=USD", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });

@@ -1,5 +1,8 @@
 //! Integration tests against the real `tributary` binary, started on port 0.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 mod apply;

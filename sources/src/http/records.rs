@@ -423,7 +423,7 @@ pub(super) fn to_batch(
     loaded_at: DateTime<Utc>,
 ) -> Result<RecordBatch> {
     let data_schema: SchemaRef = Arc::new(columns.clone());
-    let mut decoder = datafusion::arrow::json::ReaderBuilder::new(data_schema.clone())
+    let mut decoder = datafusion::arrow::json::ReaderBuilder::new(Arc::clone(&data_schema))
         .with_batch_size(rows.len().max(1))
         .build_decoder()?;
     let bad_value = |e: datafusion::arrow::error::ArrowError| {
@@ -439,7 +439,7 @@ pub(super) fn to_batch(
     let batch = decoder
         .flush()
         .map_err(bad_value)?
-        .unwrap_or_else(|| RecordBatch::new_empty(data_schema.clone()));
+        .unwrap_or_else(|| RecordBatch::new_empty(Arc::clone(&data_schema)));
     let loaded: ArrayRef = Arc::new(
         TimestampMicrosecondArray::from_value(loaded_at.timestamp_micros(), batch.num_rows())
             .with_timezone("UTC"),

@@ -151,7 +151,7 @@ pub(crate) async fn pool(catalog: &Catalog, name: &str) -> Result<Arc<PostgresCo
         h.finish()
     };
     if let Some(pool) = POOLS.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
-        return Ok(pool.clone());
+        return Ok(Arc::clone(pool));
     }
     let option = |k: &str| connection.options.get(k).cloned();
     let mut params: HashMap<String, String> = HashMap::new();
@@ -200,7 +200,7 @@ pub(crate) async fn pool(catalog: &Catalog, name: &str) -> Result<Arc<PostgresCo
     POOLS
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .insert(key, pool.clone());
+        .insert(key, Arc::clone(&pool));
     Ok(pool)
 }
 
@@ -295,7 +295,7 @@ async fn remote_table(
             name: spec.table.clone(),
         });
     }
-    let dyn_pool: Arc<DynPostgresConnectionPool> = pool.clone();
+    let dyn_pool: Arc<DynPostgresConnectionPool> = Arc::<PostgresConnectionPool>::clone(pool);
     SqlTable::new(CONNECTOR, &dyn_pool, spec.table_reference())
         .await
         .map_err(|e| remote_error(source, spec, e))
@@ -335,13 +335,19 @@ pub async fn provider(catalog: &Catalog, object: &CatalogObject) -> Result<Arc<d
     let pool = pool(catalog, &spec.connection).await?;
     let live = remote_table(&pool, &object.name, &spec).await?;
     let schema = check_shape(object, &spec, &live.schema())?;
-    let dyn_pool: Arc<DynPostgresConnectionPool> = pool.clone();
+    let dyn_pool: Arc<DynPostgresConnectionPool> = Arc::<PostgresConnectionPool>::clone(&pool);
     let table = Arc::new(
-        SqlTable::new_with_schema(CONNECTOR, &dyn_pool, schema.clone(), spec.table_reference())
-            .with_dialect(Arc::new(PostgreSqlDialect {})),
+        SqlTable::new_with_schema(
+            CONNECTOR,
+            &dyn_pool,
+            Arc::clone(&schema),
+            spec.table_reference(),
+        )
+        .with_dialect(Arc::new(PostgreSqlDialect {})),
     );
     // The provider's own federation, with its queries run by binary COPY.
-    let executor = CopyExecutor::new(table.clone(), pool, object.name.to_string());
+    let remote = Arc::clone(&table);
+    let executor = CopyExecutor::new(remote, pool, object.name.to_string());
     let federation = Arc::new(SQLFederationProvider::new(Arc::new(executor)));
     let source = SQLTableSource::new_with_schema(
         federation,

@@ -82,7 +82,7 @@ fn a_stream_decodes_whatever_its_pieces() {
         .collect();
     let bytes = stream(&rows);
     for piece in [1, 7, 64, bytes.len()] {
-        let mut decoder = CopyDecoder::new(&types, schema.clone(), "s.t".into()).unwrap();
+        let mut decoder = CopyDecoder::new(&types, Arc::clone(&schema), "s.t".into()).unwrap();
         for chunk in bytes.chunks(piece) {
             decoder.push(chunk).unwrap();
         }
@@ -107,8 +107,8 @@ fn a_stream_decodes_whatever_its_pieces() {
 #[test]
 fn unsupported_types_and_truncated_streams_are_refused() {
     let schema = Arc::new(Schema::new(vec![Field::new("u", DataType::Utf8, true)]));
-    assert!(CopyDecoder::new(&[Type::UUID], schema.clone(), "s.t".into()).is_none());
-    assert!(CopyDecoder::new(&[Type::JSONB], schema.clone(), "s.t".into()).is_none());
+    assert!(CopyDecoder::new(&[Type::UUID], Arc::clone(&schema), "s.t".into()).is_none());
+    assert!(CopyDecoder::new(&[Type::JSONB], Arc::clone(&schema), "s.t".into()).is_none());
     let mut decoder = CopyDecoder::new(&[Type::TEXT], schema, "s.t".into()).unwrap();
     let bytes = stream(&[vec![Some(b"x".to_vec())]]);
     decoder.push(&bytes[..bytes.len() - 2]).unwrap();

@@ -65,7 +65,7 @@ impl SchemaProvider for PgCatalogSchema {
             kind,
             schema,
             inner,
-            compat: self.compat.clone(),
+            compat: Arc::clone(&self.compat),
         })))
     }
 
@@ -177,7 +177,7 @@ struct CompatTable {
 #[async_trait]
 impl TableProvider for CompatTable {
     fn schema(&self) -> SchemaRef {
-        self.schema.clone()
+        Arc::clone(&self.schema)
     }
 
     fn table_type(&self) -> TableType {
@@ -223,7 +223,7 @@ impl TableProvider for CompatTable {
             }
             CompatKind::Descriptions => self.pg_description(state).await?,
         };
-        MemTable::try_new(self.schema.clone(), vec![vec![batch]])?
+        MemTable::try_new(Arc::clone(&self.schema), vec![vec![batch]])?
             .scan(state, projection, filters, limit)
             .await
     }
@@ -318,8 +318,8 @@ impl CompatTable {
             .iter()
             .map(|field| {
                 Ok(match field.name().as_str() {
-                    "relkind" => relkinds.clone(),
-                    "relispopulated" => relispopulated.clone(),
+                    "relkind" => Arc::clone(&relkinds),
+                    "relispopulated" => Arc::clone(&relispopulated),
                     // Only partitions have a bound; PostgreSQL leaves it NULL otherwise.
                     "relpartbound" => new_null_array(field.data_type(), class.num_rows()),
                     name => match class.column_by_name(name) {
@@ -353,7 +353,7 @@ impl CompatTable {
                 Ok(cast(&values, field.data_type())?)
             })
             .collect::<DfResult<Vec<_>>>()?;
-        let ours = RecordBatch::try_new(self.schema.clone(), columns)?;
+        let ours = RecordBatch::try_new(Arc::clone(&self.schema), columns)?;
         Ok(concat_batches(&self.schema, [&library, &ours])?)
     }
 
@@ -457,7 +457,7 @@ impl CompatTable {
             ),
             text(&|o| o.query.clone()),
         ];
-        Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
+        Ok(RecordBatch::try_new(Arc::clone(&self.schema), columns)?)
     }
 
     fn pg_views(&self) -> DfResult<RecordBatch> {
@@ -471,6 +471,6 @@ impl CompatTable {
             text(&|_| Some(OWNER.to_string())),
             text(&|o| o.query.clone()),
         ];
-        Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
+        Ok(RecordBatch::try_new(Arc::clone(&self.schema), columns)?)
     }
 }

@@ -93,7 +93,7 @@ pub(super) fn functions(compat: &Arc<PgCompat>) -> Vec<ScalarUDF> {
             name,
             signature,
             return_type,
-            compat: compat.clone(),
+            compat: Arc::clone(compat),
             body,
         })
     };

@@ -108,7 +108,7 @@ pub(crate) fn install(ctx: &SessionContext, catalog: &str, engine: Weak<QueryEnv
         PG_CATALOG,
         Arc::new(PgCatalogSchema {
             inner,
-            compat: compat.clone(),
+            compat: Arc::clone(&compat),
         }),
     )?;
     for udf in functions(&compat) {

@@ -337,7 +337,7 @@ async fn lost_most(
     let on: Vec<Expr> = (0..foldable.aggregate.group_expr.len())
         .map(|k| same(at(REMOVED, &slot(k)), at(OLD, &slot(k))))
         .collect();
-    let sure = relation(ctx, removed_schema.clone(), removed.to_vec(), REMOVED)?
+    let sure = relation(ctx, Arc::clone(removed_schema), removed.to_vec(), REMOVED)?
         .join_on(old, JoinType::Left, on)?
         .filter(extreme_left(foldable).is_not_false())?
         .count()
@@ -373,7 +373,7 @@ impl Reading<'_> {
         kind: ScanAs,
     ) -> Result<(SchemaRef, Vec<RecordBatch>)> {
         let aggregate = LogicalPlan::Aggregate(foldable.partial.clone());
-        let schema = aggregate.schema().clone();
+        let schema = Arc::clone(aggregate.schema());
         let plan = plans::rewrite_scans(
             self.engine,
             self.state,

@@ -11,6 +11,7 @@ use datafusion::arrow::datatypes::DataType;
 use datafusion::functions_aggregate::expr_fn::count;
 use datafusion::logical_expr::expr::AggregateFunction;
 use datafusion::logical_expr::{Aggregate, Expr, ExprSchemable, LogicalPlan, lit};
+use std::sync::Arc;
 
 use super::super::unalias;
 use crate::strategy::{self, Shape as PlanShape};
@@ -176,7 +177,7 @@ pub(super) fn foldable(plan: &LogicalPlan) -> Result<Foldable, String> {
     let mut counted = aggregate.aggr_expr.clone();
     counted.push(count(lit(1i64)).alias("__tributary_rows"));
     let partial = Aggregate::try_new(
-        aggregate.input.clone(),
+        Arc::clone(&aggregate.input),
         aggregate.group_expr.clone(),
         counted,
     )

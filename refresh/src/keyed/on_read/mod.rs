@@ -102,12 +102,13 @@ pub async fn locate(
             Some(dv) => deletion::read(table, dv).await?,
             None => RoaringTreemap::new(),
         };
-        let (store, key_columns, keys) = (store.clone(), key_columns.to_vec(), keys.clone());
+        let (store, key_columns, keys) =
+            (Arc::clone(&store), key_columns.to_vec(), Arc::clone(&keys));
         searches.push(async move {
             tokio::spawn(async move {
                 let size = add.size as u64;
                 let found =
-                    positions(store.clone(), &path, size, &key_columns, &keys, &old).await?;
+                    positions(Arc::clone(&store), &path, size, &key_columns, &keys, &old).await?;
                 let rows = match &found {
                     Some(found) if read_rows && !found.is_empty() => {
                         rows_at(store, &path, size, found).await?
@@ -246,7 +247,7 @@ pub async fn merge(
     let schema = writer.arrow_schema();
     // The change data is encoded on a thread of its own while the new rows are written.
     let change_data = {
-        let (schema, inserted) = (schema.clone(), new_rows.clone());
+        let (schema, inserted) = (Arc::clone(&schema), new_rows.clone());
         tokio::task::spawn_blocking(move || encode_change_data(&schema, &deleted_rows, &inserted))
     };
     if inserted > 0 {
@@ -347,12 +348,12 @@ fn encode_change_data(
     fields.push(Field::new("_change_type", DataType::Utf8, false));
     let cdc_schema = Arc::new(Schema::new(fields));
     let mut buffer = Vec::new();
-    let mut writer = ArrowWriter::try_new(&mut buffer, cdc_schema.clone(), None)?;
+    let mut writer = ArrowWriter::try_new(&mut buffer, Arc::clone(&cdc_schema), None)?;
     for (batches, kind) in [(deleted, "delete"), (inserted, "insert")] {
         for batch in batches.iter().filter(|b| b.num_rows() > 0) {
             let mut columns = delta::conform(batch, schema)?.columns().to_vec();
             columns.push(Arc::new(StringArray::from(vec![kind; batch.num_rows()])));
-            writer.write(&RecordBatch::try_new(cdc_schema.clone(), columns)?)?;
+            writer.write(&RecordBatch::try_new(Arc::clone(&cdc_schema), columns)?)?;
         }
     }
     writer.close()?;

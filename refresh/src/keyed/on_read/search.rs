@@ -134,7 +134,7 @@ impl KeySet {
             .iter()
             .map(|b| {
                 (0..key_columns.len())
-                    .map(|k| b.column(k).clone())
+                    .map(|k| Arc::clone(b.column(k)))
                     .collect()
             })
             .collect();
@@ -311,9 +311,9 @@ pub(super) async fn positions(
     deleted: &RoaringTreemap,
 ) -> Result<Option<RoaringTreemap>> {
     let (reader, metadata) =
-        tributary_storage::scan::open_parquet(store.clone(), path, size).await?;
-    let parquet = metadata.metadata().clone();
-    let arrow_schema = metadata.schema().clone();
+        tributary_storage::scan::open_parquet(Arc::clone(&store), path, size).await?;
+    let parquet = Arc::clone(metadata.metadata());
+    let arrow_schema = Arc::clone(metadata.schema());
     let groups = parquet.row_groups();
     let mut keep = vec![true; groups.len()];
     for (k, column) in key_columns.iter().enumerate() {
