@@ -14,7 +14,7 @@ mod runs;
 mod secrets;
 mod store;
 
-pub use error::{Error, Result};
+pub use error::{Error, ObjectClass, Result};
 pub use jobs::{Job, JobRun, NewJob};
 pub use objects::{CatalogObject, ColumnDef, NewObject, ObjectKind, ObjectName};
 pub use quality::{

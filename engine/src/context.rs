@@ -10,7 +10,7 @@ use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast;
 use std::sync::Arc;
-use tributary_catalog::{Catalog, CatalogObject};
+use tributary_catalog::{Catalog, CatalogObject, ObjectClass};
 
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -69,7 +69,7 @@ impl<'a> StatementContext<'a> {
 
     /// The catalog object a statement names, resolved with the session's search path
     /// (`UndefinedObject` naming it as `kind` when there is none).
-    pub fn resolve(&self, name: &ast::ObjectName, kind: &'static str) -> Result<CatalogObject> {
+    pub fn resolve(&self, name: &ast::ObjectName, kind: ObjectClass) -> Result<CatalogObject> {
         let name = crate::names::object_name(name, &self.current_schema())?;
         self.catalog()
             .object(&name)?

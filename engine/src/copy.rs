@@ -3,6 +3,7 @@
 
 use std::io::Cursor;
 use std::sync::Arc;
+use tributary_catalog::ObjectClass;
 
 use datafusion::arrow::array::{ArrayRef, new_null_array};
 use datafusion::arrow::csv;
@@ -273,7 +274,7 @@ pub(crate) async fn copy_in(cx: &StatementContext<'_>, copy: &CopyIn, data: &[u8
         .catalog
         .object_by_id(copy.object_id)?
         .ok_or_else(|| Error::UndefinedObject {
-            kind: "relation",
+            kind: ObjectClass::Relation,
             name: copy.table.to_string(),
         })?;
     let table_schema = schema_of_columns(&object.columns)?;

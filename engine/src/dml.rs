@@ -2,6 +2,7 @@
 //! by refreshes, sources never.
 
 use std::sync::Arc;
+use tributary_catalog::ObjectClass;
 
 use datafusion::common::ParamValues;
 use datafusion::logical_expr::{LogicalPlan, WriteOp};
@@ -22,7 +23,7 @@ pub(crate) fn target_table(
     name: &ast::ObjectName,
     verb: &str,
 ) -> Result<CatalogObject> {
-    let object = cx.resolve(name, "relation")?;
+    let object = cx.resolve(name, ObjectClass::Relation)?;
     if object.kind != ObjectKind::Table {
         return Err(Error::WrongObjectType(format!(
             "cannot {verb} {} \"{}\": only tables are written directly{}",
@@ -80,7 +81,7 @@ pub(crate) async fn append_plan(
         .catalog
         .object_by_id(object.id)?
         .ok_or_else(|| Error::UndefinedObject {
-            kind: "relation",
+            kind: ObjectClass::Relation,
             name: object.name.to_string(),
         })?;
     let table = delta::latest(engine.store.published_table(&object).await?).await?;

@@ -23,6 +23,7 @@
 use chrono::{DateTime, Datelike, Duration, NaiveDate, SubsecRound, Utc};
 use futures::StreamExt;
 use futures::future::BoxFuture;
+use tributary_catalog::ObjectClass;
 use tributary_catalog::{Job, JobRun, NewJob, Run, RunStatus};
 
 use crate::context::StatementContext;
@@ -97,7 +98,10 @@ pub async fn create_job(cx: &StatementContext<'_>, job: CreateJob, text: &str) -
         if job.if_not_exists {
             return Ok(Output::Command("CREATE JOB".into()));
         }
-        return Err(Error::DuplicateObject { kind: "job", name });
+        return Err(Error::DuplicateObject {
+            kind: ObjectClass::Job,
+            name,
+        });
     }
     if let Some(key) = job
         .options
@@ -150,7 +154,10 @@ pub fn drop_jobs(cx: &StatementContext<'_>, drop: DropJobs) -> Result<Output> {
             if drop.if_exists {
                 continue;
             }
-            return Err(Error::UndefinedObject { kind: "job", name });
+            return Err(Error::UndefinedObject {
+                kind: ObjectClass::Job,
+                name,
+            });
         }
         catalog.drop_job(&name)?;
     }
@@ -162,9 +169,10 @@ pub fn drop_jobs(cx: &StatementContext<'_>, drop: DropJobs) -> Result<Output> {
 pub async fn run_job_statement(cx: &StatementContext<'_>, run: RunJob) -> Result<Output> {
     let catalog = cx.catalog();
     let name = names::ident(&run.name);
-    let job = catalog
-        .job(&name)?
-        .ok_or(Error::UndefinedObject { kind: "job", name })?;
+    let job = catalog.job(&name)?.ok_or(Error::UndefinedObject {
+        kind: ObjectClass::Job,
+        name,
+    })?;
     let run_time = match &run.as_of {
         Some(text) => parse_moment(text)?,
         None => Utc::now(),

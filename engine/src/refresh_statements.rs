@@ -2,6 +2,7 @@
 //! The refreshes themselves are [`tributary_refresh`]'s.
 
 use datafusion::sql::sqlparser::ast;
+use tributary_catalog::ObjectClass;
 use tributary_catalog::{CatalogObject, ObjectKind};
 
 use crate::context::StatementContext;
@@ -48,7 +49,7 @@ pub async fn explain(cx: &StatementContext<'_>, name: &ast::ObjectName) -> Resul
 
 /// The model a statement names (42P01 when missing, 42809 when it is another kind).
 fn model_named(cx: &StatementContext<'_>, name: &ast::ObjectName) -> Result<CatalogObject> {
-    let object = cx.resolve(name, "model")?;
+    let object = cx.resolve(name, ObjectClass::Model)?;
     if object.kind != ObjectKind::Model {
         return Err(Error::WrongObjectType(format!(
             "\"{}\" is a {}, not a model",

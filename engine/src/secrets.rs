@@ -201,7 +201,10 @@ pub(crate) async fn drop_global(cx: &StatementContext<'_>, drop: DropGlobal) -> 
                 continue;
             }
             return Err(Error::UndefinedObject {
-                kind: drop.kind.as_str(),
+                kind: match drop.kind {
+                    GlobalKind::Secret => tributary_catalog::ObjectClass::Secret,
+                    GlobalKind::Connection => tributary_catalog::ObjectClass::Connection,
+                },
                 name: name.clone(),
             });
         }

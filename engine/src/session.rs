@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use tributary_catalog::ObjectClass;
 
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::ParamValues;
@@ -125,7 +126,7 @@ impl Session {
 
     /// `REFRESH SOURCE name`: polls an HTTP source now.
     async fn refresh_source(&mut self, name: &ast::ObjectName) -> Result<Output> {
-        let object = self.cx().resolve(name, "source")?;
+        let object = self.cx().resolve(name, ObjectClass::Source)?;
         if !crate::sources::http::is_http(&object) {
             return Err(Error::WrongObjectType(format!(
                 "\"{}\" is not an http source (only http sources are polled; file sources are \
@@ -256,7 +257,7 @@ impl Session {
             Statement::Drop(d) => crate::ddl::drop_objects(&self.cx(), d).await,
             Statement::Show(kind) => crate::ddl::show_objects(&self.cx(), kind).await,
             Statement::ShowLineage { name, direction } => {
-                let object = self.cx().resolve(&name, "relation")?;
+                let object = self.cx().resolve(&name, ObjectClass::Relation)?;
                 let batch = crate::lineage::show::show_lineage(
                     self.engine.catalog(),
                     object.id,
@@ -408,7 +409,7 @@ impl Session {
             .collect::<Vec<_>>()
             .join(" ");
         let value = self.setting(&name).ok_or_else(|| Error::UndefinedObject {
-            kind: "configuration parameter",
+            kind: ObjectClass::Setting,
             name: name.clone(),
         })?;
         crate::ddl::single_text_row(&name.replace(' ', "_"), &value)

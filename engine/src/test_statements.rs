@@ -4,6 +4,7 @@
 
 use datafusion::sql::sqlparser::ast;
 use tributary_catalog::NewTest;
+use tributary_catalog::ObjectClass;
 
 use crate::context::StatementContext;
 use crate::dialect::{CreateTest, DropTests, Expectation};
@@ -27,14 +28,17 @@ pub async fn create_test(
         if test.if_not_exists {
             return Ok(Output::Command("CREATE TEST".into()));
         }
-        return Err(Error::DuplicateObject { kind: "test", name });
+        return Err(Error::DuplicateObject {
+            kind: ObjectClass::Test,
+            name,
+        });
     }
     let on = match &test.on {
-        Some(on) => Some(cx.resolve(on, "relation")?),
+        Some(on) => Some(cx.resolve(on, ObjectClass::Relation)?),
         None => None,
     };
     let target = match &test.expectation {
-        Expectation::References { target, .. } => Some(cx.resolve(target, "relation")?),
+        Expectation::References { target, .. } => Some(cx.resolve(target, ObjectClass::Relation)?),
         _ => None,
     };
     let compiled = definition::compile(
@@ -94,7 +98,7 @@ pub async fn run_tests(cx: &StatementContext<'_>, on: Option<ast::ObjectName>) -
     let catalog = &engine.catalog;
     let tests = match &on {
         Some(name) => {
-            let object = cx.resolve(name, "relation")?;
+            let object = cx.resolve(name, ObjectClass::Relation)?;
             catalog.tests_reading(object.id)?
         }
         None => catalog.tests()?,

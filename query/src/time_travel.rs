@@ -2,6 +2,7 @@
 
 use std::any::Any;
 use std::sync::Arc;
+use tributary_catalog::ObjectClass;
 
 use datafusion::catalog::TableProvider;
 use datafusion::execution::context::SessionState;
@@ -35,7 +36,7 @@ pub async fn snapshot_provider(
         .catalog
         .object(&object_name)?
         .ok_or_else(|| Error::UndefinedObject {
-            kind: "relation",
+            kind: ObjectClass::Relation,
             name: object_name.to_string(),
         })?;
     if !tributary_sources::stored_in_delta(&object) {

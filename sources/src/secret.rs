@@ -2,6 +2,7 @@
 //! PostgreSQL password, an HTTP source's headers). The statements that define secrets live in
 //! the engine; values travel as [`SecretValue`], which never prints itself.
 
+use tributary_catalog::ObjectClass;
 use tributary_catalog::{Catalog, SecretSource, SecretValue};
 
 use tributary_sql::error::{Error, Result};
@@ -14,7 +15,7 @@ pub fn resolve_secret(catalog: &Catalog, name: &str) -> Result<SecretValue> {
     let secret = catalog
         .secret(name)?
         .ok_or_else(|| Error::UndefinedObject {
-            kind: "secret",
+            kind: ObjectClass::Secret,
             name: name.to_string(),
         })?;
     match secret.source {
@@ -71,7 +72,10 @@ mod tests {
         assert!(e.contains("TRIBUTARY_TEST_UNSET_VAR_X"), "{e}");
         assert!(matches!(
             resolve_secret(&catalog, "missing"),
-            Err(Error::UndefinedObject { kind: "secret", .. })
+            Err(Error::UndefinedObject {
+                kind: ObjectClass::Secret,
+                ..
+            })
         ));
     }
 

@@ -4,21 +4,30 @@
 //! catalog, DataFusion, delta-rs) live here because Rust allows them only beside the type.
 
 use datafusion::error::DataFusionError;
+pub use tributary_catalog::ObjectClass;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("syntax error: {0}")]
     Syntax(String),
     #[error("{kind} \"{name}\" does not exist")]
-    UndefinedObject { kind: &'static str, name: String },
+    UndefinedObject { kind: ObjectClass, name: String },
     #[error("{0}")]
     UndefinedColumn(String),
     #[error("{kind} \"{name}\" already exists")]
-    DuplicateObject { kind: &'static str, name: String },
+    DuplicateObject { kind: ObjectClass, name: String },
     #[error("cannot drop {kind} \"{name}\" because other objects depend on it")]
     DependentObjects {
-        kind: &'static str,
+        kind: ObjectClass,
         name: String,
+        dependents: Vec<String>,
+    },
+    /// A column that a model replacement would drop or retype while another object reads it.
+    #[error(
+        "cannot drop or change the type of column \"{column}\" because other objects depend on it"
+    )]
+    ColumnInUse {
+        column: String,
         dependents: Vec<String>,
     },
     #[error("{0}")]

@@ -2,6 +2,7 @@
 //! one ([`Error::sqlstate`](crate::Error::sqlstate)); the server writes its five-character
 //! code to the wire, and nothing else in Tributary spells a SQLSTATE as text.
 
+use crate::error::ObjectClass;
 use datafusion::error::DataFusionError;
 
 /// A SQLSTATE from PostgreSQL's Appendix A, by its condition name.
@@ -146,18 +147,18 @@ impl crate::Error {
         use SqlState as S;
         match self {
             E::Syntax(_) => S::SyntaxError,
-            E::UndefinedObject { kind, .. } => match *kind {
-                "schema" => S::InvalidSchemaName,
-                "relation" | "model" | "source" | "table" | "view" => S::UndefinedTable,
+            E::UndefinedObject { kind, .. } => match kind {
+                ObjectClass::Schema => S::InvalidSchemaName,
+                kind if kind.is_relation() => S::UndefinedTable,
                 _ => S::UndefinedObject,
             },
             E::UndefinedColumn(_) => S::UndefinedColumn,
-            E::DuplicateObject { kind, .. } => match *kind {
-                "schema" => S::DuplicateSchema,
-                "column" => S::DuplicateColumn,
+            E::DuplicateObject { kind, .. } => match kind {
+                ObjectClass::Schema => S::DuplicateSchema,
+                ObjectClass::Column => S::DuplicateColumn,
                 _ => S::DuplicateTable,
             },
-            E::DependentObjects { .. } => S::DependentObjectsStillExist,
+            E::DependentObjects { .. } | E::ColumnInUse { .. } => S::DependentObjectsStillExist,
             E::WrongObjectType(_) => S::WrongObjectType,
             E::Cycle(_) => S::InvalidObjectDefinition,
             E::BadInput { .. } => S::InvalidTextRepresentation,

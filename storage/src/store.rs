@@ -76,7 +76,7 @@ impl TableStore {
             self.catalog
                 .object_by_id(object.id)?
                 .ok_or_else(|| Error::UndefinedObject {
-                    kind: object.kind.as_str(),
+                    kind: object.kind.into(),
                     name: object.name.to_string(),
                 })?;
         Ok((guard, current))

@@ -1,5 +1,6 @@
 //! Storage of jobs and their runs.
 
+use crate::ObjectClass;
 use rusqlite::{OptionalExtension, Row, params};
 
 use super::{Catalog, now};
@@ -54,7 +55,7 @@ impl Catalog {
             .is_some();
         if taken {
             return Err(Error::Duplicate {
-                kind: "job",
+                kind: ObjectClass::Job,
                 name: new.name.clone(),
             });
         }
@@ -103,7 +104,7 @@ impl Catalog {
         let n = conn.execute("DELETE FROM jobs WHERE name = ?1", [name])?;
         if n == 0 {
             return Err(Error::NotFound {
-                kind: "job",
+                kind: ObjectClass::Job,
                 name: name.to_string(),
             });
         }

@@ -9,6 +9,7 @@ mod secrets;
 
 pub use lineage::ColumnEdge;
 
+use crate::ObjectClass;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
@@ -103,7 +104,7 @@ impl Catalog {
         )?;
         if inserted == 0 && !if_not_exists {
             return Err(Error::Duplicate {
-                kind: "schema",
+                kind: ObjectClass::Schema,
                 name: name.to_string(),
             });
         }
@@ -119,14 +120,14 @@ impl Catalog {
             .collect::<Result<_, _>>()?;
         if !members.is_empty() {
             return Err(Error::HasDependents {
-                kind: "schema",
+                kind: ObjectClass::Schema,
                 name: name.to_string(),
                 dependents: members.iter().map(|m| format!("{name}.{m}")).collect(),
             });
         }
         if conn.execute("DELETE FROM schemas WHERE name = ?1", [name])? == 0 {
             return Err(Error::NotFound {
-                kind: "schema",
+                kind: ObjectClass::Schema,
                 name: name.to_string(),
             });
         }
@@ -169,7 +170,7 @@ impl Catalog {
         ensure_schema(&tx, &new.name.schema)?;
         if let Some(kind) = existing_kind(&tx, &new.name)? {
             return Err(Error::Duplicate {
-                kind: kind.as_str(),
+                kind: kind.into(),
                 name: new.name.to_string(),
             });
         }
@@ -254,7 +255,7 @@ impl Catalog {
                     |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
                 )?;
                 return Err(Error::HasDependents {
-                    kind: ObjectKind::parse(&kind).map_or("object", ObjectKind::as_str),
+                    kind: ObjectKind::parse(&kind).map_or(ObjectClass::Object, ObjectClass::from),
                     name,
                     dependents: outside,
                 });
@@ -419,7 +420,7 @@ fn ensure_schema(tx: &rusqlite::Transaction<'_>, schema: &str) -> Result<()> {
         Ok(())
     } else {
         Err(Error::NotFound {
-            kind: "schema",
+            kind: ObjectClass::Schema,
             name: schema.to_string(),
         })
     }

@@ -1,6 +1,7 @@
 //! Storage of data tests, their executions and failing rows. A test goes away with any object
 //! it reads (as PostgreSQL drops a table's constraints with it); its past results stay.
 
+use crate::ObjectClass;
 use rusqlite::{OptionalExtension, Row, params};
 
 use super::{Catalog, now};
@@ -66,7 +67,7 @@ impl Catalog {
             .optional()?;
         if exists.is_some() {
             return Err(Error::Duplicate {
-                kind: "test",
+                kind: ObjectClass::Test,
                 name: new.name.clone(),
             });
         }
@@ -98,7 +99,7 @@ impl Catalog {
         tx.commit()?;
         drop(conn);
         self.test(&new.name)?.ok_or_else(|| Error::NotFound {
-            kind: "test",
+            kind: ObjectClass::Test,
             name: new.name.clone(),
         })
     }
@@ -142,7 +143,7 @@ impl Catalog {
             .optional()?;
         let Some(id) = id else {
             return Err(Error::NotFound {
-                kind: "test",
+                kind: ObjectClass::Test,
                 name: name.into(),
             });
         };

@@ -3,6 +3,7 @@
 //! password, sources name their connection (`options.connection`) and may name secrets in
 //! options whose key ends in `secret` (`headers_secret`).
 
+use crate::ObjectClass;
 use std::collections::BTreeMap;
 
 use rusqlite::{OptionalExtension, Row, params};
@@ -36,7 +37,7 @@ impl Catalog {
         let inserted = conn.execute(sql, params![name, kind, value, now()])?;
         if inserted == 0 && !if_not_exists {
             return Err(Error::Duplicate {
-                kind: "secret",
+                kind: ObjectClass::Secret,
                 name: name.to_string(),
             });
         }
@@ -87,7 +88,7 @@ impl Catalog {
         let dependents = self.secret_dependents(name)?;
         if !dependents.is_empty() {
             return Err(Error::HasDependents {
-                kind: "secret",
+                kind: ObjectClass::Secret,
                 name: name.to_string(),
                 dependents,
             });
@@ -95,7 +96,7 @@ impl Catalog {
         let conn = self.conn();
         if conn.execute("DELETE FROM secrets WHERE name = ?1", [name])? == 0 {
             return Err(Error::NotFound {
-                kind: "secret",
+                kind: ObjectClass::Secret,
                 name: name.to_string(),
             });
         }
@@ -122,7 +123,7 @@ impl Catalog {
                 .is_some();
             if !exists {
                 return Err(Error::NotFound {
-                    kind: "secret",
+                    kind: ObjectClass::Secret,
                     name: secret.clone(),
                 });
             }
@@ -147,7 +148,7 @@ impl Catalog {
         )?;
         if inserted == 0 && !if_not_exists {
             return Err(Error::Duplicate {
-                kind: "connection",
+                kind: ObjectClass::Connection,
                 name: connection.name.clone(),
             });
         }
@@ -200,7 +201,7 @@ impl Catalog {
                 }
             }
             return Err(Error::HasDependents {
-                kind: "connection",
+                kind: ObjectClass::Connection,
                 name: name.to_string(),
                 dependents,
             });
@@ -208,7 +209,7 @@ impl Catalog {
         let conn = self.conn();
         if conn.execute("DELETE FROM connections WHERE name = ?1", [name])? == 0 {
             return Err(Error::NotFound {
-                kind: "connection",
+                kind: ObjectClass::Connection,
                 name: name.to_string(),
             });
         }
@@ -281,7 +282,10 @@ mod tests {
         };
         assert!(matches!(
             catalog.create_connection(&missing, false, false),
-            Err(Error::NotFound { kind: "secret", .. })
+            Err(Error::NotFound {
+                kind: ObjectClass::Secret,
+                ..
+            })
         ));
         assert!(matches!(
             catalog.drop_secret("pw"),

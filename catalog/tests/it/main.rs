@@ -1,6 +1,7 @@
 //! Catalog behaviour through its public API, on a real SQLite file.
 
 use std::collections::BTreeMap;
+use tributary_catalog::ObjectClass;
 
 use tributary_catalog::{
     Catalog, ColumnDef, Error, NewObject, ObjectKind, ObjectName, RunOutcome, RunStatus,
@@ -56,11 +57,29 @@ fn names_are_unique_across_kinds_and_schemas_must_exist() {
     let e = catalog
         .create_object(&new_object("public", "x", ObjectKind::Model), &[])
         .unwrap_err();
-    assert!(matches!(e, Error::Duplicate { kind: "source", .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            Error::Duplicate {
+                kind: ObjectClass::Source,
+                ..
+            }
+        ),
+        "{e}"
+    );
     let e = catalog
         .create_object(&new_object("nowhere", "x", ObjectKind::Model), &[])
         .unwrap_err();
-    assert!(matches!(e, Error::NotFound { kind: "schema", .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            Error::NotFound {
+                kind: ObjectClass::Schema,
+                ..
+            }
+        ),
+        "{e}"
+    );
     assert!(!catalog.create_schema("public", true).unwrap());
     assert!(matches!(
         catalog.create_schema("public", false),

@@ -3,6 +3,7 @@
 //! tables are removed after it committed.
 
 use std::collections::{BTreeSet, HashMap};
+use tributary_catalog::ObjectClass;
 
 use datafusion::sql::sqlparser::ast;
 use tributary_catalog::{CatalogObject, ObjectKind};
@@ -60,7 +61,7 @@ pub async fn drop_objects(cx: &StatementContext<'_>, drop: DropObjects) -> Resul
             None if drop.if_exists => {}
             None => {
                 return Err(Error::UndefinedObject {
-                    kind: kind.as_str(),
+                    kind: kind.into(),
                     name: name.to_string(),
                 });
             }
@@ -123,7 +124,7 @@ pub async fn drop_schemas(
                 continue;
             }
             return Err(Error::UndefinedObject {
-                kind: "schema",
+                kind: ObjectClass::Schema,
                 name,
             });
         }

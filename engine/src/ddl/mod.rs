@@ -12,6 +12,7 @@ pub use model::create_model;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
+use tributary_catalog::ObjectClass;
 
 use datafusion::arrow::datatypes::{Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
@@ -59,7 +60,7 @@ fn new_object_name(cx: &StatementContext<'_>, name: &ast::ObjectName) -> Result<
     check_user_schema(&name.schema)?;
     if !cx.catalog().schema_exists(&name.schema)? {
         return Err(Error::UndefinedObject {
-            kind: "schema",
+            kind: ObjectClass::Schema,
             name: name.schema.clone(),
         });
     }
@@ -68,7 +69,7 @@ fn new_object_name(cx: &StatementContext<'_>, name: &ast::ObjectName) -> Result<
 
 fn duplicate(existing: &CatalogObject) -> Error {
     Error::DuplicateObject {
-        kind: "relation",
+        kind: ObjectClass::Relation,
         name: existing.name.to_string(),
     }
 }
@@ -102,7 +103,7 @@ pub async fn create_table(
             let col_name = names::ident(&column.name);
             if !seen.insert(col_name.clone()) {
                 return Err(Error::DuplicateObject {
-                    kind: "column",
+                    kind: ObjectClass::Column,
                     name: col_name,
                 });
             }
@@ -398,7 +399,7 @@ pub fn comment_on(
             let object = catalog
                 .object(&object_name)?
                 .ok_or_else(|| Error::UndefinedObject {
-                    kind: "relation",
+                    kind: ObjectClass::Relation,
                     name: object_name.to_string(),
                 })?;
             let mut columns = object.columns.clone();
@@ -418,7 +419,7 @@ pub fn comment_on(
             let object = catalog
                 .object(&object_name)?
                 .ok_or_else(|| Error::UndefinedObject {
-                    kind: "relation",
+                    kind: ObjectClass::Relation,
                     name: object_name.to_string(),
                 })?;
             catalog.set_comment(object.id, comment)?;

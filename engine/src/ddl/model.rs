@@ -227,9 +227,8 @@ fn check_changed_columns_unused(
         let mut used: BTreeSet<String> = crate::dialect::identifiers(query);
         used.extend(dependent.columns.iter().map(|c| c.name.clone()));
         if let Some(column) = changed.iter().find(|c| used.contains(**c)) {
-            return Err(Error::DependentObjects {
-                kind: "or change the type of column",
-                name: format!("{}.{column}", existing.name),
+            return Err(Error::ColumnInUse {
+                column: format!("{}.{column}", existing.name),
                 dependents: vec![dependent.name.to_string()],
             });
         }

@@ -236,14 +236,13 @@ fn generate(args: &GenerateArgs) -> std::io::Result<Generated> {
     let ledger_per_day = spread(ledger_total, start, args.end);
     let rate = |day: NaiveDate, currency: &str| -> f64 {
         let i = (day - start).num_days() as usize * CURRENCIES.len();
-        #[allow(
-            clippy::unwrap_used,
-            reason = "accounts hold only the currencies listed"
-        )]
+        #[allow(clippy::unwrap_used, reason = "accounts use listed currencies")]
         let k = CURRENCIES.iter().position(|c| c.0 == currency).unwrap();
         fx[i + k].2
     };
     let spikes = spike_days(&mut rng, start, args.end);
+    let end_of_data = (args.end + Duration::days(1)).and_time(chrono::NaiveTime::MIN);
+    let end_of_data = end_of_data - Duration::seconds(1);
     let mut next_id = 1u64;
     let mut month_file: Option<(u32, BufWriter<fs::File>)> = None;
     let mut bank = BufWriter::new(fs::File::create(out.join("bank/transactions.csv"))?);
@@ -329,10 +328,8 @@ fn generate(args: &GenerateArgs) -> std::io::Result<Generated> {
                     "booked"
                 };
                 // Settled up to two days later, but never after the end of the data.
-                let updated = (booked_at + Duration::hours(rng.random_range(0..48))).min(
-                    (args.end + Duration::days(1)).and_time(chrono::NaiveTime::MIN)
-                        - Duration::seconds(1),
-                );
+                let updated =
+                    (booked_at + Duration::hours(rng.random_range(0..48))).min(end_of_data);
                 writeln!(
                     bank,
                     "{row},{status},{}Z",

@@ -36,6 +36,15 @@ pub fn error_info(e: &Error) -> ErrorInfo {
             );
             info.hint = Some("Use DROP ... CASCADE to drop the dependent objects too.".into());
         }
+        Error::ColumnInUse { dependents, .. } => {
+            info.detail = Some(
+                dependents
+                    .iter()
+                    .map(|d| format!("{d} depends on it"))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            );
+        }
         Error::BadInput {
             detail: Some(d), ..
         } => info.detail = Some(d.clone()),

@@ -25,6 +25,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, LazyLock, Mutex};
+use tributary_catalog::ObjectClass;
 
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::catalog::TableProvider;
@@ -135,7 +136,7 @@ pub(crate) async fn pool(catalog: &Catalog, name: &str) -> Result<Arc<PostgresCo
     let connection = catalog
         .connection(name)?
         .ok_or_else(|| Error::UndefinedObject {
-            kind: "connection",
+            kind: ObjectClass::Connection,
             name: name.to_string(),
         })?;
     let password = connection
@@ -291,7 +292,7 @@ async fn remote_table(
     drop(conn);
     if !exists {
         return Err(Error::UndefinedObject {
-            kind: "relation",
+            kind: ObjectClass::Relation,
             name: spec.table.clone(),
         });
     }
