@@ -12,7 +12,10 @@ use crate::session::Output;
 use crate::system::{Col, RowsBuilder};
 
 /// `REFRESH MODEL name [FULL] [WITH UPSTREAM] [WITH DOWNSTREAM]`
-pub async fn refresh_statement(cx: &StatementContext<'_>, refresh: Refresh) -> Result<Output> {
+pub(crate) async fn refresh_statement(
+    cx: &StatementContext<'_>,
+    refresh: Refresh,
+) -> Result<Output> {
     let object = model_named(cx, &refresh.name)?;
     tributary_refresh::refresh_around(
         cx.runtime(),
@@ -27,14 +30,14 @@ pub async fn refresh_statement(cx: &StatementContext<'_>, refresh: Refresh) -> R
 }
 
 /// `REFRESH ALL`: every model in dependency order, independent ones concurrently.
-pub async fn refresh_all(cx: &StatementContext<'_>) -> Result<Output> {
+pub(crate) async fn refresh_all(cx: &StatementContext<'_>) -> Result<Output> {
     tributary_refresh::refresh_all(cx.runtime(), "manual").await?;
     Ok(Output::Command("REFRESH ALL".into()))
 }
 
 /// `EXPLAIN REFRESH MODEL name`: what a refresh would do now, without doing it: the strategy,
 /// why, and each input's change since the model's last refresh.
-pub async fn explain(cx: &StatementContext<'_>, name: &ast::ObjectName) -> Result<Output> {
+pub(crate) async fn explain(cx: &StatementContext<'_>, name: &ast::ObjectName) -> Result<Output> {
     let object = model_named(cx, name)?;
     let explanation = tributary_refresh::explain(cx.runtime(), &object).await?;
     let mut rows = RowsBuilder::new(&[("item", Col::Text), ("value", Col::Text)]);

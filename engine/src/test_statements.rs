@@ -17,7 +17,7 @@ use crate::{names, planning};
 /// `CREATE TEST`: compiles the expectation, plans the query (so unknown objects and columns
 /// are refused now, not at the next refresh), and records the test. It first runs with the
 /// next refresh of a model it reads, or with `RUN TESTS`.
-pub async fn create_test(
+pub(crate) async fn create_test(
     cx: &StatementContext<'_>,
     test: CreateTest,
     text: &str,
@@ -77,7 +77,7 @@ pub async fn create_test(
 }
 
 /// `DROP TEST [IF EXISTS] name, ...`
-pub fn drop_tests(cx: &StatementContext<'_>, drop: DropTests) -> Result<Output> {
+pub(crate) fn drop_tests(cx: &StatementContext<'_>, drop: DropTests) -> Result<Output> {
     let catalog = cx.catalog();
     for name in &drop.names {
         let name = names::ident(name);
@@ -93,7 +93,10 @@ pub fn drop_tests(cx: &StatementContext<'_>, drop: DropTests) -> Result<Output> 
 /// `RUN TESTS [ON name]`: runs the tests (all, or those on or reading `name`) against what is
 /// published now, records each result, and returns one row per test. Failing tests are rows
 /// with status `fail`, not an error: the statement reports, refreshes gate.
-pub async fn run_tests(cx: &StatementContext<'_>, on: Option<ast::ObjectName>) -> Result<Output> {
+pub(crate) async fn run_tests(
+    cx: &StatementContext<'_>,
+    on: Option<ast::ObjectName>,
+) -> Result<Output> {
     let engine = &cx.engine.inner;
     let catalog = &engine.catalog;
     let tests = match &on {
@@ -144,6 +147,6 @@ pub async fn run_tests(cx: &StatementContext<'_>, on: Option<ast::ObjectName>) -
 /// `SHOW TESTS`: every test with its last outcome.
 use crate::system::definitions::tests_table;
 
-pub fn show_tests(cx: &StatementContext<'_>) -> Result<Output> {
+pub(crate) fn show_tests(cx: &StatementContext<'_>) -> Result<Output> {
     crate::ddl::rows_output(tests_table(cx.catalog())?)
 }

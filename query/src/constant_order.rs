@@ -32,7 +32,7 @@ use datafusion::physical_plan::{
 
 /// The physical optimizer rule: see the module documentation.
 #[derive(Debug, Default)]
-pub struct UnorderedOnConstants;
+pub(crate) struct UnorderedOnConstants;
 
 impl PhysicalOptimizerRule for UnorderedOnConstants {
     fn optimize(
@@ -93,13 +93,13 @@ fn ordered_only_by_constants(aggregate: &AggregateExec) -> bool {
 
 /// Passes its input through with the same partitions and no known order or constants.
 #[derive(Debug)]
-pub struct ForgetOrder {
+pub(crate) struct ForgetOrder {
     input: Arc<dyn ExecutionPlan>,
     properties: Arc<PlanProperties>,
 }
 
 impl ForgetOrder {
-    pub fn new(input: Arc<dyn ExecutionPlan>) -> Self {
+    pub(crate) fn new(input: Arc<dyn ExecutionPlan>) -> Self {
         let properties = PlanProperties::new(
             EquivalenceProperties::new(input.schema()),
             input.output_partitioning().clone(),

@@ -13,7 +13,7 @@ use tributary_sql::dialect::{self, Statement};
 use tributary_sql::error::Result;
 
 /// Rewrites every `EXCEPT ALL` in the statement (at most a few dozen per statement).
-pub async fn rewrite(state: &SessionState, stmt: &mut ast::Statement) -> Result<()> {
+pub(crate) async fn rewrite(state: &SessionState, stmt: &mut ast::Statement) -> Result<()> {
     for _ in 0..32 {
         let Some((left, right)) = first_except_all(stmt) else {
             return Ok(());

@@ -36,7 +36,7 @@ mod on_read;
 
 pub(crate) use merge::KeyWiseRefresh;
 
-pub use affected::primary_key_of_keys;
+pub(crate) use affected::primary_key_of_keys;
 
 /// Where the keys are evaluated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,7 +65,7 @@ const NEW_ALIAS: &str = "__tributary_new";
 
 /// The GROUP BY keys of an aggregate query whose key groups can be recomputed one by one, or
 /// why the query is not one.
-pub fn group_keys(
+pub(crate) fn group_keys(
     plan: &LogicalPlan,
     changed: super::outer::Changed,
 ) -> std::result::Result<Keys, String> {
@@ -137,7 +137,7 @@ pub fn group_keys(
 }
 
 /// The `unique_key` columns of a linear or joining query, or why they cannot drive a merge.
-pub fn unique_keys(
+pub(crate) fn unique_keys(
     plan: &LogicalPlan,
     unique_key: &str,
     changed: super::outer::Changed,
@@ -239,7 +239,7 @@ const MIN_GROUPS_FOR_FULL_LIMIT: usize = 1_000;
 const MAX_GROUPS_PERCENT: usize = 50;
 
 /// How a key-wise refresh ended.
-pub enum KeyWise {
+pub(crate) enum KeyWise {
     Merged(Merged),
     /// Too many keys changed for a merge to pay off; the table is unchanged.
     Full {
@@ -249,7 +249,7 @@ pub enum KeyWise {
 }
 
 /// What a key-wise refresh wrote.
-pub struct Merged {
+pub(crate) struct Merged {
     pub table: DeltaTable,
     pub rows_written: i64,
     pub keys: usize,
@@ -268,7 +268,7 @@ pub struct Merged {
 impl Merged {
     /// What the merge did, for the run's reason: `3 keys, 1 of 4 files read, 1 rewritten` or
     /// `3 keys, 1 of 4 files read, 3 rows marked deleted in 1 file`.
-    pub fn summary(&self) -> String {
+    pub(crate) fn summary(&self) -> String {
         if self.keys == 0 {
             return "0 keys".into();
         }
@@ -296,7 +296,7 @@ impl Merged {
 
 /// Where a key-wise refresh's new rows came from.
 #[derive(Debug, Clone, Copy)]
-pub enum NewRows {
+pub(crate) enum NewRows {
     /// The query over the affected keys' input rows.
     Recomputed,
     /// The query over the single changed input's added rows (`from_feed`).

@@ -18,7 +18,7 @@ use tributary_storage::delta;
 
 /// The model's event-time column and the oldest event time an incremental refresh applies.
 #[derive(Debug, Clone)]
-pub struct Lateness {
+pub(crate) struct Lateness {
     pub column: String,
     watermark: ScalarValue,
 }
@@ -26,7 +26,7 @@ pub struct Lateness {
 impl Lateness {
     /// `event_time` and `lateness` of the model, with the watermark computed from the rows
     /// it holds now; `None` without the options or while the model is empty.
-    pub async fn of(
+    pub(crate) async fn of(
         state: &SessionState,
         model: &CatalogObject,
         table: &DeltaTable,
@@ -75,13 +75,13 @@ impl Lateness {
     }
 
     /// Rows on time (or without an event time), over a plan with a column `name`.
-    pub fn on_time(&self, name: &str) -> Expr {
+    pub(crate) fn on_time(&self, name: &str) -> Expr {
         let c = col(Column::from_name(name));
         c.clone().gt_eq(lit(self.watermark.clone())).or(c.is_null())
     }
 
     /// Splits the rows `plan` would append into those on time and the count of late ones.
-    pub async fn withhold(
+    pub(crate) async fn withhold(
         &self,
         state: &SessionState,
         plan: LogicalPlan,

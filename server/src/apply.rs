@@ -77,7 +77,7 @@ impl ApplyTarget for Remote {
     }
 }
 
-pub async fn run(args: ApplyArgs) -> Result<(), String> {
+pub(crate) async fn run(args: ApplyArgs) -> Result<(), String> {
     let (client, connection) = tokio_postgres::connect(&args.url, NoTls)
         .await
         .map_err(|e| format!("cannot connect to {}: {e}", args.url))?;

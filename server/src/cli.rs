@@ -14,7 +14,7 @@ use crate::config::ServeArgs;
     version,
     about = "SQL data platform over the PostgreSQL wire protocol"
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     /// Configuration file (TOML); `./tributary.toml` is read when it exists.
     #[arg(long, global = true, env = "TRIBUTARY_CONFIG")]
     pub config: Option<PathBuf>,
@@ -23,7 +23,7 @@ pub struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
-pub enum Command {
+pub(crate) enum Command {
     /// Run the server.
     Serve(Box<ServeArgs>),
     /// Apply a project (a folder of .sql files) to a running server, idempotently.
@@ -36,7 +36,7 @@ pub enum Command {
 }
 
 #[derive(Args, Debug)]
-pub struct ApplyArgs {
+pub(crate) struct ApplyArgs {
     /// The project: a folder of .sql files (applied in path order) or one file.
     pub path: PathBuf,
     /// The server to apply to.

@@ -11,7 +11,7 @@ use tributary_engine::HousekeepingPolicy;
 use crate::scheduler::SchedulerConfig;
 
 #[derive(Args, Debug, Default)]
-pub struct ServeArgs {
+pub(crate) struct ServeArgs {
     /// PostgreSQL wire protocol address [default: 127.0.0.1:6543]
     #[arg(long, env = "TRIBUTARY_LISTEN")]
     pub listen: Option<String>,
@@ -72,7 +72,7 @@ pub struct ServeArgs {
 /// `tributary.toml`: the same settings as the flags.
 #[derive(Deserialize, Debug, Default)]
 #[serde(deny_unknown_fields)]
-pub struct FileConfig {
+pub(crate) struct FileConfig {
     pub listen: Option<String>,
     pub http: Option<String>,
     pub warehouse: Option<String>,
@@ -92,7 +92,7 @@ pub struct FileConfig {
 /// `[housekeeping]` in `tributary.toml`.
 #[derive(Deserialize, Debug, Default)]
 #[serde(deny_unknown_fields)]
-pub struct HousekeepingFile {
+pub(crate) struct HousekeepingFile {
     pub interval: Option<String>,
     pub vacuum_retention: Option<String>,
     pub compact_min_files: Option<usize>,
@@ -102,7 +102,7 @@ pub struct HousekeepingFile {
 
 /// Settings after merging every layer.
 #[derive(Debug)]
-pub struct Settings {
+pub(crate) struct Settings {
     pub listen: String,
     pub http: String,
     pub warehouse: String,
@@ -120,7 +120,7 @@ pub struct Settings {
 }
 
 impl Settings {
-    pub fn resolve(config: Option<&PathBuf>, args: ServeArgs) -> Result<Self, String> {
+    pub(crate) fn resolve(config: Option<&PathBuf>, args: ServeArgs) -> Result<Self, String> {
         let file = match config {
             Some(path) => Some(path.clone()),
             None => Some(PathBuf::from("tributary.toml")).filter(|p| p.exists()),

@@ -9,7 +9,7 @@ use axum::routing::get;
 use tokio::net::TcpListener;
 use tributary_engine::Engine;
 
-pub async fn serve(listener: TcpListener, engine: Engine) -> std::io::Result<()> {
+pub(crate) async fn serve(listener: TcpListener, engine: Engine) -> std::io::Result<()> {
     let app = Router::new()
         .route("/health", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))

@@ -45,7 +45,7 @@ const COMMIT_BUCKETS: &[f64] = &[
 ];
 
 /// Every metric the server exports (one per process).
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     refresh_duration: HistogramVec,
     refresh_runs: IntCounterVec,
@@ -64,7 +64,7 @@ pub struct Metrics {
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
 
 /// The process's metrics.
-pub fn get() -> &'static Metrics {
+pub(crate) fn get() -> &'static Metrics {
     &METRICS
 }
 
@@ -204,18 +204,18 @@ impl Metrics {
     }
 
     /// Counts a pgwire connection as open until the returned guard drops.
-    pub fn connection_opened(&'static self) -> ConnectionGuard {
+    pub(crate) fn connection_opened(&'static self) -> ConnectionGuard {
         self.connections.inc();
         ConnectionGuard(self)
     }
 
     /// Counts a pgwire message of `payload` bytes sent (plus its type byte and length).
-    pub fn message_sent(&self, payload: usize) {
+    pub(crate) fn message_sent(&self, payload: usize) {
         self.bytes_sent.inc_by(payload as u64 + 5);
     }
 
     /// `n` scheduled refreshes became due (`n` < 0: that many left the queue).
-    pub fn scheduler_queued(&self, n: i64) {
+    pub(crate) fn scheduler_queued(&self, n: i64) {
         self.scheduler_queue.add(n);
     }
 
@@ -228,7 +228,7 @@ impl Metrics {
     }
 
     /// The text exposition of every metric, with staleness as of now.
-    pub async fn render(&self, engine: &Engine) -> String {
+    pub(crate) async fn render(&self, engine: &Engine) -> String {
         let mut families = self.registry.gather();
         // The encoder refuses a family without series (no model refreshed yet).
         families.extend(
@@ -387,7 +387,7 @@ impl tributary_engine::metrics::StorageMetrics for Metrics {
 }
 
 /// Decrements the active connections when its connection ends.
-pub struct ConnectionGuard(&'static Metrics);
+pub(crate) struct ConnectionGuard(&'static Metrics);
 
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
@@ -398,14 +398,14 @@ impl Drop for ConnectionGuard {
 /// Times one statement; when dropped it counts the statement with the status it was given
 /// ([`QueryTimer::succeed`]), or as an error if it never completed (a failure, a cancel, or a
 /// client that went away mid-result).
-pub struct QueryTimer {
+pub(crate) struct QueryTimer {
     started: Instant,
     ok: bool,
     counted: bool,
 }
 
 impl QueryTimer {
-    pub fn start() -> Self {
+    pub(crate) fn start() -> Self {
         Self {
             started: Instant::now(),
             ok: false,
@@ -414,17 +414,17 @@ impl QueryTimer {
     }
 
     /// Not a statement of its own after all (a Parse that succeeded: its Execute counts).
-    pub fn discard(mut self) {
+    pub(crate) fn discard(mut self) {
         self.counted = false;
     }
 
     /// The statement completed successfully.
-    pub fn succeed(mut self) {
+    pub(crate) fn succeed(mut self) {
         self.ok = true;
     }
 
     /// The statement failed.
-    pub fn fail(self) {}
+    pub(crate) fn fail(self) {}
 }
 
 impl Drop for QueryTimer {
@@ -437,7 +437,7 @@ impl Drop for QueryTimer {
 
 /// A result stream that completes `timer` when its last batch was produced (or fails it on an
 /// error), so a query's duration covers its execution, not just its planning.
-pub fn timed_stream(
+pub(crate) fn timed_stream(
     stream: SendableRecordBatchStream,
     timer: QueryTimer,
 ) -> SendableRecordBatchStream {

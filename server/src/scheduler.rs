@@ -22,17 +22,17 @@ use tributary_engine::schedule::{self, Clock, ModelSchedule, ModelState, Schedul
 use tributary_engine::{Engine, Error};
 
 /// How often the scheduler looks for due models.
-pub const TICK: Duration = Duration::from_secs(1);
+pub(crate) const TICK: Duration = Duration::from_secs(1);
 
 /// The scheduler's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SchedulerConfig {
+pub(crate) struct SchedulerConfig {
     /// Most refreshes the scheduler runs at once.
     pub max_concurrent: usize,
 }
 
 /// Starts the loop on the runtime; it runs until the server stops.
-pub fn start(engine: Engine, config: SchedulerConfig) -> tokio::task::JoinHandle<()> {
+pub(crate) fn start(engine: Engine, config: SchedulerConfig) -> tokio::task::JoinHandle<()> {
     let scheduler = Scheduler {
         engine,
         clock: Arc::new(schedule::SystemClock),

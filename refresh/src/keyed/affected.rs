@@ -23,7 +23,7 @@ use tributary_sql::error::{Error, Result};
 /// or why the keys are not that primary key. Only then does a changed source row touch
 /// exactly the model row with its key: the old image's key is the new one's, and a deleted
 /// row's key is one the model holds and the source no longer has.
-pub fn primary_key_of_keys(
+pub(crate) fn primary_key_of_keys(
     plan: &LogicalPlan,
     keys: &Keys,
     input: &tributary_catalog::ObjectName,

@@ -16,7 +16,7 @@ const COLUMN_ROW: i64 = 18;
 const MARGIN: i64 = 12;
 
 /// The objects and edges to draw from.
-pub struct Graph<'a> {
+pub(super) struct Graph<'a> {
     pub objects: &'a HashMap<i64, CatalogObject>,
     /// `(downstream, upstream)` dependency edges.
     pub edges: &'a [(i64, i64)],
@@ -95,7 +95,7 @@ fn visit_to(
 }
 
 /// The SVG of `focus`'s lineage; `columns` draws columns and column edges.
-pub fn render(graph: &Graph<'_>, focus: i64, columns: bool) -> Markup {
+pub(super) fn render(graph: &Graph<'_>, focus: i64, columns: bool) -> Markup {
     let mut upstream: HashMap<i64, Vec<i64>> = HashMap::new();
     let mut downstream: HashMap<i64, Vec<i64>> = HashMap::new();
     for (down, up) in graph.edges {
@@ -210,7 +210,7 @@ fn curve(x1: i64, y1: i64, x2: i64, y2: i64) -> String {
 }
 
 /// The page of an object.
-pub fn object_href(object: &CatalogObject) -> String {
+pub(super) fn object_href(object: &CatalogObject) -> String {
     format!(
         "/objects/{}/{}",
         percent(&object.name.schema),

@@ -18,7 +18,7 @@ use tributary_catalog::{CatalogObject, ColumnEdge, DataTest, ObjectName, TestRes
 use tributary_engine::Engine;
 use tributary_engine::system::freshness::Freshness;
 
-pub fn routes() -> Router<Engine> {
+pub(crate) fn routes() -> Router<Engine> {
     Router::new()
         .route("/", get(index))
         .route("/objects/{schema}/{name}", get(object))

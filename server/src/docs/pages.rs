@@ -70,7 +70,7 @@ const KINDS: [(ObjectKind, &str); 4] = [
 ];
 
 /// `/`: every object by kind, with its description, freshness and tests.
-pub fn index(site: &Site) -> Markup {
+pub(super) fn index(site: &Site) -> Markup {
     let mut objects: Vec<&CatalogObject> = site.objects.values().collect();
     objects.sort_by(|a, b| a.name.cmp(&b.name));
     layout(
@@ -108,7 +108,7 @@ pub fn index(site: &Site) -> Markup {
     )
 }
 
-pub fn not_found(name: &str) -> Markup {
+pub(super) fn not_found(name: &str) -> Markup {
     layout(
         "Not found",
         html! {
@@ -119,7 +119,7 @@ pub fn not_found(name: &str) -> Markup {
 }
 
 /// `/objects/{schema}/{name}`: one object in full.
-pub fn object(site: &Site, object: &CatalogObject, runs: &[Run], columns: bool) -> Markup {
+pub(super) fn object(site: &Site, object: &CatalogObject, runs: &[Run], columns: bool) -> Markup {
     let graph = Graph {
         objects: &site.objects,
         edges: &site.edges,

@@ -15,14 +15,14 @@ const NEXT_CURSOR: &str = "greatest(clock_timestamp(), \
      (SELECT max(updated_at) FROM bank.transactions) + interval '1 millisecond')";
 
 /// A connection to the loaded bank database.
-pub struct Bank {
+pub(crate) struct Bank {
     client: Client,
     accounts: i64,
     transactions: i64,
 }
 
 impl Bank {
-    pub fn summary(&self) -> String {
+    pub(crate) fn summary(&self) -> String {
         format!(
             "database bank: {} accounts, {} transactions",
             self.accounts, self.transactions
@@ -30,7 +30,7 @@ impl Bank {
     }
 
     /// One tick of activity: a few new pending transactions, and some pending ones booked.
-    pub async fn tick(&self, rng: &mut impl Rng) -> Result<(), tokio_postgres::Error> {
+    pub(crate) async fn tick(&self, rng: &mut impl Rng) -> Result<(), tokio_postgres::Error> {
         let new = rng.random_range(1..=4);
         for _ in 0..new {
             let account: i32 = rng.random_range(1..=12);
@@ -70,7 +70,7 @@ impl Bank {
 }
 
 /// Creates (once) and loads the bank database on the server at `maintenance_url`.
-pub async fn load(maintenance_url: &str) -> Result<Bank, String> {
+pub(crate) async fn load(maintenance_url: &str) -> Result<Bank, String> {
     let admin = connect(maintenance_url).await?;
     let exists = admin
         .query_opt("SELECT 1 FROM pg_database WHERE datname = 'bank'", &[])

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use super::generate::CURRENCIES;
 
 /// Binds `addr` and serves the API in the background.
-pub async fn start(addr: &str) -> Result<(), String> {
+pub(crate) async fn start(addr: &str) -> Result<(), String> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| format!("cannot listen for the FX rates API on {addr}: {e}"))?;

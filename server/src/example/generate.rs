@@ -27,7 +27,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 #[derive(Args, Debug, Clone)]
-pub struct GenerateArgs {
+pub(crate) struct GenerateArgs {
     /// Output folder (created if missing; generated files are overwritten).
     #[arg(long, default_value = "seeds")]
     pub out: PathBuf,
@@ -44,11 +44,11 @@ pub struct GenerateArgs {
 
 /// Days of history; the bank holds the last [`BANK_DAYS`] of them, the CSV history the rest.
 const HISTORY_DAYS: i64 = 3 * 365 + 1;
-pub const BANK_DAYS: i64 = 90;
+pub(crate) const BANK_DAYS: i64 = 90;
 /// Share of all transactions that are card payments (the stream), in per mille.
 const CARD_PER_MILLE: u64 = 60;
 
-pub const CURRENCIES: [(&str, f64); 5] = [
+pub(crate) const CURRENCIES: [(&str, f64); 5] = [
     ("USD", 1.0),
     ("EUR", 1.08),
     ("GBP", 1.27),
@@ -136,14 +136,14 @@ struct Account {
 
 /// What one run wrote, for the command's summary line.
 #[derive(Debug, Default)]
-pub struct Generated {
+pub(crate) struct Generated {
     pub history_rows: u64,
     pub bank_rows: u64,
     pub card_rows: u64,
     pub files: usize,
 }
 
-pub fn run(args: &GenerateArgs) -> Result<Generated, String> {
+pub(crate) fn run(args: &GenerateArgs) -> Result<Generated, String> {
     generate(args).map_err(|e| format!("generating into {}: {e}", args.out.display()))
 }
 
@@ -404,12 +404,12 @@ fn generate(args: &GenerateArgs) -> std::io::Result<Generated> {
 }
 
 /// Card payments are numbered apart from ledger transactions, which the bank keeps numbering.
-pub const CARD_ID_BASE: u64 = 1_000_000_000_000;
+pub(crate) const CARD_ID_BASE: u64 = 1_000_000_000_000;
 
-pub const CARD_HEADER: &str = "payment_id,account_id,merchant,amount,currency,authorized_at";
+pub(crate) const CARD_HEADER: &str = "payment_id,account_id,merchant,amount,currency,authorized_at";
 
 /// One card payment as a CSV line (with its newline).
-pub fn card_row(
+pub(crate) fn card_row(
     rng: &mut impl Rng,
     id: u64,
     account: u32,
@@ -425,7 +425,7 @@ pub fn card_row(
 }
 
 /// The card accounts' ids and currencies, as [`accounts`] generates them for `seed`.
-pub fn card_accounts(seed: u64) -> Vec<(u32, &'static str)> {
+pub(crate) fn card_accounts(seed: u64) -> Vec<(u32, &'static str)> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     accounts(&mut rng)
         .into_iter()

@@ -8,10 +8,10 @@
 //! While the server runs, new card payments land and bank transactions are booked, so
 //! `on change` schedules fire and freshness moves.
 
-pub mod bank;
-pub mod fx_feed;
-pub mod generate;
-pub mod stream;
+pub(crate) mod bank;
+pub(crate) mod fx_feed;
+pub(crate) mod generate;
+pub(crate) mod stream;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -21,7 +21,7 @@ use clap::Args;
 use crate::config::{ServeArgs, Settings};
 
 #[derive(Args, Debug)]
-pub struct DemoArgs {
+pub(crate) struct DemoArgs {
     #[command(flatten)]
     pub serve: ServeArgs,
     /// The transactional bank's PostgreSQL server (a maintenance database on it); the demo
@@ -43,9 +43,9 @@ pub struct DemoArgs {
 /// The project file the bank comes from when PostgreSQL is reachable, and its stand-in.
 const BANK_FILE: &str = "15_bank.sql";
 const BANK_OFFLINE: &str = "seeds/bank/offline.sql";
-pub const LANDING: &str = "landing/card_payments";
+pub(crate) const LANDING: &str = "landing/card_payments";
 
-pub async fn run(config: Option<&PathBuf>, mut args: DemoArgs) -> Result<(), String> {
+pub(crate) async fn run(config: Option<&PathBuf>, mut args: DemoArgs) -> Result<(), String> {
     let project = args
         .serve
         .project

@@ -16,7 +16,7 @@ use super::bank::Bank;
 use super::generate::{self, CARD_HEADER};
 
 /// Creates the landing folder and, when it is empty, lands the generated card history first.
-pub fn prepare_landing(landing: &Path) -> Result<(), String> {
+pub(crate) fn prepare_landing(landing: &Path) -> Result<(), String> {
     let fail = |e: std::io::Error| format!("cannot prepare {}: {e}", landing.display());
     std::fs::create_dir_all(landing).map_err(fail)?;
     if std::fs::read_dir(landing).map_err(fail)?.next().is_none() {
@@ -30,7 +30,7 @@ pub fn prepare_landing(landing: &Path) -> Result<(), String> {
 }
 
 /// Runs the activity loop in the background, one batch every `tick`.
-pub fn start(landing: PathBuf, bank: Option<Bank>, tick: Duration) {
+pub(crate) fn start(landing: PathBuf, bank: Option<Bank>, tick: Duration) {
     tokio::spawn(async move {
         let seed = Utc::now().timestamp_micros() as u64;
         let mut rng = ChaCha8Rng::seed_from_u64(seed);

@@ -28,21 +28,21 @@ static PIDS: LazyLock<Arc<RandomPidSecretKeyGenerator>> =
     LazyLock::new(|| Arc::new(RandomPidSecretKeyGenerator::default()));
 
 /// Live connections by (pid, secret key), so a CancelRequest reaches its connection.
-pub static CONNECTIONS: LazyLock<Arc<ConnectionManager>> =
+pub(super) static CONNECTIONS: LazyLock<Arc<ConnectionManager>> =
     LazyLock::new(|| Arc::new(ConnectionManager::new()));
 
 /// Set on a connection once it has authenticated. pgwire keeps reading a connection after a
 /// FATAL authentication error, so every handler checks this marker before doing anything.
-pub struct Authenticated;
+pub(super) struct Authenticated;
 
 /// The error for a message on a connection that has not authenticated.
-pub fn not_authenticated() -> PgWireError {
+pub(super) fn not_authenticated() -> PgWireError {
     fatal("28000", "the connection is not authenticated".into())
 }
 
 /// How clients authenticate.
 #[derive(Debug)]
-pub struct AuthConfig {
+pub(crate) struct AuthConfig {
     /// Accept any user without a password (only allowed on loopback).
     pub trust: bool,
     pub database: String,
@@ -52,7 +52,12 @@ pub struct AuthConfig {
 }
 
 impl AuthConfig {
-    pub fn new(trust: bool, database: &str, superuser: &str, password: Option<&str>) -> Self {
+    pub(crate) fn new(
+        trust: bool,
+        database: &str,
+        superuser: &str,
+        password: Option<&str>,
+    ) -> Self {
         let salted = password.map(|pw| {
             let salt: [u8; 16] = rand_salt();
             (
@@ -76,7 +81,7 @@ fn rand_salt() -> [u8; 16] {
 
 /// Parameters reported at start-up, as PostgreSQL 15 reports them.
 #[derive(Debug, Default)]
-pub struct Params;
+pub(super) struct Params;
 
 impl ServerParameterProvider for Params {
     fn server_parameters<C: ClientInfo>(&self, client: &C) -> Option<HashMap<String, String>> {
@@ -126,14 +131,14 @@ impl AuthSource for Verifiers {
 }
 
 /// The start-up handler of one connection.
-pub struct Startup {
+pub(super) struct Startup {
     auth: Arc<AuthConfig>,
     sasl: SASLAuthStartupHandler<Params>,
     connections_full: bool,
 }
 
 impl Startup {
-    pub fn new(auth: Arc<AuthConfig>, connections_full: bool) -> Self {
+    pub(super) fn new(auth: Arc<AuthConfig>, connections_full: bool) -> Self {
         let mut scram = ScramAuth::new(Arc::new(Verifiers {
             auth: Arc::clone(&auth),
         }));

@@ -19,7 +19,7 @@ use datafusion::arrow::datatypes::{
 use datafusion::arrow::record_batch::RecordBatch;
 
 /// Whether every column of the (rendered) batch has a type this writer prints.
-pub fn supported(batch: &RecordBatch) -> bool {
+pub(super) fn supported(batch: &RecordBatch) -> bool {
     batch.columns().iter().all(|c| {
         let data_type = c.data_type();
         data_type.is_integer()
@@ -37,7 +37,7 @@ pub fn supported(batch: &RecordBatch) -> bool {
 
 /// The batch's rows in PostgreSQL's COPY text format, one buffer per row (each ending in a
 /// newline), or `None` when a value needs the generic encoder.
-pub fn encode(batch: &RecordBatch, delimiter: u8, null: &str) -> Option<Vec<Bytes>> {
+pub(super) fn encode(batch: &RecordBatch, delimiter: u8, null: &str) -> Option<Vec<Bytes>> {
     let mut out = BytesMut::with_capacity(batch.num_rows() * 64);
     let mut ends = Vec::with_capacity(batch.num_rows());
     let columns = batch.columns();

@@ -22,7 +22,7 @@ use tributary_engine::{Error, Output};
 
 use super::sqlstate::error_info;
 
-pub fn pg_error(e: &Error) -> PgWireError {
+pub(super) fn pg_error(e: &Error) -> PgWireError {
     PgWireError::UserError(Box::new(error_info(e)))
 }
 
@@ -31,7 +31,7 @@ fn df_error(e: datafusion::error::DataFusionError) -> PgWireError {
 }
 
 /// Rows as a query response in the given formats.
-pub fn rows_response(
+pub(super) fn rows_response(
     schema: &SchemaRef,
     stream: SendableRecordBatchStream,
     tag: &str,
@@ -64,12 +64,12 @@ pub fn rows_response(
 }
 
 /// The tag of a completed command, split so pgwire prints it as PostgreSQL does.
-pub fn command_tag(tag: &str) -> Tag {
+pub(super) fn command_tag(tag: &str) -> Tag {
     Tag::new(tag)
 }
 
 /// An engine output as a response; `CopyIn` is handled by the caller.
-pub fn response(
+pub(super) fn response(
     output: Output,
     format: &Format,
     options: Option<Arc<FormatOptions>>,

@@ -30,13 +30,13 @@ use super::encode::{self, pg_error};
 use crate::metrics::{QueryTimer, timed_stream};
 
 /// The handlers of one connection (pgwire asks for each once per connection).
-pub struct ConnectionHandlers {
+pub(super) struct ConnectionHandlers {
     conn: Arc<Connection>,
     startup: Arc<Startup>,
 }
 
 impl ConnectionHandlers {
-    pub fn new(engine: Engine, auth: Arc<AuthConfig>, connections_full: bool) -> Self {
+    pub(super) fn new(engine: Engine, auth: Arc<AuthConfig>, connections_full: bool) -> Self {
         Self {
             conn: Arc::new(Connection {
                 shared: Arc::new(Shared {
@@ -102,13 +102,13 @@ struct PendingCopy {
 const MAX_COPY_BYTES: usize = 1 << 30;
 
 /// State shared by a connection's handlers and its statement parser.
-pub struct Shared {
+pub(super) struct Shared {
     engine: Engine,
     session: Mutex<Option<Session>>,
     copy: Mutex<Option<PendingCopy>>,
 }
 
-pub struct Connection {
+pub(super) struct Connection {
     shared: Arc<Shared>,
 }
 
@@ -231,13 +231,13 @@ impl SimpleQueryHandler for Connection {
 
 /// A statement prepared with Parse: parsed once, planned for its types when it is a query.
 #[derive(Clone, Debug)]
-pub struct PreparedStatement {
+pub(super) struct PreparedStatement {
     prepared: Prepared,
     parameter_types: Vec<Option<DataType>>,
     schema: Option<SchemaRef>,
 }
 
-pub struct Parser {
+pub(super) struct Parser {
     conn: Arc<Shared>,
 }
 

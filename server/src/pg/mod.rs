@@ -5,7 +5,7 @@ mod auth;
 mod copy_text;
 mod encode;
 mod handler;
-pub mod sqlstate;
+pub(crate) mod sqlstate;
 mod text;
 
 use std::net::SocketAddr;
@@ -15,11 +15,11 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tributary_engine::Engine;
 
-pub use auth::AuthConfig;
+pub(crate) use auth::AuthConfig;
 
 /// Accepts connections until the process ends. Each connection gets its own handlers
 /// (its own engine session); a connection's failure never affects the others.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     engine: Engine,
     auth: Arc<AuthConfig>,
@@ -46,6 +46,6 @@ pub async fn serve(
 }
 
 /// Whether an address is loopback (trust authentication is allowed only there).
-pub fn is_loopback(addr: &SocketAddr) -> bool {
+pub(crate) fn is_loopback(addr: &SocketAddr) -> bool {
     addr.ip().is_loopback()
 }

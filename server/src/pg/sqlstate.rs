@@ -23,7 +23,7 @@ fn message(e: &Error) -> String {
 }
 
 /// The error response for an engine error.
-pub fn error_info(e: &Error) -> ErrorInfo {
+pub(crate) fn error_info(e: &Error) -> ErrorInfo {
     let mut info = ErrorInfo::new("ERROR".into(), e.sqlstate().code().into(), message(e));
     match e.root() {
         Error::DependentObjects { dependents, .. } => {

@@ -22,7 +22,7 @@ fn rendered(dt: &DataType) -> bool {
 }
 
 /// The batch with text-format timestamp and float columns rendered as PostgreSQL text.
-pub fn render(batch: RecordBatch, format: &Format) -> RecordBatch {
+pub(super) fn render(batch: RecordBatch, format: &Format) -> RecordBatch {
     let schema = batch.schema();
     if !schema
         .fields()
@@ -94,7 +94,7 @@ fn render_column(column: &ArrayRef) -> Option<ArrayRef> {
 }
 
 /// `float8` output as PostgreSQL 12+ prints it (shortest exact form).
-pub fn float8(v: f64) -> String {
+pub(super) fn float8(v: f64) -> String {
     if v.is_nan() {
         return "NaN".into();
     }
@@ -117,7 +117,7 @@ pub fn float8(v: f64) -> String {
 }
 
 /// A timestamp in microseconds as PostgreSQL prints it in ISO style (UTC for timestamptz).
-pub fn timestamp(micros: i64, with_zone: bool) -> Option<String> {
+pub(super) fn timestamp(micros: i64, with_zone: bool) -> Option<String> {
     use chrono::{Datelike, Timelike};
     use std::fmt::Write;
     let t = chrono::DateTime::from_timestamp_micros(micros)?.naive_utc();

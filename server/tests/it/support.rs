@@ -1,3 +1,3 @@
 //! The shared test kit (`tributary-testkit`): `TestServer` and its helpers.
 
-pub use tributary_testkit::*;
+pub(crate) use tributary_testkit::*;

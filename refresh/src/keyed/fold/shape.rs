@@ -57,7 +57,7 @@ pub(super) struct Foldable {
 
 impl Foldable {
     /// The output column of [`Foldable::partial`] counting each group's changed rows.
-    pub fn partial_rows(&self) -> usize {
+    pub(super) fn partial_rows(&self) -> usize {
         self.aggregate.schema.fields().len()
     }
 }

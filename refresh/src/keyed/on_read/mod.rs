@@ -33,7 +33,7 @@ use tributary_storage::{deletion, delta};
 mod search;
 
 /// What a merge-on-read wrote.
-pub struct Marked {
+pub(super) struct Marked {
     pub table: DeltaTable,
     /// Rows inserted, updated or deleted, counted as a MERGE counts them.
     pub rows_written: i64,
@@ -45,7 +45,7 @@ pub struct Marked {
 }
 
 /// How a merge on read ended.
-pub enum Outcome {
+pub(super) enum Outcome {
     Committed(Marked),
     /// The model held another number of rows of the affected keys than the caller expected;
     /// nothing was written.
@@ -59,7 +59,7 @@ pub enum Outcome {
 /// The live rows of a set of keys in a table version's files, found once: a fold reads the
 /// groups' old values from them, and the merge then marks them deleted without searching
 /// the files again.
-pub struct Located {
+pub(super) struct Located {
     /// The files holding rows of the keys, with their old deletion vector and the rows'
     /// positions.
     files: Vec<(Add, RoaringTreemap, RoaringTreemap)>,
@@ -71,14 +71,14 @@ pub struct Located {
 
 impl Located {
     /// The rows found (every column of the model).
-    pub fn rows(&self) -> &[RecordBatch] {
+    pub(super) fn rows(&self) -> &[RecordBatch] {
         self.rows.as_deref().unwrap_or_default()
     }
 }
 
 /// Finds the live rows of the keys (`affected`: one column per key column, in `key_columns`
 /// order) in the table's files, and reads them whole when `read_rows`.
-pub async fn locate(
+pub(super) async fn locate(
     table: &DeltaTable,
     key_columns: &[String],
     affected: &[RecordBatch],
@@ -149,7 +149,7 @@ pub async fn locate(
 }
 
 /// Where a merge takes the old rows of the affected keys from.
-pub enum OldRows {
+pub(super) enum OldRows {
     /// Search the model's files for them.
     Search,
     /// Found already, against the same table version ([`locate`]).
@@ -163,7 +163,7 @@ pub enum OldRows {
 
 /// Replaces the rows of the affected keys (`affected`: one column per key column, in
 /// `key_columns` order) with `new_rows` in one commit.
-pub async fn merge(
+pub(super) async fn merge(
     table: DeltaTable,
     key_columns: &[String],
     affected: &[RecordBatch],
