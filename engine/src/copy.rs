@@ -268,10 +268,10 @@ async fn write_file(
 /// Loads the data of a `COPY ... FROM STDIN` (or a server file) into its table as one commit.
 pub(crate) async fn copy_in(cx: &StatementContext<'_>, copy: &CopyIn, data: &[u8]) -> Result<u64> {
     let engine = Arc::clone(&cx.engine.inner);
-    let lock = engine.store.write_lock(copy.object_id);
+    let lock = engine.store().write_lock(copy.object_id);
     let _guard = lock.lock().await;
     let object = engine
-        .catalog
+        .catalog()
         .object_by_id(copy.object_id)?
         .ok_or_else(|| Error::UndefinedObject {
             kind: ObjectClass::Relation,
@@ -297,13 +297,13 @@ pub(crate) async fn copy_in(cx: &StatementContext<'_>, copy: &CopyIn, data: &[u8
     if rows == 0 {
         return Ok(0);
     }
-    let table = delta::latest(engine.store.published_table(&object).await?).await?;
+    let table = delta::latest(engine.store().published_table(&object).await?).await?;
     let table = table
         .write(full)
         .with_save_mode(SaveMode::Append)
         .with_commit_properties(delta::commit_properties(Default::default()))
         .await?;
-    engine.store.publish(&object, table)?;
+    engine.store().publish(&object, table)?;
     Ok(rows)
 }
 

@@ -75,16 +75,17 @@ pub(crate) async fn append_plan(
     plan: LogicalPlan,
 ) -> Result<u64> {
     let engine = &cx.engine.inner;
-    let lock = engine.store.write_lock(object.id);
+    let lock = engine.store().write_lock(object.id);
     let _guard = lock.lock().await;
-    let object = engine
-        .catalog
-        .object_by_id(object.id)?
-        .ok_or_else(|| Error::UndefinedObject {
-            kind: ObjectClass::Relation,
-            name: object.name.to_string(),
-        })?;
-    let table = delta::latest(engine.store.published_table(&object).await?).await?;
+    let object =
+        engine
+            .catalog()
+            .object_by_id(object.id)?
+            .ok_or_else(|| Error::UndefinedObject {
+                kind: ObjectClass::Relation,
+                name: object.name.to_string(),
+            })?;
+    let table = delta::latest(engine.store().published_table(&object).await?).await?;
     let state = cx.state();
     let table = table
         .write(Vec::new())
@@ -94,7 +95,7 @@ pub(crate) async fn append_plan(
         .with_commit_properties(delta::commit_properties(Default::default()))
         .await?;
     let rows = delta::last_commit_rows(&table).await.unwrap_or(0);
-    engine.store.publish(&object, table)?;
+    engine.store().publish(&object, table)?;
     Ok(rows.max(0) as u64)
 }
 
@@ -111,10 +112,10 @@ pub async fn update(cx: &StatementContext<'_>, update: ast::Update) -> Result<Ou
     }
     let object = target_table(cx, name, "update")?;
     let engine = &cx.engine.inner;
-    let lock = engine.store.write_lock(object.id);
+    let lock = engine.store().write_lock(object.id);
     let _guard = lock.lock().await;
-    let object = engine.catalog.object_by_id(object.id)?.unwrap_or(object);
-    let table = delta::latest(engine.store.published_table(&object).await?).await?;
+    let object = engine.catalog().object_by_id(object.id)?.unwrap_or(object);
+    let table = delta::latest(engine.store().published_table(&object).await?).await?;
     let mut builder = table
         .update()
         .with_commit_properties(delta::commit_properties(Default::default()));
@@ -143,7 +144,7 @@ pub async fn update(cx: &StatementContext<'_>, update: ast::Update) -> Result<Ou
     let (table, metrics) = builder.await?;
     let rows = metrics.num_updated_rows;
     if delta::version(&table) != object.published_version.unwrap_or(-1) {
-        engine.store.publish(&object, table)?;
+        engine.store().publish(&object, table)?;
     }
     Ok(Output::Command(format!("UPDATE {rows}")))
 }
@@ -167,10 +168,10 @@ pub async fn delete(cx: &StatementContext<'_>, delete: ast::Delete) -> Result<Ou
     }
     let object = target_table(cx, name, "delete from")?;
     let engine = &cx.engine.inner;
-    let lock = engine.store.write_lock(object.id);
+    let lock = engine.store().write_lock(object.id);
     let _guard = lock.lock().await;
-    let object = engine.catalog.object_by_id(object.id)?.unwrap_or(object);
-    let table = delta::latest(engine.store.published_table(&object).await?).await?;
+    let object = engine.catalog().object_by_id(object.id)?.unwrap_or(object);
+    let table = delta::latest(engine.store().published_table(&object).await?).await?;
     let mut builder = table
         .delete()
         .with_commit_properties(delta::commit_properties(Default::default()));
@@ -180,7 +181,7 @@ pub async fn delete(cx: &StatementContext<'_>, delete: ast::Delete) -> Result<Ou
     let (table, metrics) = builder.await?;
     let rows = metrics.num_deleted_rows.unwrap_or(0);
     if delta::version(&table) != object.published_version.unwrap_or(-1) {
-        engine.store.publish(&object, table)?;
+        engine.store().publish(&object, table)?;
     }
     Ok(Output::Command(format!("DELETE {rows}")))
 }

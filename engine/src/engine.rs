@@ -67,7 +67,7 @@ impl Engine {
             &config.database,
             config.memory_limit,
         )?;
-        let inner = Arc::new(Runtime::new(catalog, store, config.database.clone(), query));
+        let inner = Arc::new(Runtime::new(query));
         let engine = Engine { inner };
         crate::refresh::recover(&engine.inner).await?;
         // A job run a crash interrupted is retried like a refresh (see `schedule::due`).
@@ -84,11 +84,11 @@ impl Engine {
     }
 
     pub fn catalog(&self) -> &Catalog {
-        &self.inner.catalog
+        self.inner.catalog()
     }
 
     pub fn database(&self) -> &str {
-        &self.inner.database
+        self.inner.database()
     }
 
     /// The HTTP sources whose `poll` interval has passed at `now` (the scheduler's question).
@@ -96,7 +96,7 @@ impl Engine {
         &self,
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<Vec<CatalogObject>> {
-        crate::sources::http::due_sources(&self.inner.catalog, now)
+        crate::sources::http::due_sources(self.inner.catalog(), now)
     }
 
     /// Polls an HTTP source once; the outcome is recorded as a run of the source.
@@ -106,7 +106,7 @@ impl Engine {
         trigger: &str,
     ) -> Result<crate::sources::http::Polled> {
         let inner = &self.inner;
-        crate::sources::http::poll(&inner.catalog, &inner.store, object, trigger).await
+        crate::sources::http::poll(inner.catalog(), inner.store(), object, trigger).await
     }
 
     /// A new session for a connected user.

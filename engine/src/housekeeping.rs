@@ -30,7 +30,7 @@ impl Engine {
     /// from now. The loop ends when the engine is dropped.
     pub fn start_housekeeping(&self, policy: HousekeepingPolicy) -> tokio::task::JoinHandle<()> {
         self.inner
-            .store
+            .store()
             .housekeeping()
             .note_retention(policy.vacuum_retention);
         let engine: Weak<Runtime> = Arc::downgrade(&self.inner);
@@ -59,10 +59,10 @@ impl Engine {
     pub async fn housekeeping_pass(&self, policy: &HousekeepingPolicy) -> Vec<PassOutcome> {
         let inner = &self.inner;
         inner
-            .store
+            .store()
             .housekeeping()
             .note_retention(policy.vacuum_retention);
-        let objects = match inner.catalog.objects() {
+        let objects = match inner.catalog().objects() {
             Ok(objects) => objects,
             Err(e) => {
                 tracing::error!(error = %e, "housekeeping cannot read the catalog");
@@ -111,7 +111,7 @@ async fn oldest_bookmarks(inner: &Runtime, objects: &[CatalogObject]) -> BTreeMa
         .iter()
         .filter(|o| o.kind == ObjectKind::Model && is_maintained(o))
     {
-        let table = match inner.store.published_table(model).await {
+        let table = match inner.store().published_table(model).await {
             Ok(t) => t,
             Err(e) => {
                 tracing::warn!(object = %model.name, error = %e, "housekeeping cannot read bookmarks");
@@ -138,17 +138,17 @@ async fn maintain_object(
     policy: &HousekeepingPolicy,
     options: &MaintainOptions,
 ) -> Result<Option<HousekeepingReport>> {
-    let lock = inner.store.write_lock(id);
+    let lock = inner.store().write_lock(id);
     let _guard = lock.lock().await;
     // Read the object again under the lock: it may have been dropped, replaced or written.
-    let Some(object) = inner.catalog.object_by_id(id)? else {
+    let Some(object) = inner.catalog().object_by_id(id)? else {
         return Ok(None);
     };
     if !is_maintained(&object) {
         return Ok(None);
     }
     let published = object.published_version.unwrap_or(-1);
-    let table = delta::latest(inner.store.published_table(&object).await?).await?;
+    let table = delta::latest(inner.store().published_table(&object).await?).await?;
     if delta::version(&table) != published {
         // A commit landed but was never published (its statement was cancelled); the next
         // write or restart publishes it. Housekeeping must not be what makes it visible.
@@ -157,13 +157,13 @@ async fn maintain_object(
     }
     let (table, mut report) = rewrite(table, policy, options).await?;
     if delta::version(&table) != published {
-        let current = inner.catalog.object_by_id(id)?;
+        let current = inner.catalog().object_by_id(id)?;
         let unchanged = current.as_ref().is_some_and(|c| {
             c.location == object.location && c.published_version == object.published_version
         });
         match current {
             Some(current) if unchanged => {
-                inner.store.publish(&current, table.clone())?;
+                inner.store().publish(&current, table.clone())?;
             }
             _ => {
                 tracing::warn!(object = %object.name, "housekeeping result not published: the object changed meanwhile");

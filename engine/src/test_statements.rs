@@ -98,7 +98,7 @@ pub(crate) async fn run_tests(
     on: Option<ast::ObjectName>,
 ) -> Result<Output> {
     let engine = &cx.engine.inner;
-    let catalog = &engine.catalog;
+    let catalog = engine.catalog();
     let tests = match &on {
         Some(name) => {
             let object = cx.resolve(name, ObjectClass::Relation)?;

@@ -109,7 +109,7 @@ pub(crate) async fn change_of(
             input.name
         )));
     }
-    let table = engine.store.published_table(input).await?;
+    let table = engine.store().published_table(input).await?;
     let log = table.log_store();
     let mut rewritten = false;
     let mut appended = false;
@@ -192,7 +192,7 @@ pub(crate) async fn changed_rows(
     rows: FeedRows,
     like: &Arc<dyn TableProvider>,
 ) -> Result<Arc<dyn TableProvider>> {
-    let table = engine.store.published_table(input).await?;
+    let table = engine.store().published_table(input).await?;
     feed_rows(state, &table, (from, to), rows, like)
         .await
         .map_err(|e| match e {
@@ -244,7 +244,7 @@ async fn change_feed(
     input: &CatalogObject,
     (from, to): (i64, i64),
 ) -> Result<Arc<DeltaCdfTableProvider>> {
-    let table = engine.store.published_table(input).await?;
+    let table = engine.store().published_table(input).await?;
     cdf_provider(&table, (from, to))
 }
 

@@ -104,7 +104,7 @@ struct Graph {
 
 impl Graph {
     fn load(runtime: &Arc<Runtime>) -> Result<Self> {
-        let catalog = &runtime.catalog;
+        let catalog = runtime.catalog();
         let models = catalog
             .objects()?
             .into_iter()
@@ -262,7 +262,9 @@ where
                 .find_map(|up| failed.get(&up).cloned());
             if let Some(why) = failed_up {
                 let reason = format!("upstream model {why}");
-                runtime.catalog.skip_run(object, &trigger_of(id), &reason)?;
+                runtime
+                    .catalog()
+                    .skip_run(object, &trigger_of(id), &reason)?;
                 failed.insert(id, why);
                 continue;
             }
@@ -294,7 +296,7 @@ where
 /// succeeded.
 pub async fn recover(runtime: &Arc<Runtime>) -> Result<()> {
     let inner = runtime;
-    let catalog = &inner.catalog;
+    let catalog = inner.catalog();
     let mut committed_runs: HashMap<i64, i64> = HashMap::new();
     for object in catalog.objects()? {
         // HTTP sources store their snapshots in Delta too.
@@ -304,7 +306,7 @@ pub async fn recover(runtime: &Arc<Runtime>) -> Result<()> {
         let Some(location) = object.location.as_deref() else {
             continue;
         };
-        let table = match inner.store.warehouse().load(location, None).await {
+        let table = match inner.store().warehouse().load(location, None).await {
             Ok(t) => t,
             Err(e) => {
                 tracing::error!(object = %object.name, error = %e, "cannot open delta table");
@@ -333,7 +335,7 @@ pub async fn recover(runtime: &Arc<Runtime>) -> Result<()> {
                 committed_runs.insert(run_id, latest);
             }
             tracing::info!(object = %object.name, latest, published, "publishing a commit that landed before a restart");
-            inner.store.publish(&object, table)?;
+            inner.store().publish(&object, table)?;
         }
     }
     for run in catalog.running_runs()? {

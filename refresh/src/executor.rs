@@ -20,13 +20,13 @@ use tributary_storage::delta;
 /// The model's current Delta table (published, or the empty version 0 before a first refresh).
 async fn current_table(engine: &Runtime, object: &CatalogObject) -> Result<DeltaTable> {
     if object.published_version.is_some() {
-        delta::latest(engine.store.published_table(object).await?).await
+        delta::latest(engine.store().published_table(object).await?).await
     } else {
         let location = object
             .location
             .as_deref()
             .ok_or_else(|| Error::Internal(format!("{} has no location", object.name)))?;
-        engine.store.warehouse().load(location, None).await
+        engine.store().warehouse().load(location, None).await
     }
 }
 
@@ -38,8 +38,8 @@ pub async fn refresh_one(
     full: bool,
 ) -> Result<RunOutcome> {
     let inner = runtime;
-    let (_guard, object) = inner.store.lock_for_write(object).await?;
-    let run_id = inner.catalog.start_run(&object, trigger)?;
+    let (_guard, object) = inner.store().lock_for_write(object).await?;
+    let run_id = inner.catalog().start_run(&object, trigger)?;
     let started = std::time::Instant::now();
     let guard = RunGuard {
         engine: Arc::clone(inner),
@@ -68,7 +68,7 @@ pub async fn refresh_one(
             ..Default::default()
         },
     };
-    inner.catalog.finish_run(run_id, &outcome)?;
+    inner.catalog().finish_run(run_id, &outcome)?;
     crate::metrics::refresh_finished(&object.name, &outcome, started.elapsed());
     guard.finish();
     let elapsed_ms = started.elapsed().as_millis() as u64;
@@ -111,7 +111,7 @@ impl Drop for RunGuard {
                 error: Some("canceled: the refresh was interrupted before it finished".into()),
                 ..Default::default()
             };
-            if let Err(e) = self.engine.catalog.finish_run(self.run_id, &outcome) {
+            if let Err(e) = self.engine.catalog().finish_run(self.run_id, &outcome) {
                 tracing::error!(run_id = self.run_id, error = %e, "cannot record a canceled run");
             }
             crate::metrics::refresh_finished(&self.model, &outcome, self.started.elapsed());
@@ -370,7 +370,7 @@ pub(super) async fn plan_refresh(
     let mut files = BTreeMap::new();
     let mut cursors = BTreeMap::new();
     for name in planning::plan_inputs(&plan, default_schema) {
-        let Some(input) = engine.catalog.object(&name)? else {
+        let Some(input) = engine.catalog().object(&name)? else {
             continue;
         };
         let recorded = bookmarks.get(&name.to_string());
@@ -380,7 +380,8 @@ pub(super) async fn plan_refresh(
             let (change, now) = if sensor {
                 super::sensor::sensed_change(engine, &input, recorded).await?
             } else {
-                tributary_sources::postgres::change_since(&engine.catalog, &input, recorded).await?
+                tributary_sources::postgres::change_since(engine.catalog(), &input, recorded)
+                    .await?
             };
             if let Some(now) = now {
                 cursors.insert(name.clone(), now);
@@ -412,7 +413,7 @@ pub(super) async fn plan_refresh(
     let upstream = || -> Result<Vec<CatalogObject>> {
         let named = tributary_sql::dialect::identifiers(query);
         let mut upstream: Vec<CatalogObject> = engine
-            .catalog
+            .catalog()
             .objects()?
             .into_iter()
             .filter(|o| o.kind == ObjectKind::View && named.contains(&o.name.name))
@@ -511,7 +512,7 @@ async fn explain_read_error(
     }
     let default_schema = state.config().options().catalog.default_schema.clone();
     for name in planning::plan_inputs(plan, &default_schema) {
-        let Ok(Some(object)) = engine.catalog.object(&name) else {
+        let Ok(Some(object)) = engine.catalog().object(&name) else {
             continue;
         };
         if object.kind != ObjectKind::Source {

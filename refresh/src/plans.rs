@@ -146,12 +146,14 @@ pub(super) async fn rewrite_scans(
                 ScanAs::Empty => Arc::new(EmptyTable::new(like.schema())),
                 // Only rows after the cursor came: they are all the added rows.
                 ScanAs::Appended | ScanAs::Changed | ScanAs::Added => {
-                    cursor_rows(&engine.catalog, state, input, from, to, false).await?
+                    cursor_rows(engine.catalog(), state, input, from, to, false).await?
                 }
                 ScanAs::Removed => Arc::new(EmptyTable::new(like.schema())),
-                ScanAs::Old => cursor_rows(&engine.catalog, state, input, None, from, true).await?,
+                ScanAs::Old => {
+                    cursor_rows(engine.catalog(), state, input, None, from, true).await?
+                }
                 ScanAs::OldAndCurrent => {
-                    let old = cursor_rows(&engine.catalog, state, input, None, from, true).await?;
+                    let old = cursor_rows(engine.catalog(), state, input, None, from, true).await?;
                     let ctx = datafusion::prelude::SessionContext::new_with_state(state.clone());
                     let both = ctx
                         .read_table(old)?
@@ -176,7 +178,7 @@ pub(super) async fn rewrite_scans(
                 ScanAs::Empty => Arc::new(EmptyTable::new(like.schema())),
                 ScanAs::Appended | ScanAs::Changed => {
                     cursor_rows(
-                        &engine.catalog,
+                        engine.catalog(),
                         state,
                         input,
                         from.as_deref(),
@@ -311,7 +313,7 @@ async fn old_version(
 ) -> Result<Arc<dyn datafusion::catalog::TableProvider>> {
     let location = input.location.as_deref().unwrap_or_default();
     let old = engine
-        .store
+        .store()
         .warehouse()
         .load(location, Some(version))
         .await?;

@@ -12,12 +12,8 @@ use tributary_storage::TableStore;
 use crate::sensor::SensorMemory;
 
 pub struct Runtime {
-    pub catalog: Arc<Catalog>,
-    /// The warehouse's Delta tables: published versions, providers, write locks.
-    pub store: Arc<TableStore>,
-    /// The database name clients connect to.
-    pub database: String,
-    /// What queries are planned in (the base session state and name resolution).
+    /// What queries are planned in (the base session state and name resolution), and the
+    /// catalog, table store and database name it was opened over.
     pub query: Arc<QueryEnv>,
     /// The change sensor's last answers from PostgreSQL sources (see [`crate::sensor`]).
     pub(crate) sensor: SensorMemory,
@@ -26,25 +22,31 @@ pub struct Runtime {
 impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Runtime")
-            .field("database", &self.database)
+            .field("database", &self.query.database)
             .finish_non_exhaustive()
     }
 }
 
 impl Runtime {
-    pub fn new(
-        catalog: Arc<Catalog>,
-        store: Arc<TableStore>,
-        database: String,
-        query: Arc<QueryEnv>,
-    ) -> Self {
+    pub fn new(query: Arc<QueryEnv>) -> Self {
         Self {
-            catalog,
-            store,
-            database,
             query,
             sensor: SensorMemory::default(),
         }
+    }
+
+    pub fn catalog(&self) -> &Arc<Catalog> {
+        &self.query.catalog
+    }
+
+    /// The warehouse's Delta tables: published versions, providers, write locks.
+    pub fn store(&self) -> &Arc<TableStore> {
+        &self.query.store
+    }
+
+    /// The database name clients connect to.
+    pub fn database(&self) -> &str {
+        &self.query.database
     }
 
     /// The base state queries are planned in.

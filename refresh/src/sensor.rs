@@ -63,12 +63,12 @@ pub(crate) async fn sensed_change(
         .transpose()?
         .filter(|p| !p.is_zero());
     let Some(poll) = poll else {
-        return postgres::change_since(&engine.catalog, input, bookmark).await;
+        return postgres::change_since(engine.catalog(), input, bookmark).await;
     };
     if let Some(answer) = engine.sensor.recall(input.id, bookmark, poll) {
         return Ok(answer);
     }
-    let answer = postgres::change_since(&engine.catalog, input, bookmark).await?;
+    let answer = postgres::change_since(engine.catalog(), input, bookmark).await?;
     engine.sensor.remember(input.id, bookmark, answer.clone());
     Ok(answer)
 }

@@ -100,9 +100,9 @@ fn drop_ids(cx: &StatementContext<'_>, ids: &[i64]) -> Result<()> {
         .collect::<Result<_, _>>()?;
     catalog.drop_objects(ids)?;
     for o in objects {
-        cx.engine.inner.store.forget(o.id);
+        cx.engine.inner.store().forget(o.id);
         if let Some(location) = &o.location
-            && let Err(e) = cx.engine.inner.store.warehouse().remove(location)
+            && let Err(e) = cx.engine.inner.store().warehouse().remove(location)
         {
             tracing::warn!(object = %o.name, error = %e, "could not remove dropped table files");
         }

@@ -129,11 +129,11 @@ pub async fn create_table(
     let location = location_for(&name);
     let engine = &cx.engine.inner;
     let table = engine
-        .store
+        .store()
         .warehouse()
         .create(&location, &name.name, &schema)
         .await?;
-    let object = engine.catalog.create_object(
+    let object = engine.catalog().create_object(
         &NewObject {
             name: name.clone(),
             kind: ObjectKind::Table,
@@ -150,11 +150,11 @@ pub async fn create_table(
     let object = match object {
         Ok(o) => o,
         Err(e) => {
-            let _ = engine.store.warehouse().remove(&location);
+            let _ = engine.store().warehouse().remove(&location);
             return Err(e.into());
         }
     };
-    engine.store.publish(&object, table)?;
+    engine.store().publish(&object, table)?;
     if let Some(plan) = query_plan {
         let rows = crate::dml::append_plan(cx, &object, plan).await?;
         return Ok(Output::Command(format!("SELECT {rows}")));
@@ -230,7 +230,7 @@ pub async fn create_source(
     }
     if source.from == crate::dialect::SourceFrom::Http {
         let engine = &cx.engine.inner;
-        crate::sources::http::create(&engine.catalog, &engine.store, name, source, text).await?;
+        crate::sources::http::create(engine.catalog(), engine.store(), name, source, text).await?;
         return Ok(Output::Command("CREATE SOURCE".into()));
     }
     let mut options = source.options.clone();

@@ -73,7 +73,7 @@ pub async fn create_model(
             .collect::<Vec<_>>(),
     );
     let table = engine
-        .store
+        .store()
         .warehouse()
         .create(&location, &name.name, &nullable)
         .await?;
@@ -104,16 +104,16 @@ pub async fn create_model(
         None => catalog.create_object(&new, &upstream).map(|o| o.id),
     };
     let id = stored.inspect_err(|_| {
-        let _ = engine.store.warehouse().remove(&location);
+        let _ = engine.store().warehouse().remove(&location);
     })?;
-    engine.store.forget(id);
+    engine.store().forget(id);
     drop(table);
     let object = catalog
         .object_by_id(id)?
         .ok_or_else(|| Error::Internal("model vanished".into()))?;
     if !model.with_data {
         if let Some(old_location) = existing.as_ref().and_then(|o| o.location.as_ref()) {
-            let _ = engine.store.warehouse().remove(old_location);
+            let _ = engine.store().warehouse().remove(old_location);
         }
         views.record(&cx.engine.inner.query, id, &plan)?;
         if existing.is_some() {
@@ -136,8 +136,8 @@ pub async fn create_model(
                 }
                 None => catalog.drop_objects(&[id])?,
             }
-            engine.store.forget(id);
-            let _ = engine.store.warehouse().remove(&location);
+            engine.store().forget(id);
+            let _ = engine.store().warehouse().remove(&location);
             return Err(e);
         }
     };
@@ -146,7 +146,7 @@ pub async fn create_model(
     views.record(&cx.engine.inner.query, id, &plan)?;
     if let Some(old) = &existing {
         if let Some(old_location) = &old.location {
-            let _ = engine.store.warehouse().remove(old_location);
+            let _ = engine.store().warehouse().remove(old_location);
         }
         crate::lineage::recompute_dependents(&cx.engine.inner.query, id).await?;
         crate::refresh::refresh_downstream_of(cx.runtime(), object.id, "replace").await?;

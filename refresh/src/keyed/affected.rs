@@ -270,11 +270,11 @@ async fn upserted_keys(
         let scan = LogicalPlanBuilder::scan(name.clone(), source, None)?.build()?;
         Ok(DataFrame::new(state.clone(), scan))
     };
-    let changed = read(cursor_rows(&engine.catalog, state, input, from, Some(to), true).await?)?
+    let changed = read(cursor_rows(engine.catalog(), state, input, from, Some(to), true).await?)?
         .select(as_keys(primary_key, KEY_PREFIX))?;
     // Distinct names rather than aliases on the two sides: the remote side must stay plain
     // enough for the federation's SQL unparser.
-    let remaining = read(cursor_rows(&engine.catalog, state, input, None, Some(to), true).await?)?
+    let remaining = read(cursor_rows(engine.catalog(), state, input, None, Some(to), true).await?)?
         .select(as_keys(primary_key, REMOTE_KEY_PREFIX))?;
     let held = ctx
         .read_table(tributary_storage::delta::provider(model).await?)?

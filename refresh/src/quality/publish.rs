@@ -39,9 +39,9 @@ pub(crate) async fn publish_audited(
     appended: bool,
     run_id: i64,
 ) -> Result<i64> {
-    let tests = engine.catalog.tests_reading(object.id)?;
+    let tests = engine.catalog().tests_reading(object.id)?;
     if tests.is_empty() {
-        return engine.store.publish(object, table);
+        return engine.store().publish(object, table);
     }
     let version = delta::version(&table);
     let provider = delta::provider(&table).await?;
@@ -59,7 +59,7 @@ pub(crate) async fn publish_audited(
         ),
         _ => None,
     };
-    let latest = super::latest_results(&engine.catalog)?;
+    let latest = super::latest_results(engine.catalog())?;
     let mut failed: Vec<(DataTest, i64, Option<String>)> = Vec::new();
     for test in &tests {
         let held_before = latest.get(&test.id).is_some_and(|r| {
@@ -73,7 +73,7 @@ pub(crate) async fn publish_audited(
             appended: appended_rows.clone().filter(|_| held_before),
         };
         let result = check::execute(engine, test, Some(&candidate), Some(run_id), None).await;
-        engine.catalog.record_test_result(test, &result)?;
+        engine.catalog().record_test_result(test, &result)?;
         crate::metrics::test_finished(&test.name, &object.name, result.status.as_str());
         tracing::info!(test = %test.name, model = %object.name, status = result.status.as_str(),
             failing_rows = result.failing_rows, scope = %result.scope, "test ran");
@@ -84,7 +84,7 @@ pub(crate) async fn publish_audited(
         }
     }
     if failed.is_empty() {
-        return engine.store.publish(object, table);
+        return engine.store().publish(object, table);
     }
     restore(table, before, Some(run_id)).await?;
     Err(test_failed(object, version, &failed))
@@ -161,7 +161,7 @@ pub(crate) async fn undo_unaudited(
     object: &CatalogObject,
     latest: DeltaTable,
 ) -> Result<bool> {
-    if engine.catalog.tests_reading(object.id)?.is_empty() {
+    if engine.catalog().tests_reading(object.id)?.is_empty() {
         return Ok(false);
     }
     let published = object.published_version.unwrap_or(0);
