@@ -67,6 +67,21 @@ fn new_object_name(cx: &StatementContext<'_>, name: &ast::ObjectName) -> Result<
     Ok(name)
 }
 
+/// The name for a new object; `None` when an object has it and the statement said
+/// `IF NOT EXISTS` (a notice-free no-op, as PostgreSQL does), an error when it did not.
+fn free_name(
+    cx: &StatementContext<'_>,
+    name: &ast::ObjectName,
+    if_not_exists: bool,
+) -> Result<Option<ObjectName>> {
+    let name = new_object_name(cx, name)?;
+    match cx.catalog().object(&name)? {
+        Some(_) if if_not_exists => Ok(None),
+        Some(existing) => Err(duplicate(&existing)),
+        None => Ok(Some(name)),
+    }
+}
+
 fn duplicate(existing: &CatalogObject) -> Error {
     Error::DuplicateObject {
         kind: ObjectClass::Relation,
@@ -84,13 +99,9 @@ pub async fn create_table(
     create: ast::CreateTable,
     text: &str,
 ) -> Result<Output> {
-    let name = new_object_name(cx, &create.name)?;
-    if let Some(existing) = cx.catalog().object(&name)? {
-        if create.if_not_exists {
-            return Ok(Output::Command("CREATE TABLE".into()));
-        }
-        return Err(duplicate(&existing));
-    }
+    let Some(name) = free_name(cx, &create.name, create.if_not_exists)? else {
+        return Ok(Output::Command("CREATE TABLE".into()));
+    };
     let (schema, query_plan) = if let Some(query) = &create.query {
         let plan =
             planning::plan_statement(&cx.state(), ast::Statement::Query(query.clone())).await?;
@@ -221,13 +232,9 @@ pub async fn create_source(
     source: CreateSource,
     text: &str,
 ) -> Result<Output> {
-    let name = new_object_name(cx, &source.name)?;
-    if let Some(existing) = cx.catalog().object(&name)? {
-        if source.if_not_exists {
-            return Ok(Output::Command("CREATE SOURCE".into()));
-        }
-        return Err(duplicate(&existing));
-    }
+    let Some(name) = free_name(cx, &source.name, source.if_not_exists)? else {
+        return Ok(Output::Command("CREATE SOURCE".into()));
+    };
     if source.from == crate::dialect::SourceFrom::Http {
         let engine = &cx.engine.inner;
         crate::sources::http::create(engine.catalog(), engine.store(), name, source, text).await?;
@@ -351,13 +358,9 @@ pub async fn create_postgres_source(
     source: crate::dialect::CreatePostgresSource,
     text: &str,
 ) -> Result<Output> {
-    let name = new_object_name(cx, &source.name)?;
-    if let Some(existing) = cx.catalog().object(&name)? {
-        if source.if_not_exists {
-            return Ok(Output::Command("CREATE SOURCE".into()));
-        }
-        return Err(duplicate(&existing));
-    }
+    let Some(name) = free_name(cx, &source.name, source.if_not_exists)? else {
+        return Ok(Output::Command("CREATE SOURCE".into()));
+    };
     crate::sources::postgres::create(cx.catalog(), name, source, text).await?;
     Ok(Output::Command("CREATE SOURCE".into()))
 }

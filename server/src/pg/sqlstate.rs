@@ -22,28 +22,25 @@ fn message(e: &Error) -> String {
     text
 }
 
+/// PostgreSQL's detail for objects that block a change: one "x depends on it" line each.
+fn depends_on_it(dependents: &[String]) -> String {
+    dependents
+        .iter()
+        .map(|d| format!("{d} depends on it"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// The error response for an engine error.
 pub(crate) fn error_info(e: &Error) -> ErrorInfo {
     let mut info = ErrorInfo::new("ERROR".into(), e.sqlstate().code().into(), message(e));
     match e.root() {
         Error::DependentObjects { dependents, .. } => {
-            info.detail = Some(
-                dependents
-                    .iter()
-                    .map(|d| format!("{d} depends on it"))
-                    .collect::<Vec<_>>()
-                    .join("\n"),
-            );
+            info.detail = Some(depends_on_it(dependents));
             info.hint = Some("Use DROP ... CASCADE to drop the dependent objects too.".into());
         }
         Error::ColumnInUse { dependents, .. } => {
-            info.detail = Some(
-                dependents
-                    .iter()
-                    .map(|d| format!("{d} depends on it"))
-                    .collect::<Vec<_>>()
-                    .join("\n"),
-            );
+            info.detail = Some(depends_on_it(dependents));
         }
         Error::BadInput {
             detail: Some(d), ..

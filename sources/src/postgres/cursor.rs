@@ -199,8 +199,25 @@ pub async fn newest_cursor_time(
     if !is_time {
         return Ok(None);
     }
-    let (_, now) = change_since(catalog, input, None).await?;
-    Ok(now.and_then(|n| n.cursor).as_deref().and_then(parse_time))
+    // Only the maximum (an index lookup when the cursor is indexed): freshness is read on
+    // every scrape of /metrics, where change tracking's count(*) would scan the table.
+    let sql = format!(
+        "SELECT to_json(max(\"{}\")) #>> '{{}}' FROM {}",
+        cursor.replace('"', "\"\""),
+        quoted_table(&spec)
+    );
+    let pool = pool(catalog, &spec.connection).await?;
+    let conn = pool
+        .connect_direct()
+        .await
+        .map_err(|e| remote_error(&input.name, &spec, e))?;
+    let row = conn
+        .conn
+        .query_one(&sql, &[])
+        .await
+        .map_err(|e| remote_error(&input.name, &spec, e))?;
+    let newest: Option<String> = row.get(0);
+    Ok(newest.as_deref().and_then(parse_time))
 }
 
 /// A time as PostgreSQL's `to_json` writes it: `2026-01-02T10:00:00+00:00` (timestamptz),
